@@ -1,0 +1,1 @@
+"""Deployment (ONNX export, fixed-rate runtime). Nothing here yet."""

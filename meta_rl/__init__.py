@@ -1,0 +1,1 @@
+"""Meta-RL: evaluation over shared task sets and the classic baselines (learners build on these)."""

@@ -1,0 +1,69 @@
+"""``proteus envs``: the registry as a table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+import sim
+from randomization.ranges import SplitRange
+
+
+def env_rows() -> list[dict]:
+    """One dict per registered env (id, backend, spaces, family, trial, randomized params, splits)."""
+    rows = []
+    for env_id in sim.registered():
+        e = sim.entry(env_id)
+        env = sim.make(env_id)
+        base = env.unwrapped
+        params = base.param_ranges()
+        rows.append({
+            "id": env_id,
+            "backend": base.backend,
+            "family": base.family,
+            "obs": f"Box({len(base.observation_space.names)})",
+            "trial_obs": f"Box({env.observation_space.shape[0]})",
+            "action": base.action_space.describe(),
+            "trial": f"{e.episodes_per_trial} × {base.episode_length} steps",
+            "randomized": list(params),
+            "splits": base.split_description(),
+            "ranges": {k: (v.describe() if isinstance(v, SplitRange) else v) for k, v in params.items()},
+            "description": e.description,
+        })
+    return rows
+
+
+def print_envs(verbose: bool = False, console: Console | None = None) -> None:
+    console = console or Console()
+    rows = env_rows()
+    table = Table(title="registered envs: sim.make(ID) · proteus train ALGO --env ID")
+    table.add_column("id", no_wrap=True)
+    table.add_column("backend")
+    table.add_column("family")
+    table.add_column("obs (+RL² inputs)")
+    table.add_column("action")
+    table.add_column("trial")
+    table.add_column("randomized")
+    for r in rows:
+        table.add_row(r["id"], r["backend"], r["family"], f"{r['obs']} → {r['trial_obs']}", r["action"],
+                      r["trial"], ", ".join(r["randomized"]))
+    console.print(table)
+    if not verbose:
+        console.print("proteus envs --verbose shows each family's parameter ranges per split.")
+        return
+    seen = set()
+    for r in rows:
+        if r["family"] in seen:
+            continue
+        seen.add(r["family"])
+        ids = [x["id"] for x in rows if x["family"] == r["family"]]
+        console.print(f"\n[bold]{r['family']}[/bold] ({', '.join(ids)})", soft_wrap=True)
+        for name, rng in r["ranges"].items():
+            if isinstance(rng, dict):
+                if len(set(rng.values())) == 1:
+                    text = next(iter(rng.values()))
+                else:
+                    text = " · ".join(f"{split} {v}" for split, v in rng.items())
+            else:
+                text = rng
+            console.print(f"  {name}: {text}", soft_wrap=True)

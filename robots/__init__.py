@@ -1,0 +1,1 @@
+"""Robot packages (MJCF, task, default randomization, splits). None are registered yet."""

@@ -1,0 +1,98 @@
+"""The env registry: ``sim.make("bandit-k10-n100")``.
+
+Each entry builds a base env and says how many episodes make one meta-RL trial. ``make`` composes the
+wrappers: ``VmapEnv`` (when ``batch_size`` is given), then ``Trial`` (meta-RL envs) or ``AutoReset``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Callable
+
+from randomization.ranges import check_split
+from sim.core import Env
+from sim.wrappers import AutoReset, Trial, VmapEnv
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvEntry:
+    """A registered env.
+
+    Attributes:
+        id: the name given to ``make``.
+        factory: builds the base (unwrapped, unbatched) env.
+        episodes_per_trial: episodes in one meta-RL trial.
+        description: one line for listings.
+    """
+
+    id: str
+    factory: Callable[[], Env]
+    episodes_per_trial: int
+    description: str
+
+
+_REGISTRY: dict[str, EnvEntry] = {}
+
+
+def register(entry: EnvEntry) -> None:
+    if entry.id in _REGISTRY:
+        raise ValueError(f"env id {entry.id!r} is already registered")
+    _REGISTRY[entry.id] = entry
+
+
+def registered() -> list[str]:
+    """Every registered env id, in registration order."""
+    return list(_REGISTRY)
+
+
+def entry(env_id: str) -> EnvEntry:
+    """The registry entry of ``env_id``; an unknown id raises listing the known ones."""
+    try:
+        return _REGISTRY[env_id]
+    except KeyError:
+        close = difflib.get_close_matches(env_id, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown env {env_id!r}.{hint} Known envs: {', '.join(_REGISTRY)}") from None
+
+
+def make(env_id: str, *, batch_size: int | None = None, split: str = "train", trial: bool = True) -> Env:
+    """Build a registered env.
+
+    Args:
+        env_id: a registered id (``proteus envs`` lists them).
+        batch_size: wrap the base env in ``VmapEnv(batch_size)`` (``None``: unbatched).
+        split: where worlds are drawn from on resampling (``train``, ``interp``, ``extrap``).
+        trial: ``True`` gives the meta-RL trial env (RL² inputs, K episodes per world);
+            ``False`` gives plain auto-reset with a fresh world every episode (domain randomization).
+    """
+    e = entry(env_id)
+    check_split(split)
+    env = e.factory()
+    env.id = env_id
+    if batch_size is not None:
+        env = VmapEnv(env, batch_size)
+    if trial:
+        return Trial(env, e.episodes_per_trial, split=split)
+    return AutoReset(env, split=split, episodes_per_world=1)
+
+
+def _register_builtin() -> None:
+    from sim.tasks.bandit import BernoulliBandit
+    from sim.tasks.point_nav import PointNav
+    from sim.tasks.tabular_mdp import TabularMDP
+
+    for k in (5, 10, 50):
+        for n in (10, 100, 500):
+            register(EnvEntry(f"bandit-k{k}-n{n}", lambda k=k: BernoulliBandit(k), n,
+                              f"{k}-armed Bernoulli bandit, trials of {n} pulls (RL² §4.1)"))
+    for n in (10, 25, 50, 75, 100):
+        register(EnvEntry(f"mdp-s10-a5-n{n}", lambda: TabularMDP(10, 5, 10), n,
+                          f"random tabular MDP (10 states, 5 actions, 10-step episodes), trials of {n} episodes"))
+    register(EnvEntry("point-goal", lambda: PointNav("goal"), 2,
+                      "2-D point navigation to an unseen goal (MAML/ProMP), trials of 2 episodes"))
+    register(EnvEntry("point-vel", lambda: PointNav("vel"), 2,
+                      "2-D point moving at an unseen target velocity, trials of 2 episodes"))
+
+
+_register_builtin()

@@ -1,0 +1,99 @@
+"""2-D point navigation, the MAML / ProMP point-robot tasks (Finn et al. 2017, Rothfuss et al. 2019).
+
+A point starts at the origin; the action is its velocity, clipped to ``[-1, 1]^2`` per axis, integrated
+with ``dt = 0.1`` (so at most 0.1 per step per axis, as in MAML's displacement actions). Episodes last
+100 steps (a time limit: ``truncated``); there is no terminal state. The observation is the position.
+
+Two task families:
+
+* ``goal``: reward ``-||x - goal||``. Goals sit at radius ``U[0.2, 0.5]`` and at an angle that is
+  ``train``: [0°, 300°] minus the held-out sector (150°, 180°); ``interp``: that sector, (150°, 180°),
+  inside the training hull; ``extrap``: (300°, 360°), a sector training never sees.
+* ``vel``: reward ``-||v - v*||`` for the commanded (clipped) velocity ``v`` and a target ``v*`` with a
+  uniform direction and speed ``train``: [0.2, 0.6] minus (0.35, 0.45); ``interp``: (0.35, 0.45);
+  ``extrap``: (0.6, 0.9], faster than anything trained on.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from randomization.ranges import SplitRange, check_split
+from sim.core import Box, Env, new_state
+
+_DT = 0.1
+_MAX_V = 1.0
+
+
+@struct.dataclass
+class PointParams:
+    target: jax.Array  # [2] goal position (goal family) or target velocity (vel family)
+
+
+class PointNav(Env):
+    def __init__(self, family: str = "goal", episode_length: int = 100):
+        if family not in ("goal", "vel"):
+            raise ValueError(f"unknown point-nav family {family!r}; expected 'goal' or 'vel'")
+        if int(episode_length) < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.task = family
+        self.family = f"point-{family}"
+        self.id = f"point-{family}"
+        self.episode_length = int(episode_length)
+        self.observation_space = Box(names=("x", "y"), low=-float("inf"), high=float("inf"))
+        self.action_space = Box(names=("vx", "vy"), low=-_MAX_V, high=_MAX_V)
+        if family == "goal":
+            self.ranges = {
+                "goal_radius": SplitRange("goal_radius", train=(0.2, 0.5), extrap=()),
+                "goal_angle_deg": SplitRange(
+                    "goal_angle_deg", train=(0.0, 300.0), interp=(150.0, 180.0), extrap=((300.0, 360.0),), unit="°"
+                ),
+            }
+        else:
+            self.ranges = {
+                "speed": SplitRange("speed", train=(0.2, 0.6), interp=(0.35, 0.45), extrap=((0.6, 0.9),), unit="/s"),
+                "direction_deg": SplitRange("direction_deg", train=(0.0, 360.0), unit="°"),
+            }
+
+    def sample_params(self, key, split="train"):
+        check_split(split)
+        k_mag, k_ang = jax.random.split(key)
+        mag_range, ang_range = self.ranges.values()  # (magnitude, angle in degrees)
+        mag, rad = mag_range.sample(k_mag, split), jnp.deg2rad(ang_range.sample(k_ang, split))
+        return PointParams(target=mag * jnp.stack([jnp.cos(rad), jnp.sin(rad)]))
+
+    def param_values(self, params: PointParams) -> dict[str, jax.Array]:
+        """The named polar parameters of a world (inverse of ``sample_params``; any batch shape)."""
+        mag = jnp.linalg.norm(params.target, axis=-1)
+        ang = jnp.rad2deg(jnp.arctan2(params.target[..., 1], params.target[..., 0])) % 360.0
+        return dict(zip(self.ranges, (mag, ang)))
+
+    def reset(self, key, params):
+        env_state = {"pos": jnp.zeros((2,), jnp.float32), "t": jnp.zeros((), jnp.int32)}
+        return new_state(env_state["pos"], params, env_state, key)
+
+    def step(self, state, action):
+        action = self.check_action(action)
+        v = jnp.clip(action, -_MAX_V, _MAX_V)
+        pos = state.env_state["pos"] + _DT * v
+        t = state.env_state["t"] + 1
+        target = state.params.target
+        if self.task == "goal":
+            reward = -jnp.linalg.norm(pos - target)
+        else:
+            reward = -jnp.linalg.norm(v - target)
+        return state.replace(
+            obs=pos,
+            reward=reward.astype(jnp.float32),
+            terminated=jnp.zeros((), bool),
+            truncated=t >= self.episode_length,
+            env_state={"pos": pos, "t": t},
+        )
+
+    def param_ranges(self):
+        return dict(self.ranges)
+
+    def split_description(self):
+        return {split: " · ".join(f"{n} {r.describe()[split]}" for n, r in self.ranges.items()) for split in ("train", "interp", "extrap")}

@@ -1,0 +1,69 @@
+"""The ``proteus`` CLI: envs listing, benchmarks, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import sim
+from proteus.cli import main
+
+
+def test_envs_lists_every_env(capsys):
+    main(["envs", "--verbose"])
+    out = capsys.readouterr().out
+    for env_id in sim.registered():
+        assert env_id in out
+    assert "goal_angle_deg: train [0, 150] ∪ [180, 300] · interp [150, 180] · extrap [300, 360]" in out
+
+
+def test_env_rows_carry_spaces_families_and_ranges():
+    from proteus.envs import env_rows
+
+    rows = {r["id"]: r for r in env_rows()}
+    assert rows["point-goal"]["action"] == "Box(2)" and rows["bandit-k10-n100"]["action"] == "Discrete(10)"
+    assert rows["mdp-s10-a5-n25"]["trial"] == "25 × 10 steps"
+    assert "(150, 180)" not in rows["point-goal"]["ranges"]["goal_angle_deg"]["train"]
+    assert rows["point-goal"]["ranges"]["goal_angle_deg"]["extrap"] == "[300, 360]"
+    assert rows["point-vel"]["family"] == "point-vel"
+
+
+def test_bench_env_writes_json_with_ratio(tmp_path, capsys):
+    path = tmp_path / "env.json"
+    main(["bench", "env", "--env", "point-goal", "--batch", "64", "--steps", "20", "--repeats", "1", "--json", str(path)])
+    data = json.loads(path.read_text())
+    assert all("jax" in r["name"] for r in data["rows"])
+    assert {r["baseline_name"] for r in data["rows"]} == {
+        "numpy loop, vectorized over the batch", "numpy loop, one env at a time"}
+    for r in data["rows"]:
+        assert r["value"] > 0 and r["baseline"] > 0
+        assert r["ratio"] == pytest.approx(r["value"] / r["baseline"])
+    assert "numpy loop, one env at a time" in capsys.readouterr().out
+
+
+def test_bench_baselines_small(tmp_path):
+    path = tmp_path / "b.json"
+    main(["bench", "baselines", "--tasks", "50", "--mdp-tasks", "20", "--pulls", "10", "--arms", "5",
+          "--episodes", "10", "--json", str(path)])
+    rows = json.loads(path.read_text())["rows"]
+    names = {r["name"].split(" ")[0] for r in rows}
+    assert {"bandit-k5-n10/random", "bandit-k5-n10/thompson", "bandit-k5-n10/gittins", "mdp-s10-a5-n10/psrl"} <= names
+    assert all(r["baseline"] is None or r["ratio"] > 0 for r in rows)
+
+
+def test_unknown_env_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "env", "--env", "cheetah"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown env 'cheetah'" in err and "bandit-k5-n10" in err
+
+
+def test_console_script_runs():
+    exe = shutil.which("proteus") or str(__import__("pathlib").Path(sys.executable).parent / "proteus")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "envs" in out.stdout and "bench" in out.stdout

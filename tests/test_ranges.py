@@ -1,0 +1,59 @@
+"""SplitRange: validation naming the bad value, sampling over unions of intervals."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from randomization.ranges import SplitRange
+
+
+def test_sampling_covers_each_split_uniformly():
+    r = SplitRange("mass", train=(1.0, 3.0), interp=(1.5, 2.0), extrap=((0.2, 0.5), (3.5, 4.0)))
+    key = jax.random.key(0)
+    train = np.asarray(r.sample(key, "train", (20000,)))
+    assert ((train >= 1.0) & (train <= 3.0)).all() and not ((train > 1.5) & (train < 2.0)).any()
+    # uniform over [1, 1.5] ∪ [2, 3]: a third of the mass on the first piece
+    assert abs((train < 1.5).mean() - 1 / 3) < 0.015
+    extrap = np.asarray(r.sample(key, "extrap", (20000,)))
+    assert (((extrap >= 0.2) & (extrap <= 0.5)) | ((extrap >= 3.5) & (extrap <= 4.0))).all()
+    assert abs((extrap < 1).mean() - 0.375) < 0.015
+    interp = np.asarray(r.sample(key, "interp", (1000,)))
+    assert ((interp >= 1.5) & (interp <= 2.0)).all()
+    assert bool(r.contains(train, "train").all()) and not bool(r.contains(train, "extrap").any())
+
+
+def test_log_uniform():
+    r = SplitRange("damping", train=(0.01, 1.0), dist="log_uniform")
+    x = np.asarray(r.sample(jax.random.key(1), "train", (20000,)))
+    assert abs((x < 0.1).mean() - 0.5) < 0.015  # half the mass per decade
+
+
+def test_shared_range_is_the_same_in_every_split():
+    r = SplitRange("radius", train=(0.2, 0.5))
+    assert r.shared and r.intervals("extrap") == [(0.2, 0.5)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (dict(train=(2.0, 1.0)), r"mass: train range has low 2.0 >= high 1.0"),
+        (dict(train=(1.0, 2.0), interp=(0.5, 1.5)), r"mass: interp range \(0.5, 1.5\) must lie strictly inside"),
+        (dict(train=(1.0, 2.0), extrap=((1.5, 3.0),)), r"mass: extrap range \(1.5, 3.0\) overlaps the train range"),
+        (dict(train=(0.0, 1.0), dist="log_uniform"), r"mass: log_uniform needs positive bounds, got low 0.0"),
+        (dict(train=(1.0, 2.0), dist="cauchy"), r"mass: unknown distribution 'cauchy'"),
+        (dict(train=(1.0, float("inf"))), r"mass: train range .* must be finite"),
+    ],
+)
+def test_bad_ranges_are_named(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        SplitRange("mass", **kwargs)
+
+
+def test_missing_split_and_unknown_split():
+    r = SplitRange("mass", train=(1.0, 2.0), interp=(1.2, 1.4))
+    with pytest.raises(ValueError, match="mass: no 'extrap' range declared"):
+        r.sample(jax.random.key(0), "extrap")
+    with pytest.raises(ValueError, match="unknown split 'holdout'"):
+        r.intervals("holdout")

@@ -1,0 +1,195 @@
+"""Auto-reset, trial, batching and normalization semantics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sim
+from sim.core import Box, Env, new_state
+from sim.tasks.point_nav import PointNav
+from sim.wrappers import AutoReset, NormalizeObs, Trial, VmapEnv
+from tests.helpers import compiled_rollout, fixed_actions
+
+
+class RandomStart(Env):
+    """Test env: the first observation is drawn from the reset key; a fixed 3-step time limit;
+    terminates when the action exceeds 0.9 (so both end reasons occur)."""
+
+    id = "random-start"
+    family = "test"
+    episode_length = 3
+    observation_space = Box(names=("x",), low=-1.0, high=1.0)
+    action_space = Box(names=("a",), low=-1.0, high=1.0)
+
+    def sample_params(self, key, split="train"):
+        return {"offset": jax.random.uniform(key, (), jnp.float32, 0.0, 10.0)}
+
+    def reset(self, key, params):
+        x = jax.random.uniform(key, (1,), jnp.float32, -1.0, 1.0)
+        return new_state(x, params, {"x": x, "t": jnp.zeros((), jnp.int32)}, key)
+
+    def step(self, state, action):
+        action = self.check_action(action)
+        t = state.env_state["t"] + 1
+        x = state.env_state["x"] + 0.01
+        return state.replace(
+            obs=x,
+            reward=params_reward(state.params, action),
+            terminated=action[0] > 0.9,
+            truncated=t >= self.episode_length,
+            env_state={"x": x, "t": t},
+        )
+
+
+def params_reward(params, action):
+    return (params["offset"] + action[0]).astype(jnp.float32)
+
+
+STEPS = 30
+
+
+def _run(env, steps=STEPS, actions=None, seed=0):
+    params = env.sample_params(jax.random.key(seed))
+    if actions is None:
+        actions = jnp.zeros((steps,) + env.batch_shape + env.action_space.shape)
+    return compiled_rollout(env, steps)(jax.random.key(seed + 1), params, actions)
+
+
+def test_autoreset_uses_fresh_key_every_episode():
+    env = AutoReset(RandomStart(), episodes_per_world=None)
+    s0, traj = _run(env)
+    done = np.asarray(traj.done)
+    starts = np.concatenate([np.asarray(s0.obs)[None], np.asarray(traj.obs)[done]])[:, 0]
+    assert done.sum() == STEPS // 3
+    assert len(np.unique(np.round(starts, 6))) == len(starts), "an episode restarted from a cached state"
+
+
+def test_autoreset_keeps_final_obs_and_truncation_apart():
+    env = AutoReset(RandomStart(), episodes_per_world=None)
+    s0, traj = _run(env)
+    done = np.asarray(traj.truncated)
+    assert not np.asarray(traj.terminated).any()
+    # the final observation is the pre-reset one (start + 3 * 0.01), the new obs is a fresh start
+    first_end = int(np.argmax(done))
+    np.testing.assert_allclose(traj.info["final_obs"][first_end, 0], s0.obs[0] + 0.03, atol=1e-6)
+    assert not np.isclose(traj.obs[first_end, 0], s0.obs[0] + 0.03)
+    # termination stays termination
+    actions = jnp.ones((STEPS, 1))
+    _, traj = _run(env, actions=actions)
+    assert np.asarray(traj.terminated).all() and not np.asarray(traj.truncated).any()
+
+
+def test_autoreset_resamples_world_every_k_episodes():
+    env = AutoReset(RandomStart(), episodes_per_world=2)
+    s0, traj = _run(env)
+    offsets = np.asarray(traj.params["offset"])
+    world_done = np.asarray(traj.info["world_done"])
+    assert world_done.sum() == STEPS // 6
+    # params change exactly after world_done steps
+    prev = np.concatenate([[float(s0.params["offset"])], offsets[:-1]])
+    changed = ~np.isclose(prev, offsets)
+    np.testing.assert_array_equal(changed, world_done)
+
+
+def test_trial_params_constant_inside_and_resampled_across():
+    K, H = 3, 4
+    env = Trial(PointNav("goal", episode_length=H), episodes_per_trial=K)
+    steps = 3 * K * H
+    s0, traj = _run(env, steps=steps, actions=fixed_actions(env, jax.random.key(9), steps))
+    goals = np.concatenate([np.asarray(s0.params.target)[None], np.asarray(traj.params.target)])
+    for trial in range(3):
+        block = goals[trial * K * H + 1 : (trial + 1) * K * H + 1]  # params in force for that trial's steps
+        block = np.concatenate([goals[trial * K * H][None], block[:-1]])
+        assert np.allclose(block, block[0]), f"params changed inside trial {trial}"
+    trial_goals = [goals[i * K * H] for i in range(3)]
+    assert not np.allclose(trial_goals[0], trial_goals[1]) and not np.allclose(trial_goals[1], trial_goals[2])
+
+
+def test_trial_done_flag_and_rl2_inputs():
+    K, H = 3, 4
+    env = Trial(PointNav("goal", episode_length=H), episodes_per_trial=K)
+    steps = 2 * K * H
+    actions = fixed_actions(env, jax.random.key(9), steps)
+    s0, traj = _run(env, steps=steps, actions=actions)
+    trial_done = np.asarray(traj.info["trial_done"])
+    expected = np.zeros(steps, bool)
+    expected[K * H - 1 :: K * H] = True
+    np.testing.assert_array_equal(trial_done, expected)  # carries reset after these steps only
+    np.testing.assert_array_equal(np.asarray(traj.terminated), expected)
+    assert not np.asarray(traj.truncated).any()
+    # inner episodes end by time limit: truncated, never terminated
+    ep_trunc = np.asarray(traj.info["episode_truncated"])
+    np.testing.assert_array_equal(ep_trunc, (np.arange(steps) % H) == H - 1)
+    assert not np.asarray(traj.info["episode_terminated"]).any()
+    names = env.observation_space.names
+    assert names == ("x", "y", "prev_action.vx", "prev_action.vy", "prev_reward", "prev_done")
+    obs = np.asarray(traj.obs)
+    np.testing.assert_allclose(obs[:, 2:4], actions, atol=1e-6)
+    np.testing.assert_allclose(obs[:, 4], traj.reward, atol=1e-6)
+    np.testing.assert_array_equal(obs[:, 5] > 0.5, ep_trunc)
+    np.testing.assert_array_equal(np.asarray(s0.obs)[2:], 0.0)  # trial start: no previous step
+    # after an inner episode ends the point is back at the origin, the final obs is not
+    i = H - 1
+    np.testing.assert_array_equal(obs[i, :2], 0.0)
+    assert np.abs(np.asarray(traj.info["final_obs"])[i, :2]).sum() > 0
+
+
+def test_trial_discrete_action_is_one_hot():
+    env = sim.make("bandit-k5-n10")
+    s0, traj = _run(env, steps=10, actions=jnp.full((10,), 3, jnp.int32))
+    obs = np.asarray(traj.obs)
+    np.testing.assert_array_equal(obs[:, 1:6], np.tile(np.eye(5)[3], (10, 1)))
+    np.testing.assert_array_equal(obs[:, 7], 1.0)  # every pull is a finished one-step episode
+    assert np.asarray(traj.info["trial_done"]).tolist() == [False] * 9 + [True]
+
+
+def test_batched_trial_matches_unbatched():
+    K, H, B = 2, 3, 3
+    single = Trial(RandomStart(), episodes_per_trial=K)
+    batched = Trial(VmapEnv(RandomStart(), B), episodes_per_trial=K)
+    params = batched.sample_params(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), B)
+    actions = fixed_actions(batched, jax.random.key(2), 20)
+    _, tb = compiled_rollout(batched, 20)(keys, params, actions)
+    for i in range(B):
+        p = jax.tree.map(lambda x: x[i], params)
+        _, ts = compiled_rollout(single, 20)(keys[i], p, actions[:, i])
+        np.testing.assert_allclose(tb.obs[:, i], ts.obs, atol=1e-6)
+        np.testing.assert_array_equal(tb.info["trial_done"][:, i], ts.info["trial_done"])
+
+
+def test_vmap_env_key_errors_name_the_shape():
+    env = VmapEnv(RandomStart(), 4)
+    with pytest.raises(ValueError, match="expected one key or 4 keys"):
+        env.sample_params(jax.random.split(jax.random.key(0), 3))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        VmapEnv(RandomStart(), 0)
+
+
+def test_normalize_obs_matches_numpy_statistics():
+    B = 8
+    env = NormalizeObs(AutoReset(VmapEnv(PointNav("goal", episode_length=5), B)))
+    steps = 12
+    actions = fixed_actions(env, jax.random.key(3), steps)
+    s0, traj = compiled_rollout(env, steps)(jax.random.key(1), env.sample_params(jax.random.key(0)), actions)
+    raw = AutoReset(VmapEnv(PointNav("goal", episode_length=5), B))
+    r0, rtraj = compiled_rollout(raw, steps)(jax.random.key(1), raw.sample_params(jax.random.key(0)), actions)
+    seen = np.concatenate([np.asarray(r0.obs)[None], np.asarray(rtraj.obs)]).reshape(-1, 2)
+    stats = jax.tree.map(lambda x: x[-1], traj.info["obs_norm"])
+    np.testing.assert_allclose(stats.mean, seen.mean(0), atol=1e-5)
+    np.testing.assert_allclose(stats.var, seen.var(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        traj.obs[-1], (rtraj.obs[-1] - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-8), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_wrapper_argument_errors():
+    with pytest.raises(ValueError, match="episodes_per_trial must be >= 1, got 0"):
+        Trial(RandomStart(), 0)
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        AutoReset(RandomStart(), split="test")
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        NormalizeObs(RandomStart(), clip=0)
