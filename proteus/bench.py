@@ -16,6 +16,8 @@ import sim
 from proteus.report import BenchRow, write_json
 
 console = Console()
+if not console.is_terminal:  # files and pipes: wide enough that tables never wrap
+    console.width = 160
 
 # Duan et al. 2016 (RL²), Table 1: mean total reward per trial.
 PAPER_BANDIT = {  # (n, k): {strategy: value}

@@ -20,7 +20,7 @@ from meta_rl.baselines.bandit import make_strategy
 from meta_rl.evaluate import TUNE_SEED, compiled_run_trials, eval_tasks
 
 GRIDS: dict[str, list[dict[str, float]]] = {
-    "epsilon_greedy": [{"epsilon": e} for e in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)],
+    "epsilon_greedy": [{"epsilon": e} for e in (0.01, 0.02, 0.05, 0.1, 0.2)],  # eps = 0 is "greedy"
     "ucb1": [
         {"c": c, "prior": p}
         for c, p in itertools.product((0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0), (0.0, 0.5, 1.0, 2.0))
