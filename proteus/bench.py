@@ -8,16 +8,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import sim
+from proteus.console import make_console
 from proteus.report import BenchRow, write_json
 
-console = Console()
-if not console.is_terminal:  # files and pipes: wide enough that tables never wrap
-    console.width = 160
+console = make_console()
 
 # Duan et al. 2016 (RL²), Table 1: mean total reward per trial.
 PAPER_BANDIT = {  # (n, k): {strategy: value}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
+
+from proteus.console import make_console
 from rich.table import Table
 
 import sim
@@ -19,7 +22,7 @@ def env_rows() -> list[dict]:
         params = base.param_ranges()
         rows.append({
             "id": env_id,
-            "backend": base.backend,
+            "backend": "/".join(e.backends),
             "family": base.family,
             "obs": f"Box({len(base.observation_space.names)})",
             "trial_obs": f"Box({env.observation_space.shape[0]})",
@@ -28,13 +31,14 @@ def env_rows() -> list[dict]:
             "randomized": list(params),
             "splits": base.split_description(),
             "ranges": {k: (v.describe() if isinstance(v, SplitRange) else v) for k, v in params.items()},
+            "labels": {k: v.name for k, v in params.items() if isinstance(v, SplitRange) and v.name != k},
             "description": e.description,
         })
     return rows
 
 
 def print_envs(verbose: bool = False, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     rows = env_rows()
     table = Table(title="registered envs: sim.make(ID) · proteus train ALGO --env ID")
     table.add_column("id", no_wrap=True)
@@ -46,7 +50,7 @@ def print_envs(verbose: bool = False, console: Console | None = None) -> None:
     table.add_column("randomized")
     for r in rows:
         table.add_row(r["id"], r["backend"], r["family"], f"{r['obs']} → {r['trial_obs']}", r["action"],
-                      r["trial"], ", ".join(r["randomized"]))
+                      r["trial"], escape(", ".join(r["randomized"])))
     console.print(table)
     if not verbose:
         console.print("proteus envs --verbose shows each family's parameter ranges per split.")
@@ -66,4 +70,5 @@ def print_envs(verbose: bool = False, console: Console | None = None) -> None:
                     text = " · ".join(f"{split} {v}" for split, v in rng.items())
             else:
                 text = rng
-            console.print(f"  {name}: {text}", soft_wrap=True)
+            label = f" ({r['labels'][name]})" if name in r["labels"] else ""
+            console.print(escape(f"  {name}{label}: {text}"), soft_wrap=True)

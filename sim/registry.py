@@ -21,15 +21,17 @@ class EnvEntry:
 
     Attributes:
         id: the name given to ``make``.
-        factory: builds the base (unwrapped, unbatched) env.
+        factory: builds the base (unwrapped, unbatched) env for a backend.
         episodes_per_trial: episodes in one meta-RL trial.
         description: one line for listings.
+        backends: the backends it runs on; the first is the default (``backend="auto"``).
     """
 
     id: str
-    factory: Callable[[], Env]
+    factory: Callable[[str], Env]
     episodes_per_trial: int
     description: str
+    backends: tuple[str, ...] = ("jax",)
 
 
 _REGISTRY: dict[str, EnvEntry] = {}
@@ -56,11 +58,14 @@ def entry(env_id: str) -> EnvEntry:
         raise KeyError(f"unknown env {env_id!r}.{hint} Known envs: {', '.join(_REGISTRY)}") from None
 
 
-def make(env_id: str, *, batch_size: int | None = None, split: str = "train", trial: bool = True) -> Env:
+def make(
+    env_id: str, *, batch_size: int | None = None, split: str = "train", trial: bool = True, backend: str = "auto"
+) -> Env:
     """Build a registered env.
 
     Args:
         env_id: a registered id (``proteus envs`` lists them).
+        backend: ``auto`` (the entry's first backend), or one the entry lists (``jax``, ``native``, ``mjx``).
         batch_size: wrap the base env in ``VmapEnv(batch_size)`` (``None``: unbatched).
         split: where worlds are drawn from on resampling (``train``, ``interp``, ``extrap``).
         trial: ``True`` gives the meta-RL trial env (RL² inputs, K episodes per world);
@@ -68,7 +73,11 @@ def make(env_id: str, *, batch_size: int | None = None, split: str = "train", tr
     """
     e = entry(env_id)
     check_split(split)
-    env = e.factory()
+    if backend == "auto":
+        backend = e.backends[0]
+    if backend not in e.backends:
+        raise ValueError(f"{env_id} runs on backend(s) {', '.join(e.backends)}, not {backend!r}")
+    env = e.factory(backend)
     env.id = env_id
     if batch_size is not None:
         env = VmapEnv(env, batch_size)
@@ -84,15 +93,27 @@ def _register_builtin() -> None:
 
     for k in (5, 10, 50):
         for n in (10, 100, 500):
-            register(EnvEntry(f"bandit-k{k}-n{n}", lambda k=k: BernoulliBandit(k), n,
+            register(EnvEntry(f"bandit-k{k}-n{n}", lambda _, k=k: BernoulliBandit(k), n,
                               f"{k}-armed Bernoulli bandit, trials of {n} pulls (RL² §4.1)"))
     for n in (10, 25, 50, 75, 100):
-        register(EnvEntry(f"mdp-s10-a5-n{n}", lambda: TabularMDP(10, 5, 10), n,
+        register(EnvEntry(f"mdp-s10-a5-n{n}", lambda _: TabularMDP(10, 5, 10), n,
                           f"random tabular MDP (10 states, 5 actions, 10-step episodes), trials of {n} episodes"))
-    register(EnvEntry("point-goal", lambda: PointNav("goal"), 2,
+    register(EnvEntry("point-goal", lambda _: PointNav("goal"), 2,
                       "2-D point navigation to an unseen goal (MAML/ProMP), trials of 2 episodes"))
-    register(EnvEntry("point-vel", lambda: PointNav("vel"), 2,
+    register(EnvEntry("point-vel", lambda _: PointNav("vel"), 2,
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
+
+    # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second
+    from robots import cartpole, pendulum
+    from sim.mujoco_env import MujocoEnv
+
+    for task, text in (
+        (pendulum.SWINGUP, "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),
+        (cartpole.BALANCE, "cart-pole balance, randomized masses/pole COM/damping/gravity"),
+        (cartpole.SWINGUP, "cart-pole swing-up, randomized masses/pole COM/damping/gravity"),
+    ):
+        register(EnvEntry(task.name, lambda backend, task=task: MujocoEnv(task, backend), 2,
+                          f"{text}, trials of 2 episodes", backends=("native", "mjx")))
 
 
 _register_builtin()

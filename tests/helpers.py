@@ -35,9 +35,10 @@ def compiled_rollout(env: sim.Env, steps: int):
 
 
 @functools.lru_cache(maxsize=None)
-def made(env_id: str, batch_size: int | None = None, split: str = "train", trial: bool = True) -> sim.Env:
+def made(env_id: str, batch_size: int | None = None, split: str = "train", trial: bool = True,
+         backend: str = "auto") -> sim.Env:
     """``sim.make`` cached so compiled functions keyed on the env object are shared across tests."""
-    return sim.make(env_id, batch_size=batch_size, split=split, trial=trial)
+    return sim.make(env_id, batch_size=batch_size, split=split, trial=trial, backend=backend)
 
 
 def tree_allclose(a, b, **kw) -> bool:

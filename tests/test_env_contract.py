@@ -12,11 +12,12 @@ from randomization.ranges import SplitRange
 from tests.helpers import compiled_rollout, fixed_actions, made, tree_allclose
 
 ENV_IDS = sim.registered()
+CASES = [(i, b) for i in ENV_IDS for b in sim.entry(i).backends]
 STEPS = 24
 
 
-@pytest.fixture(scope="module", params=ENV_IDS)
-def env_id(request):
+@pytest.fixture(scope="module", params=CASES, ids=[f"{i}:{b}" for i, b in CASES])
+def case(request):
     return request.param
 
 
@@ -28,13 +29,14 @@ def _rollout(env, seed_params=0, seed_reset=1, seed_actions=2):
 
 def test_registry_lists_all_families():
     families = {made(i).unwrapped.family for i in ENV_IDS}
-    assert {"bandit", "tabular-mdp", "point-goal", "point-vel"} <= families
+    assert {"bandit", "tabular-mdp", "point-goal", "point-vel", "pendulum", "cartpole"} <= families
     assert len([i for i in ENV_IDS if i.startswith("bandit-")]) == 9
     assert len([i for i in ENV_IDS if i.startswith("mdp-")]) == 5
 
 
-def test_shapes_dtypes_and_finite(env_id):
-    env = made(env_id)
+def test_shapes_dtypes_and_finite(case):
+    env_id, backend = case
+    env = made(env_id, backend=backend)
     s0, traj = _rollout(env)
     obs_dim = env.observation_space.shape
     assert s0.obs.shape == obs_dim and s0.obs.dtype == jnp.float32
@@ -48,25 +50,28 @@ def test_shapes_dtypes_and_finite(env_id):
             assert bool(jnp.all(jnp.isfinite(leaf))), env_id
 
 
-def test_same_key_same_trajectory(env_id):
-    env = made(env_id)
+def test_same_key_same_trajectory(case):
+    env_id, backend = case
+    env = made(env_id, backend=backend)
     a = _rollout(env)
     b = _rollout(env)
     assert tree_allclose(a[1].obs, b[1].obs, atol=0) and tree_allclose(a[1].reward, b[1].reward, atol=0)
 
 
-def test_different_params_change_transitions(env_id):
-    env = made(env_id)
+def test_different_params_change_transitions(case):
+    env_id, backend = case
+    env = made(env_id, backend=backend)
     _, a = _rollout(env, seed_params=0)
     _, b = _rollout(env, seed_params=5)
     differs = (not np.allclose(a.reward, b.reward)) or (not np.allclose(a.obs, b.obs))
     assert differs, f"{env_id}: two worlds gave identical transitions"
 
 
-def test_batched_matches_per_env_and_worlds_differ(env_id):
+def test_batched_matches_per_env_and_worlds_differ(case):
+    env_id, backend = case
     B = 4
-    env = made(env_id, batch_size=B)
-    single = made(env_id)
+    env = made(env_id, batch_size=B, backend=backend)
+    single = made(env_id, backend=backend)
     params = env.sample_params(jax.random.key(3), "train")
     keys = jax.random.split(jax.random.key(4), B)
     actions = fixed_actions(env, jax.random.key(5), STEPS)
@@ -83,8 +88,9 @@ def test_batched_matches_per_env_and_worlds_differ(env_id):
     assert any(not np.allclose(x[0], x[1]) for x in leaves)
 
 
-def test_sample_params_respects_split_ranges(env_id):
-    env = made(env_id, batch_size=256)
+def test_sample_params_respects_split_ranges(case):
+    env_id, backend = case
+    env = made(env_id, batch_size=256, backend=backend)
     for split in sim.SPLITS:
         params = env.sample_params(jax.random.key(11), split)
         values = env.param_values(params)
@@ -95,8 +101,9 @@ def test_sample_params_respects_split_ranges(env_id):
                 assert bool(jnp.all(inside)), f"{env_id} {split} {name}: {values[name][~inside][:5]}"
 
 
-def test_wrong_action_shape_fails_at_trace_time_naming_expected(env_id):
-    env = made(env_id)
+def test_wrong_action_shape_fails_at_trace_time_naming_expected(case):
+    env_id, backend = case
+    env = made(env_id, backend=backend)
     params = env.sample_params(jax.random.key(0))
     s = env.reset(jax.random.key(1), params)
     bad = jnp.zeros((3,) + env.action_space.shape, env.action_space.dtype)

@@ -1,0 +1,231 @@
+"""MuJoCo robots behind the Env contract, on two backends.
+
+* ``native``: MuJoCo C. Physics state is a plain array in ``mj_getState``'s ``mjSTATE_FULLPHYSICS``
+  layout; the step is a batched host callback (``jax.pure_callback``) inside the jitted step, which
+  runs every env of the batch on its own ``MjModel`` copy carrying that env's randomized values,
+  through ``mujoco.rollout`` and its thread pool. A model copy is re-randomized (and
+  ``mj_setConst`` recomputes what MuJoCo derives) only when its env's params change, i.e. at world
+  resampling, never on ordinary steps.
+* ``mjx``: MuJoCo-MJX in JAX; the randomized fields are written into a per-env ``mjx.Model`` (a ``vmap``
+  over params gives a batch of models). MJX has no ``mj_setConst``: quantities MuJoCo derives at
+  compile time (``*_invweight0``, ``actuator_acc0``), which only set constraint softness, keep their
+  nominal values, as in MuJoCo Playground.
+
+Task code (observation, reward, termination) is written once, in jnp, over :class:`PhysicsView`.
+Actions are normalized to ``[-1, 1]`` per actuator and mapped onto the actuator's ``ctrlrange``.
+A simulation that goes unstable (non-finite or runaway velocities) ends the episode as
+``terminated`` with ``metrics["unstable"] = 1`` and a zeroed observation, so nothing non-finite
+reaches the learner.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from randomization.ranges import check_split
+from robots.task import MujocoTask, PhysicsView
+from sim.core import Box, Env, State
+
+UNSTABLE_QVEL = 1e4
+
+
+def prepare_model(model: mujoco.MjModel) -> mujoco.MjModel:
+    """Settings both backends share: energy computation off (MJX does not support it)."""
+    model.opt.enableflags &= ~int(mujoco.mjtEnableBit.mjENBL_ENERGY)
+    return model
+
+
+class _NativePool:
+    """Per-env ``MjModel`` copies, thread-local ``MjData`` and a persistent rollout thread pool."""
+
+    def __init__(self, model: mujoco.MjModel, resolved, nthread: int | None = None):
+        from mujoco import rollout
+
+        self.base = model
+        self.resolved = resolved
+        self.nthread = nthread or max(1, os.cpu_count() or 1)
+        self.models: list[mujoco.MjModel] = []
+        self.last: list[bytes | None] = []
+        self.datas = [mujoco.MjData(model) for _ in range(self.nthread)]
+        self.rollout = rollout.Rollout(nthread=self.nthread)
+        self.lock = threading.Lock()
+        self.resamples = 0
+
+    def _ensure(self, batch: int) -> None:
+        while len(self.models) < batch:
+            self.models.append(copy.copy(self.base))  # an independent mj_copyModel copy
+            self.last.append(None)
+
+    def step(self, values: dict[str, np.ndarray], physics: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
+        with self.lock:
+            batch = physics.shape[0]
+            self._ensure(batch)
+            names = list(values)
+            for i in range(batch):
+                vi = {n: np.asarray(values[n][i]) for n in names}
+                sig = b"".join(v.astype(np.float32).tobytes() for v in vi.values())
+                if sig != self.last[i]:
+                    self.resolved.apply_native(self.models[i], self.datas[0], vi)
+                    self.last[i] = sig
+                    self.resamples += 1
+            control = np.repeat(np.asarray(ctrl, np.float64)[:, None, :], nstep, axis=1)
+            state, _ = self.rollout.rollout(
+                self.models[:batch], self.datas, np.asarray(physics, np.float64), control, nstep=nstep
+            )
+            return state[:, -1]
+
+
+class MujocoEnv(Env):
+    """A :class:`MujocoTask` on the ``native`` or ``mjx`` backend (see the module docstring)."""
+
+    def __init__(self, task: MujocoTask, backend: str = "native"):
+        if backend not in ("native", "mjx"):
+            raise ValueError(f"unknown MuJoCo backend {backend!r}; expected 'native' or 'mjx'")
+        self.task = task
+        self.backend = backend
+        self.id = task.name
+        self.family = task.family
+        self.episode_length = task.episode_length
+        self.model = prepare_model(task.load_model())
+        m = self.model
+        self.resolved = task.randomization.resolve(m)
+        self.observation_space = Box(names=task.obs_names, low=-float("inf"), high=float("inf"))
+        names = tuple(mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator_{i}" for i in range(m.nu))
+        self.action_space = Box(names=names, low=-1.0, high=1.0)
+        lo, hi = m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1]
+        limited = m.actuator_ctrllimited.astype(bool)
+        self._ctrl_mid = jnp.asarray(np.where(limited, (lo + hi) / 2, 0.0), jnp.float32)
+        self._ctrl_half = jnp.asarray(np.where(limited, (hi - lo) / 2, 1.0), jnp.float32)
+        self.control_dt = float(m.opt.timestep) * task.n_substeps
+        self._qpos0 = jnp.asarray(m.qpos0, jnp.float32)
+        self.nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        if backend == "native":
+            self._pool = _NativePool(m, self.resolved)
+        else:
+            from mujoco import mjx
+
+            self._mjx = mjx
+            self._mx = mjx.put_model(m)
+
+    # -- params ---------------------------------------------------------------------------------
+    def sample_params(self, key, split="train"):
+        check_split(split)
+        k_dyn, k_task = jax.random.split(key)
+        keys = jax.random.split(k_task, max(len(self.task.task_ranges), 1))
+        task = {
+            name: r.sample(k, split if not r.shared else "train")
+            for k, (name, r) in zip(keys, self.task.task_ranges.items())
+        }
+        return {"dynamics": self.resolved.sample(k_dyn, split), "task": task}
+
+    def nominal_params(self):
+        """The unrandomized world (task parameters at the middle of their training range)."""
+        task = {n: jnp.asarray(sum(r.train) / 2, jnp.float32) for n, r in self.task.task_ranges.items()}
+        return {"dynamics": self.resolved.nominal_values(), "task": task}
+
+    def param_ranges(self):
+        return {**self.task.randomization.ranges(), **self.task.task_ranges}
+
+    def param_values(self, params):
+        out = {}
+        for term in self.task.randomization.terms:
+            out[term.name] = params["dynamics"][term.name]
+        out.update(params["task"])
+        return out
+
+    def split_description(self):
+        return {
+            split: " · ".join(f"{n} {r.describe()[split]}" for n, r in self.param_ranges().items())
+            for split in ("train", "interp", "extrap")
+        }
+
+    # -- physics --------------------------------------------------------------------------------
+    def _view(self, physics) -> PhysicsView:
+        nq, nv = self.model.nq, self.model.nv
+        if self.backend == "native":
+            return PhysicsView(qpos=physics[1 : 1 + nq], qvel=physics[1 + nq : 1 + nq + nv], time=physics[0])
+        return PhysicsView(qpos=physics.qpos, qvel=physics.qvel, time=physics.time)
+
+    def _initial_physics(self, qpos, qvel):
+        if self.backend == "native":
+            phys = jnp.zeros((self.nstate,), jnp.float32)
+            return phys.at[1 : 1 + self.model.nq].set(qpos).at[1 + self.model.nq : 1 + self.model.nq + self.model.nv].set(qvel)
+        data = self._mjx.make_data(self._mx)
+        return data.replace(qpos=qpos, qvel=qvel)
+
+    def _physics_step(self, physics, ctrl, dynamics):
+        if self.backend == "native":
+            pool, nstep = self._pool, self.task.n_substeps
+
+            def host(values, phys, u):
+                phys = np.asarray(phys)
+                single = phys.ndim == 1
+                if single:
+                    values = {k: np.asarray(v)[None] for k, v in values.items()}
+                    phys, u = phys[None], np.asarray(u)[None]
+                out = pool.step(values, phys, u, nstep).astype(np.float32)
+                return out[0] if single else out
+
+            out_type = jax.ShapeDtypeStruct(physics.shape, jnp.float32)
+            return jax.pure_callback(host, out_type, dynamics, physics, ctrl, vmap_method="expand_dims")
+        model = self.resolved.apply_mjx(self._mx, dynamics)
+        data = physics.replace(ctrl=ctrl)
+
+        def sub(d, _):
+            return self._mjx.step(model, d), None
+
+        data, _ = jax.lax.scan(sub, data, None, length=self.task.n_substeps)
+        return data
+
+    def _finish(self, state: State, physics, action, reward_override=None) -> State:
+        view = self._view(physics)
+        task_params = state.params["task"]
+        finite = jnp.all(jnp.isfinite(view.qpos)) & jnp.all(jnp.isfinite(view.qvel))
+        unstable = ~finite | jnp.any(jnp.abs(view.qvel) > UNSTABLE_QVEL)
+        safe = PhysicsView(
+            qpos=jnp.where(unstable, self._qpos0, view.qpos),
+            qvel=jnp.where(unstable, 0.0, view.qvel),
+            time=view.time,
+        )
+        obs = jnp.where(unstable, 0.0, self.task.obs_fn(safe, task_params).astype(jnp.float32))
+        reward = jnp.where(unstable, 0.0, self.task.reward_fn(safe, action, task_params)).astype(jnp.float32)
+        terminated = unstable | self.task.terminated_fn(safe, task_params)
+        t = state.env_state["t"] + 1
+        return state.replace(
+            obs=obs,
+            reward=reward,
+            terminated=terminated,
+            truncated=(t >= self.episode_length) & ~terminated,
+            env_state={"physics": physics, "t": t},
+            metrics={"unstable": unstable.astype(jnp.float32)},
+        )
+
+    # -- contract -------------------------------------------------------------------------------
+    def reset(self, key, params):
+        qpos, qvel = self.task.init_fn(key, self._qpos0, jnp.zeros((self.model.nv,), jnp.float32))
+        physics = self._initial_physics(qpos, qvel)
+        view = self._view(physics)
+        obs = self.task.obs_fn(view, params["task"]).astype(jnp.float32)
+        return State(
+            obs=obs,
+            reward=jnp.zeros((), jnp.float32),
+            terminated=jnp.zeros((), bool),
+            truncated=jnp.zeros((), bool),
+            params=params,
+            env_state={"physics": physics, "t": jnp.zeros((), jnp.int32)},
+            key=key,
+            metrics={"unstable": jnp.zeros((), jnp.float32)},
+            info={},
+        )
+
+    def step(self, state, action):
+        action = jnp.clip(self.check_action(action), -1.0, 1.0)
+        ctrl = self._ctrl_mid + self._ctrl_half * action
+        physics = self._physics_step(state.env_state["physics"], ctrl, state.params["dynamics"])
+        return self._finish(state, physics, action)
