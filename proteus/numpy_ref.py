@@ -118,7 +118,9 @@ def run_point(family: str, batch: int, steps: int, seed: int = 0) -> float:
 def runner(env_id: str):
     """A ``(batch, steps) -> checksum`` NumPy loop for a registered pure-JAX env, or None."""
     e = sim.entry(env_id)
-    base = e.factory()
+    if e.backends != ("jax",):
+        return None
+    base = e.factory("jax")
     family = base.family
     if family == "bandit":
         return lambda b, s: run_bandit(base.num_arms, e.episodes_per_trial, b, s)

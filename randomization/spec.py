@@ -155,7 +155,7 @@ class ResolvedSpec:
             ncol = full.shape[1]
             cols = np.arange(ncol) if term.columns is None else np.asarray(term.columns, np.int64)
             if cols.size and (cols.min() < 0 or cols.max() >= ncol):
-                raise ValueError(f"{term.name}: columns {list(cols)} out of range for {term.field} with {ncol} columns")
+                raise ValueError(f"{term.name}: columns {[int(c) for c in cols]} out of range for {term.field} with {ncol} columns")
             self.index[term.name] = _Index(rows=rows, cols=cols, nominal=full[:, cols])
 
     @staticmethod

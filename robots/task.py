@@ -22,7 +22,7 @@ class PhysicsView:
     time: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity (holds functions)
 class MujocoTask:
     """A robot task, backend-neutral.
 

@@ -1,0 +1,240 @@
+"""MuJoCo robots: randomization changes the physics, backends agree, bad input is named."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sim
+from randomization.ranges import SplitRange
+from randomization.spec import RandomizationSpec, Term
+from robots import cartpole, pendulum
+from sim.mujoco_env import MujocoEnv
+from sim.wrappers import VmapEnv
+
+ROBOTS = {"pendulum": pendulum.SWINGUP, "cartpole": cartpole.BALANCE}
+
+
+@functools.lru_cache(maxsize=None)
+def _env(task, backend, batch):
+    return VmapEnv(MujocoEnv(task, backend), batch)
+
+
+@functools.lru_cache(maxsize=None)
+def _rollout_fn(env, steps):
+    @jax.jit
+    def run(params, key, actions):
+        s = env.reset(key, params)
+
+        def body(s, a):
+            s = env.step(s, a)
+            return s, (s.obs, s.reward)
+
+        _, out = jax.lax.scan(body, s, actions)
+        return out
+
+    return run
+
+
+def _extreme(env: MujocoEnv, term: Term, which: int) -> float:
+    """A training-range end of ``term`` (0: low, 1: high), never the nominal value."""
+    lo, hi = term.range.train
+    return (lo, hi)[which]
+
+
+def _with_values(env: MujocoEnv, batch_values: list[dict]) -> dict:
+    nominal = env.nominal_params()
+    dyn = {k: jnp.stack([jnp.broadcast_to(jnp.asarray(v.get(k, nominal["dynamics"][k]), jnp.float32), nominal["dynamics"][k].shape) for v in batch_values]) for k in nominal["dynamics"]}
+    task = {k: jnp.stack([v] * len(batch_values)) for k, v in nominal["task"].items()}
+    return {"dynamics": dyn, "task": task}
+
+
+def _actions(steps, batch, nu, scale=0.6, seed=0):
+    return scale * jnp.sin(jnp.arange(steps)[:, None, None] * 0.3 + jax.random.uniform(jax.random.key(seed), (1, batch, nu)) * 6)
+
+
+@pytest.mark.parametrize("robot", list(ROBOTS))
+def test_every_default_term_changes_the_physics(robot):
+    """Each term at either end of its training range gives another trajectory than nominal, and
+    the two envs of a batch really run different models."""
+    task = ROBOTS[robot]
+    terms = task.randomization.terms
+    batch = 1 + 2 * len(terms)
+    env = _env(task, "native", batch)
+    values = [{}]
+    for term in terms:
+        values += [{term.name: _extreme(env.env, term, 0)}, {term.name: _extreme(env.env, term, 1)}]
+    params = _with_values(env.env, values)
+    keys = jnp.stack([jax.random.key(0)] * batch)  # same initial state everywhere
+    obs, _ = _rollout_fn(env, 60)(params, keys, _actions(60, batch, env.action_space.shape[0]))
+    obs = np.asarray(obs)
+    for i, term in enumerate(terms):
+        for j in (1, 2):
+            diff = np.abs(obs[:, 2 * i + j] - obs[:, 0]).max()
+            assert diff > 1e-3, f"{robot}: {term.name} at {values[2 * i + j][term.name]} changed nothing ({diff})"
+
+
+def _period(obs_angle_cos, obs_angle_sin, dt):
+    angle = np.unwrap(np.arctan2(obs_angle_sin, obs_angle_cos))
+    swing = angle - angle.mean()
+    crossings = np.where(np.diff(np.sign(swing)) != 0)[0]
+    return 2 * np.mean(np.diff(crossings)) * dt
+
+
+def test_pendulum_physics_meaning():
+    """A longer pendulum swings slower; more damping dissipates faster; a weaker motor moves it less."""
+    task = dataclasses.replace(pendulum.SWINGUP, init_fn=lambda key, q, v: (q.at[0].set(jnp.pi - 0.3), v))
+    env = _env(task, "native", 5)
+    values = [{}, {"body_ipos[pole][2]": 1.3}, {"dof_damping[hinge]": 3.0}, {}, {"actuator_gainprm[torque][0]": 0.8}]
+    params = _with_values(env.env, values)
+    keys = jnp.stack([jax.random.key(0)] * 5)
+    acts = jnp.zeros((150, 5, 1)).at[:, 3:, 0].set(0.3)
+    obs, _ = _rollout_fn(env, 150)(params, keys, acts)
+    obs = np.asarray(obs)
+    dt = env.env.control_dt
+    p_nom, p_long = _period(obs[:, 0, 0], obs[:, 0, 1], dt), _period(obs[:, 1, 0], obs[:, 1, 1], dt)
+    assert p_long > 1.05 * p_nom, (p_nom, p_long)
+    amp = lambda k: np.abs(obs[100:, k, 2]).max()  # noqa: E731 angular speed late in the swing
+    assert amp(2) < 0.8 * amp(0)
+    # constant torque: a weaker motor shifts the hanging equilibrium less
+    shift = lambda k: np.abs(np.arctan2(obs[-50:, k, 1], obs[-50:, k, 0]) - np.pi % (2 * np.pi)).mean()  # noqa: E731
+    assert abs(obs[:, 4, 2] - obs[:, 3, 2]).max() > 1e-3 and shift(4) != pytest.approx(shift(3))
+
+
+EXTRA_TERMS = [
+    Term("dof_armature", ("hinge",), SplitRange("armature +", (0.0, 0.2)), mode="add"),
+    Term("dof_frictionloss", ("hinge",), SplitRange("friction loss +", (0.0, 0.3)), mode="add"),
+    Term("jnt_range", ("hinge",), SplitRange("hinge range", (-0.5, 0.5)), mode="set", columns=(0,)),
+    Term("actuator_biasprm", ("torque",), SplitRange("bias", (-2.0, -0.0001)), mode="set", columns=(1,)),
+    Term("actuator_gear", ("torque",), SplitRange("gear ×", (0.3, 3.0)), columns=(0,)),
+    Term("opt.gravity", (), SplitRange("gravity ×", (0.5, 1.5)), columns=(2,)),
+]
+
+
+@pytest.mark.parametrize("term", EXTRA_TERMS, ids=lambda t: t.name)
+def test_other_dynamics_terms_change_the_physics(term):
+    task = dataclasses.replace(pendulum.SWINGUP, name=f"pendulum-{term.field}", randomization=RandomizationSpec((term,)))
+    if term.field == "jnt_range":  # a limited hinge, so its range matters
+        base = task.load_model
+
+        def load():
+            m = base()
+            m.jnt_limited[0] = 1
+            m.jnt_range[0] = (-3.0, 3.0)
+            return m
+
+        task = dataclasses.replace(task, load_model=load)
+    if term.field == "actuator_biasprm":  # an affine-bias (position-servo-like) actuator
+        base2 = task.load_model
+
+        def load2():
+            m = base2()
+            m.actuator_biastype[0] = 1
+            return m
+
+        task = dataclasses.replace(task, load_model=load2)
+    env = VmapEnv(MujocoEnv(task, "native"), 2)
+    lo, hi = term.range.train
+    params = _with_values(env.env, [{term.name: lo}, {term.name: hi}])
+    keys = jnp.stack([jax.random.key(3)] * 2)
+    obs, _ = _rollout_fn(env, 60)(params, keys, _actions(60, 2, 1, seed=1) * 0 + 0.8)
+    assert np.abs(np.asarray(obs[:, 0] - obs[:, 1])).max() > 1e-3, term.name
+
+
+def test_geom_friction_changes_contact_physics():
+    """A box sliding on a plane stops sooner with more friction (MuJoCo takes the larger friction
+    of the two geoms, so the box's own is low)."""
+    import mujoco
+
+    from robots.task import MujocoTask
+
+    xml = """<mujoco><option timestep="0.01"/><worldbody><geom name="floor" type="plane" size="5 5 .1"/>
+    <body name="box" pos="0 0 .05"><freejoint/><geom name="box" type="box" size=".1 .1 .05" mass="1" friction=".1"/>
+    </body></worldbody></mujoco>"""
+    task = MujocoTask(
+        name="slide", family="test", load_model=lambda: mujoco.MjModel.from_xml_string(xml), obs_names=("x", "vx"),
+        obs_fn=lambda v, t: jnp.stack([v.qpos[0], v.qvel[0]]), reward_fn=lambda v, a, t: jnp.zeros(()),
+        terminated_fn=lambda v, t: jnp.zeros((), bool), init_fn=lambda k, q, v: (q, v.at[0].set(2.0)),
+        n_substeps=5, episode_length=100,
+        randomization=RandomizationSpec((Term("geom_friction", ("floor",), SplitRange("mu ×", (0.2, 0.8)), columns=(0,)),)),
+    )
+    env = VmapEnv(MujocoEnv(task, "native"), 2)
+    params = _with_values(env.env, [{"geom_friction[floor][0]": 0.2}, {"geom_friction[floor][0]": 0.8}])
+    obs, _ = _rollout_fn(env, 20)(params, jnp.stack([jax.random.key(0)] * 2), jnp.zeros((20, 2, 0)))
+    x_low, x_high = float(obs[-1, 0, 0]), float(obs[-1, 1, 0])
+    assert x_low > x_high + 0.1, (x_low, x_high)
+
+
+@pytest.mark.parametrize("robot", list(ROBOTS))
+def test_native_and_mjx_agree(robot):
+    """Same params, same actions: native MuJoCo C and MJX trajectories agree over 40 control steps."""
+    task = ROBOTS[robot]
+    trajs = {}
+    for backend in ("native", "mjx"):
+        env = _env(task, backend, 3)
+        params = env.sample_params(jax.random.key(7), "train")
+        keys = jax.random.split(jax.random.key(8), 3)
+        trajs[backend] = np.asarray(_rollout_fn(env, 40)(params, keys, _actions(40, 3, env.action_space.shape[0], 0.3))[0])
+    np.testing.assert_allclose(trajs["native"], trajs["mjx"], atol=2e-3)
+
+
+def test_native_models_are_rerandomized_only_when_params_change():
+    env = VmapEnv(MujocoEnv(pendulum.SWINGUP, "native"), 3)
+    pool = env.env._pool
+    params = env.sample_params(jax.random.key(0))
+    s = env.reset(jax.random.key(1), params)
+    step = jax.jit(env.step)
+    for _ in range(5):
+        s = step(s, jnp.zeros((3, 1)))
+    jax.block_until_ready(s.obs)
+    assert pool.resamples == 3
+    s = step(s.replace(params=env.sample_params(jax.random.key(2))), jnp.zeros((3, 1)))
+    jax.block_until_ready(s.obs)
+    assert pool.resamples == 6
+    # the model copies hold the sampled masses; mj_setConst refreshed the derived subtree mass
+    masses = np.asarray(s.params["dynamics"]["body_mass[pole]"])[:, 0]
+    for i in range(3):
+        assert pool.models[i].body_mass[1] == pytest.approx(masses[i], rel=1e-6)
+        assert pool.models[i].body_subtreemass[1] == pytest.approx(masses[i], rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["native", "mjx"])
+def test_unstable_simulation_is_reset_and_counted(backend):
+    spec = RandomizationSpec((Term("actuator_gear", ("torque",), SplitRange("gear ×", (1e9, 2e9)), columns=(0,)),))
+    task = dataclasses.replace(pendulum.SWINGUP, name="pendulum-unstable", randomization=spec)
+    env = sim.AutoReset(VmapEnv(MujocoEnv(task, backend), 2), episodes_per_world=None)
+    params = env.sample_params(jax.random.key(0))
+    s = env.reset(jax.random.key(1), params)
+    step = jax.jit(env.step)
+    unstable = 0.0
+    for _ in range(5):
+        s = step(s, jnp.ones((2, 1)))
+        unstable += float(s.metrics["unstable"].sum())
+        assert np.isfinite(np.asarray(s.obs)).all() and np.isfinite(np.asarray(s.info["final_obs"])).all()
+        assert np.isfinite(np.asarray(s.reward)).all()
+    assert unstable >= 2
+    assert bool(jnp.all(s.terminated | ~(s.metrics["unstable"] > 0)))
+
+
+def test_bad_specs_and_backends_are_named():
+    with pytest.raises(ValueError, match="no body named 'polee'; valid body names: world, pole"):
+        RandomizationSpec((Term("body_mass", ("polee",), SplitRange("m", (0.5, 1.5))),)).resolve(pendulum.SWINGUP.load_model())
+    with pytest.raises(ValueError, match="unknown randomized field 'body_masses'; valid fields: body_mass"):
+        Term("body_masses", ("pole",), SplitRange("m", (0.5, 1.5)))
+    with pytest.raises(ValueError, match=r"body_mass\[pole\]: range low -0.5 would make body_mass negative"):
+        Term("body_mass", ("pole",), SplitRange("m", (-0.5, 1.5)))
+    with pytest.raises(ValueError, match=r"geom_friction\[floor\]: range low -0.1 would make geom_friction negative"):
+        Term("geom_friction", ("floor",), SplitRange("mu", (-0.1, 1.5)), mode="set")
+    with pytest.raises(ValueError, match="train range has low 2.0 >= high 1.0"):
+        Term("body_mass", ("pole",), SplitRange("m", (2.0, 1.0)))
+    with pytest.raises(ValueError, match=r"columns \[5\] out of range for body_ipos with 3 columns"):
+        RandomizationSpec((Term("body_ipos", ("pole",), SplitRange("c", (0.5, 1.5)), columns=(5,)),)).resolve(pendulum.SWINGUP.load_model())
+    with pytest.raises(ValueError, match="unknown MuJoCo backend 'gpu'"):
+        MujocoEnv(pendulum.SWINGUP, "gpu")
+    with pytest.raises(ValueError, match=r"pendulum-swingup runs on backend\(s\) native, mjx, not 'jax'"):
+        sim.make("pendulum-swingup", backend="jax")
