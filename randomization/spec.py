@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from randomization.effects import Effects
 from randomization.ranges import SplitRange, check_split
 
 Mode = Literal["scale", "add", "set"]
@@ -109,9 +110,11 @@ def _intervals_or_empty(r: SplitRange, split: str):
 
 @dataclasses.dataclass(frozen=True)
 class RandomizationSpec:
-    """A robot's randomized quantities (see the module docstring)."""
+    """A robot's randomized quantities (see the module docstring): dynamics terms and sensor/actuator
+    effects (:mod:`randomization.effects`)."""
 
     terms: tuple[Term, ...] = ()
+    effects: Effects = Effects()
 
     def __post_init__(self):
         object.__setattr__(self, "terms", tuple(self.terms))
@@ -124,6 +127,7 @@ class RandomizationSpec:
         return ResolvedSpec(self, model)
 
     def ranges(self) -> dict[str, SplitRange]:
+        """Dynamics terms only (the effects wrapper lists its own)."""
         return {t.name: t.range for t in self.terms}
 
 

@@ -206,6 +206,16 @@ class MujocoEnv(Env):
             metrics={"unstable": unstable.astype(jnp.float32)},
         )
 
+    def kick(self, env_state, dofs, dqvel):
+        """Add ``dqvel`` to the velocities of ``dofs`` (a push)."""
+        physics = env_state["physics"]
+        if self.backend == "native":
+            start = 1 + self.model.nq
+            physics = physics.at[start + jnp.asarray(dofs)].add(dqvel.astype(physics.dtype))
+        else:
+            physics = physics.replace(qvel=physics.qvel.at[jnp.asarray(dofs)].add(dqvel))
+        return {**env_state, "physics": physics}
+
     # -- contract -------------------------------------------------------------------------------
     def reset(self, key, params):
         qpos, qvel = self.task.init_fn(key, self._qpos0, jnp.zeros((self.model.nv,), jnp.float32))

@@ -78,12 +78,22 @@ def make(
     if backend not in e.backends:
         raise ValueError(f"{env_id} runs on backend(s) {', '.join(e.backends)}, not {backend!r}")
     env = e.factory(backend)
-    env.id = env_id
+    env.unwrapped.id = env_id
     if batch_size is not None:
         env = VmapEnv(env, batch_size)
     if trial:
         return Trial(env, e.episodes_per_trial, split=split)
     return AutoReset(env, split=split, episodes_per_world=1)
+
+
+def robot_env(task, backend: str) -> Env:
+    """A MuJoCo robot task on a backend, with its sensor/actuator effects when it declares any."""
+    from sim.effects import SensorActuator
+    from sim.mujoco_env import MujocoEnv
+
+    env = MujocoEnv(task, backend)
+    effects = task.randomization.effects
+    return SensorActuator(env, effects) if effects.any else env
 
 
 def _register_builtin() -> None:
@@ -105,14 +115,13 @@ def _register_builtin() -> None:
 
     # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second
     from robots import cartpole, pendulum
-    from sim.mujoco_env import MujocoEnv
 
     for task, text in (
         (pendulum.SWINGUP, "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),
         (cartpole.BALANCE, "cart-pole balance, randomized masses/pole COM/damping/gravity"),
         (cartpole.SWINGUP, "cart-pole swing-up, randomized masses/pole COM/damping/gravity"),
     ):
-        register(EnvEntry(task.name, lambda backend, task=task: MujocoEnv(task, backend), 2,
+        register(EnvEntry(task.name, lambda backend, task=task: robot_env(task, backend), 2,
                           f"{text}, trials of 2 episodes", backends=("native", "mjx")))
 
 

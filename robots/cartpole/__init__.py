@@ -7,7 +7,8 @@ within ±0.05), ``swingup`` starts hanging down (angle π ± 0.05). Reward per s
 (4 physics steps of 0.01 s), episodes of 250 steps.
 
 Randomized by default: cart mass, pole mass, pole centre of mass along the pole (length), extra hinge
-damping (added to the nominal 2e-6), and gravity.
+damping (added to the nominal 2e-6), and gravity; observation noise (std up to 0.01, extrap
+0.01–0.03) and an observation latency of 0 or 1 control steps (extrap 2).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from randomization.effects import Effects, ObsLatency, ObsNoise
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
 from robots.common import centered, suite_model, upright
@@ -26,6 +28,9 @@ RANDOMIZATION = RandomizationSpec((
     Term("body_ipos", ("pole_1",), SplitRange("pole COM ×", (0.7, 1.3), (0.95, 1.05), ((0.5, 0.7), (1.3, 1.6))), columns=(2,)),
     Term("dof_damping", ("hinge_1",), SplitRange("hinge damping +", (0.0, 0.01), (0.004, 0.006), ((0.01, 0.03),)), mode="add"),
     Term("opt.gravity", (), SplitRange("gravity ×", (0.9, 1.1), (0.98, 1.02), ((1.1, 1.3),)), columns=(2,)),
+), effects=Effects(
+    obs_noise=ObsNoise(SplitRange("obs noise std", (0.0, 0.01), (0.004, 0.006), ((0.01, 0.03),))),
+    obs_latency=ObsLatency(SplitRange("obs latency steps", (0.0, 2.0), extrap=((2.0, 3.0),)), max_steps=2),
 ))
 
 OBS_NAMES = ("cart_pos", "pole_cos", "pole_sin", "cart_vel", "pole_angvel")

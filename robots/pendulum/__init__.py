@@ -7,6 +7,8 @@ Control period 0.04 s (2 physics steps of 0.02 s), episodes of 250 steps (10 s).
 Randomized by default (scale factors on the nominal model): pole mass, pole centre of mass along the
 pole (its effective length), pole inertia, hinge damping and motor strength; ``interp`` holds out a
 band around nominal, ``extrap`` lies outside the training range on both sides where it makes sense.
+Sensor/actuator effects: observation noise (std up to 0.02, extrap 0.02–0.05), an action delay of
+0 or 1 control steps (extrap 2), and random angular-velocity kicks (up to 1 rad/s, extrap 1–3).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from randomization.effects import ActionDelay, Effects, ObsNoise, Push
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
 from robots.common import suite_model, upright
@@ -25,6 +28,10 @@ RANDOMIZATION = RandomizationSpec((
     Term("body_inertia", ("pole",), SplitRange("pole inertia ×", (0.7, 1.3), (0.95, 1.05), ((1.3, 2.0),))),
     Term("dof_damping", ("hinge",), SplitRange("hinge damping ×", (0.3, 3.0), (0.8, 1.25), ((3.0, 10.0),), dist="log_uniform")),
     Term("actuator_gainprm", ("torque",), SplitRange("motor strength ×", (0.8, 1.2), (0.95, 1.05), ((0.5, 0.8),)), columns=(0,)),
+), effects=Effects(
+    obs_noise=ObsNoise(SplitRange("obs noise std", (0.0, 0.02), (0.008, 0.012), ((0.02, 0.05),))),
+    action_delay=ActionDelay(SplitRange("action delay steps", (0.0, 2.0), extrap=((2.0, 3.0),)), max_steps=2),
+    push=Push(("hinge",), SplitRange("push |Δω| rad/s", (0.0, 1.0), extrap=((1.0, 3.0),)), probability=0.02),
 ))
 
 
