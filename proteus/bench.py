@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -216,5 +217,131 @@ def bench_env(env_id: str, batch: int = 4096, steps: int = 1000, repeats: int = 
     console.print(f"compile {compile_s:.1f}s (excluded); best of {repeats}; {jax.device_count()} device(s)")
     if json_path:
         write_json(rows, json_path, {"compile_s": compile_s})
+        console.print(f"wrote {json_path}")
+    return rows
+
+
+def _mlp_params(key, sizes):
+    """Random weights of a tanh MLP with the given layer sizes (a policy-sized computation)."""
+    params = []
+    for k, (a, b) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+        params.append((jax.random.normal(k, (a, b)) / jnp.sqrt(a), jnp.zeros((b,))))
+    return params
+
+
+def _mlp(params, x):
+    for i, (w, b) in enumerate(params):
+        x = x @ w + b
+        x = jnp.tanh(x)
+    return x
+
+
+def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 20, repeats: int = 2,
+              hidden: int = 64, json_path: Path | None = None) -> list[BenchRow]:
+    """Physics and env steps/s of four ways to run ``batch`` randomized copies of a MuJoCo robot."""
+    import mujoco
+    from mujoco import rollout as mj_rollout
+
+    e = sim.entry(env_id)
+    if "native" not in e.backends:
+        raise ValueError(f"{env_id} is not a MuJoCo robot (backends: {', '.join(e.backends)})")
+    if batch < 1 or steps < 1 or mjx_steps < 1:
+        raise ValueError(f"batch, steps and mjx-steps must be >= 1, got {batch}, {steps}, {mjx_steps}")
+    base = e.factory("native").unwrapped
+    nsub = base.task.n_substeps
+    m = base.model
+    nthread = base._pool.nthread
+    key = jax.random.key(0)
+
+    # the same randomized worlds for every configuration
+    dr_env = sim.make(env_id, batch_size=batch, trial=False, backend="native")
+    params = dr_env.sample_params(key)
+    dyn = params["env"]["dynamics"] if "env" in params else params["dynamics"]  # under the effects wrapper
+    models = []
+    data0 = mujoco.MjData(m)
+    for i in range(batch):
+        mi = copy.copy(m)
+        base.resolved.apply_native(mi, data0, {k: np.asarray(v[i]) for k, v in dyn.items()})
+        models.append(mi)
+    datas = [mujoco.MjData(m) for _ in range(nthread)]
+    init = np.zeros((batch, base.nstate))
+    for i in range(batch):
+        d = mujoco.MjData(models[i])
+        mujoco.mj_getState(models[i], d, init[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    rng = np.random.default_rng(0)
+    roll = mj_rollout.Rollout(nthread=nthread)
+    results: dict[str, float] = {}
+
+    with console.status(f"{env_id}: (a) open-loop mujoco.rollout"):
+        ctrl = rng.uniform(-1, 1, (batch, steps * nsub, m.nu))
+        roll.rollout(models, datas, init, ctrl[:, :nsub])  # warm up
+        t = _best_time(lambda: roll.rollout(models, datas, init, ctrl), repeats)
+        results["a"] = batch * steps * nsub / t
+
+    with console.status(f"{env_id}: (b) closed loop, one mujoco.rollout call per control step"):
+        ctrl_steps = rng.uniform(-1, 1, (steps, batch, 1, m.nu)).repeat(nsub, axis=2)
+
+        def closed_loop():
+            state = init
+            for k in range(steps):
+                out, _ = roll.rollout(models, datas, state, ctrl_steps[k])
+                state = out[:, -1]
+
+        t = _best_time(closed_loop, repeats)
+        results["b"] = batch * steps * nsub / t
+
+    def jitted_loop(env, n):
+        obs_dim = env.observation_space.shape[0]
+        pol = _mlp_params(jax.random.key(1), (obs_dim, hidden, hidden, env.action_space.shape[0]))
+        s0 = env.reset(jax.random.key(2), params if env is dr_env else env.sample_params(key))
+
+        @jax.jit
+        def run(s):
+            def body(s, _):
+                s = env.step(s, _mlp(pol, s.obs))
+                return s, s.reward.sum()
+
+            s, r = jax.lax.scan(body, s, None, length=n)
+            return r.sum()
+
+        return lambda: jax.block_until_ready(run(s0))
+
+    with console.status(f"{env_id}: (c) Proteus native, closed loop with randomization and an MLP policy"):
+        f = jitted_loop(dr_env, steps)
+        f()
+        t = _best_time(f, repeats)
+        results["c"] = batch * steps * nsub / t
+
+    with console.status(f"{env_id}: (d) Proteus MJX on {jax.default_backend()} (compiling, then {mjx_steps} steps)"):
+        mjx_env = sim.make(env_id, batch_size=batch, trial=False, backend="mjx")
+        f = jitted_loop(mjx_env, mjx_steps)
+        f()
+        t = _best_time(f, 1)
+        results["d"] = batch * mjx_steps * nsub / t
+
+    labels = {
+        "a": "(a) open-loop mujoco.rollout (controls known in advance)",
+        "b": "(b) closed loop, one mujoco.rollout call per control step",
+        "c": "(c) Proteus native: jitted closed loop, DR + effects + MLP policy",
+        "d": f"(d) Proteus MJX on {jax.default_backend()}",
+    }
+    table = Table(title=f"{env_id}: batch {batch}, {nthread} threads, {nsub} physics steps per control step")
+    for col in ("configuration", "physics steps/s", "env-steps/s", "vs (a)"):
+        table.add_column(col)
+    rows = []
+    for k in "abcd":
+        table.add_row(labels[k], f"{results[k]:,.0f}", f"{results[k] / nsub:,.0f}", f"{results[k] / results['a']:.2f}")
+    console.print(table)
+    targets = [
+        ("(c) / (a) physics steps/s", results["c"], results["a"], "(a) open-loop rollout", 0.6),
+        ("(c) / (b) physics steps/s", results["c"], results["b"], "(b) one rollout call per step", 1.0),
+        ("(c) / (d) physics steps/s", results["c"], results["d"], "(d) MJX on CPU", 20.0),
+    ]
+    for name, v, b, bname, target in targets:
+        ok = v / b >= target
+        console.print(f"{name} = {v / b:.2f} (target >= {target:g}) {'[green]✓[/green]' if ok else '[red]✗[/red]'}")
+        rows.append(BenchRow(f"{env_id} {name.split(' ')[0]} physics steps/s", v, b, bname, "physics steps/s"))
+    if json_path:
+        write_json(rows, json_path, {"results": results, "batch": batch, "substeps": nsub})
         console.print(f"wrote {json_path}")
     return rows

@@ -72,9 +72,32 @@ class BenchEnv:
         bench_env(self.env, self.batch, self.steps, self.repeats, self.json)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchSim:
+    """Physics steps/s of a batch of randomized MuJoCo robots: open-loop mujoco.rollout, one rollout call
+    per control step, the Proteus native backend (jitted closed loop with an MLP policy) and MJX."""
+
+    env: str = "pendulum-swingup"
+    """Registered MuJoCo robot env id."""
+    batch: int = 64
+    """Envs (each its own randomized model)."""
+    steps: int = 200
+    """Control steps per timed run."""
+    mjx_steps: int = 20
+    """Control steps for the (slow on CPU) MJX run."""
+    json: Path | None = None
+    """Write the rows to this file."""
+
+    def run(self) -> None:
+        from proteus.bench import bench_sim
+
+        bench_sim(self.env, self.batch, self.steps, self.mjx_steps, json_path=self.json)
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
+    Annotated[BenchSim, tyro.conf.subcommand("sim")],
 ]
 
 

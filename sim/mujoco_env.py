@@ -42,7 +42,8 @@ def prepare_model(model: mujoco.MjModel) -> mujoco.MjModel:
 
 
 class _NativePool:
-    """Per-env ``MjModel`` copies, thread-local ``MjData`` and a persistent rollout thread pool."""
+    """Per-env ``MjModel`` copies, per-thread ``MjData``, a persistent rollout thread pool and
+    preallocated buffers, so one batched step costs one ``mujoco.rollout`` call and nothing else."""
 
     def __init__(self, model: mujoco.MjModel, resolved, nthread: int | None = None):
         from mujoco import rollout
@@ -51,32 +52,49 @@ class _NativePool:
         self.resolved = resolved
         self.nthread = nthread or max(1, os.cpu_count() or 1)
         self.models: list[mujoco.MjModel] = []
-        self.last: list[bytes | None] = []
+        self.values = np.zeros((0, 0), np.float32)  # each model copy's randomized values, flattened
         self.datas = [mujoco.MjData(model) for _ in range(self.nthread)]
         self.rollout = rollout.Rollout(nthread=self.nthread)
         self.lock = threading.Lock()
         self.resamples = 0
+        self._buffers: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self.nstate = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
 
-    def _ensure(self, batch: int) -> None:
-        while len(self.models) < batch:
-            self.models.append(copy.copy(self.base))  # an independent mj_copyModel copy
-            self.last.append(None)
+    def _buffers_for(self, batch: int, nstep: int):
+        if (batch, nstep) not in self._buffers:
+            m = self.base
+            self._buffers[(batch, nstep)] = (
+                np.zeros((batch, self.nstate)),
+                np.zeros((batch, nstep, m.nu)),
+                np.zeros((batch, nstep, self.nstate)),
+                np.zeros((batch, nstep, m.nsensordata)),
+            )
+        return self._buffers[(batch, nstep)]
+
+    def _randomize(self, values: dict[str, np.ndarray], batch: int) -> None:
+        names = list(values)
+        flat = np.concatenate([np.asarray(values[n], np.float32).reshape(batch, -1) for n in names], 1) if names else np.zeros((batch, 0), np.float32)
+        if len(self.models) < batch or self.values.shape[1] != flat.shape[1]:
+            while len(self.models) < batch:
+                self.models.append(copy.copy(self.base))  # an independent mj_copyModel copy
+            self.values = np.full((len(self.models), flat.shape[1]), np.nan, np.float32)
+        changed = np.flatnonzero(np.any(flat != self.values[:batch], axis=1))
+        for i in changed:
+            self.resolved.apply_native(self.models[i], self.datas[0], {n: np.asarray(values[n][i]) for n in names})
+            self.values[i] = flat[i]
+        self.resamples += len(changed)
 
     def step(self, values: dict[str, np.ndarray], physics: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
         with self.lock:
             batch = physics.shape[0]
-            self._ensure(batch)
-            names = list(values)
-            for i in range(batch):
-                vi = {n: np.asarray(values[n][i]) for n in names}
-                sig = b"".join(v.astype(np.float32).tobytes() for v in vi.values())
-                if sig != self.last[i]:
-                    self.resolved.apply_native(self.models[i], self.datas[0], vi)
-                    self.last[i] = sig
-                    self.resamples += 1
-            control = np.repeat(np.asarray(ctrl, np.float64)[:, None, :], nstep, axis=1)
-            state, _ = self.rollout.rollout(
-                self.models[:batch], self.datas, np.asarray(physics, np.float64), control, nstep=nstep
+            self._randomize(values, batch)
+            init, control, state, sensordata = self._buffers_for(batch, nstep)
+            init[:] = physics
+            control[:] = np.asarray(ctrl)[:, None, :]
+            self.rollout.rollout(
+                self.models[:batch], self.datas, init, control, nstep=nstep,
+                state=state, sensordata=sensordata, skip_checks=True,
+                chunk_size=max(1, batch // (4 * self.nthread)),  # measured best for 64 envs on 2 threads
             )
             return state[:, -1]
 
@@ -162,18 +180,26 @@ class MujocoEnv(Env):
     def _physics_step(self, physics, ctrl, dynamics):
         if self.backend == "native":
             pool, nstep = self._pool, self.task.n_substeps
+            # one packed float32 array crosses to the host: pure_callback pays per argument
+            names = list(dynamics)
+            sizes = [int(np.prod(dynamics[n].shape[-1:])) if dynamics[n].ndim else 1 for n in names]
+            nphys, nu = physics.shape[-1], ctrl.shape[-1]
+            packed = jnp.concatenate(
+                [dynamics[n].reshape(dynamics[n].shape[:-1] + (-1,)).astype(jnp.float32) for n in names]
+                + [physics.astype(jnp.float32), ctrl.astype(jnp.float32)], -1)
+            splits = np.cumsum(sizes + [nphys])
 
-            def host(values, phys, u):
-                phys = np.asarray(phys)
-                single = phys.ndim == 1
-                if single:
-                    values = {k: np.asarray(v)[None] for k, v in values.items()}
-                    phys, u = phys[None], np.asarray(u)[None]
-                out = pool.step(values, phys, u, nstep).astype(np.float32)
+            def host(packed):
+                packed = np.asarray(packed)
+                single = packed.ndim == 1
+                packed = packed[None] if single else packed
+                parts = np.split(packed, splits, axis=-1)
+                values = dict(zip(names, parts[: len(names)]))
+                out = pool.step(values, parts[-2], parts[-1], nstep).astype(np.float32)
                 return out[0] if single else out
 
             out_type = jax.ShapeDtypeStruct(physics.shape, jnp.float32)
-            return jax.pure_callback(host, out_type, dynamics, physics, ctrl, vmap_method="expand_dims")
+            return jax.pure_callback(host, out_type, packed, vmap_method="expand_dims")
         model = self.resolved.apply_mjx(self._mx, dynamics)
         data = physics.replace(ctrl=ctrl)
 

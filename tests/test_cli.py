@@ -67,3 +67,19 @@ def test_console_script_runs():
     exe = shutil.which("proteus") or str(__import__("pathlib").Path(sys.executable).parent / "proteus")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "envs" in out.stdout and "bench" in out.stdout
+
+
+def test_bench_sim_small(tmp_path):
+    path = tmp_path / "sim.json"
+    main(["bench", "sim", "--env", "pendulum-swingup", "--batch", "4", "--steps", "5", "--mjx-steps", "2",
+          "--json", str(path)])
+    data = json.loads(path.read_text())
+    assert set(data["results"]) == {"a", "b", "c", "d"} and all(v > 0 for v in data["results"].values())
+    assert [r["baseline_name"] for r in data["rows"]] == [
+        "(a) open-loop rollout", "(b) one rollout call per step", "(d) MJX on CPU"]
+
+
+def test_bench_sim_refuses_non_mujoco_env(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "sim", "--env", "bandit-k5-n10"])
+    assert "bandit-k5-n10 is not a MuJoCo robot" in capsys.readouterr().err
