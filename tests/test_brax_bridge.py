@@ -42,7 +42,7 @@ def test_proteus_env_under_brax_training_wrappers():
 
     env = wrap(ToBrax(sim.entry("pendulum-swingup").factory("native")), episode_length=10)
     reset, step = jax.jit(env.reset), jax.jit(env.step)
-    s = reset(jax.random.split(jax.random.key(0), 4))
+    s = reset(jax.random.split(jax.random.PRNGKey(0), 4))  # Brax works with raw uint32 keys
     assert s.obs.shape == (4, 3)
     dones = []
     for _ in range(12):
