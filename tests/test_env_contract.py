@@ -109,3 +109,12 @@ def test_wrong_action_shape_fails_at_trace_time_naming_expected(case):
     bad = jnp.zeros((3,) + env.action_space.shape, env.action_space.dtype)
     with pytest.raises(ValueError, match=r"expected \(" ):
         jax.jit(env.step)(s, bad)
+
+
+def test_extrapolation_never_overlaps_training():
+    for env_id in ENV_IDS:
+        for name, rng in made(env_id).param_ranges().items():
+            if isinstance(rng, SplitRange) and rng.extrap:
+                lo, hi = rng.train
+                for a, b in rng.extrap:
+                    assert b <= lo or a >= hi, f"{env_id} {name}: extrap ({a}, {b}) overlaps train ({lo}, {hi})"
