@@ -114,12 +114,17 @@ def _register_builtin() -> None:
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
 
     # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second
-    from robots import cartpole, pendulum
+    from robots import ant, cartpole, cheetah, pendulum, reacher
 
     for task, text in (
         (pendulum.SWINGUP, "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),
         (cartpole.BALANCE, "cart-pole balance, randomized masses/pole COM/damping/gravity"),
         (cartpole.SWINGUP, "cart-pole swing-up, randomized masses/pole COM/damping/gravity"),
+        (reacher.GOAL, "2-link reacher to an unseen goal, randomized arm masses/damping/motors"),
+        (cheetah.VEL, "half-cheetah running at an unseen target velocity (MAML/PEARL)"),
+        (cheetah.DIR, "half-cheetah running forward or backward (MAML/PEARL)"),
+        (ant.DIR, "ant walking in an unseen direction"),
+        (ant.GOAL, "ant walking to an unseen goal"),
     ):
         register(EnvEntry(task.name, lambda backend, task=task: robot_env(task, backend), 2,
                           f"{text}, trials of 2 episodes", backends=("native", "mjx")))

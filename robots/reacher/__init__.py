@@ -1,0 +1,132 @@
+"""Two-link planar reacher with a hidden goal on the dm_control suite model (``reacher.xml``).
+
+The arm has a ``shoulder`` hinge (unlimited) and a ``wrist`` hinge (±160°), both about z, driven by
+two torque motors (gear 0.05, action in [-1, 1]); contacts are disabled in the model. The fingertip
+is the origin of the ``finger`` body (the centre of the ``finger`` sphere, which dm_control's reacher
+also uses; the suite model has no fingertip site). Its (x, y) is computed from ``qpos`` by planar
+forward kinematics with the link offsets read from the model at import (:data:`BASE_XY`,
+:data:`UPPER`, :data:`LOWER`). dm_control's own ``target`` geom stays in the model at the origin,
+unused and without effect (contacts are off); the goal lives in the task parameters only.
+
+Observation (8): ``cos``/``sin`` of both joint angles, both joint velocities and the fingertip (x, y).
+The goal is *not* observed (meta-RL: the agent infers it from rewards). Reward
+``-||fingertip - goal|| - 0.01 * sum(action^2)``. No termination. Episodes start with the shoulder at
+``U[-π, π]``, the wrist uniform over its joint range (±160°; a wrist angle outside it would start in
+violation of the joint limit) and zero velocity. Control period 0.04 s (2 physics steps of 0.02 s),
+episodes of 100 steps (4 s).
+
+Task (``reacher-goal``): the goal sits at radius ``goal_radius ~ U[0.05, 0.20]`` (shared by all
+splits; the arm reaches 0.24) and angle ``goal_angle_deg`` (degrees): train ``[0, 300]`` without the
+held-out band ``[150, 180]`` (interp), extrap ``[300, 360]``.
+
+Randomized by default (scale factors): the masses of the arm bodies (one factor for ``arm``,
+``hand`` and ``finger``), joint damping (one factor for both hinges) and motor strength (one factor
+for both motors); ``interp`` holds out a band around nominal, ``extrap`` lies outside the training
+range.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from randomization.ranges import SplitRange
+from randomization.spec import RandomizationSpec, Term
+from robots.common import suite_model
+from robots.task import MujocoTask, PhysicsView
+
+JOINTS = ("shoulder", "wrist")
+ARM_BODIES = ("arm", "hand", "finger")
+CTRL_COST = 0.01
+
+
+def load_model() -> mujoco.MjModel:
+    return suite_model("reacher")
+
+
+def _kinematics(model: mujoco.MjModel):
+    body = lambda n: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, n)  # noqa: E731
+    joint = lambda n: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n)  # noqa: E731
+    for n in JOINTS:  # the forward kinematics below assumes hinges about z at their body origins
+        j = joint(n)
+        assert np.allclose(model.jnt_axis[j], (0, 0, 1)) and np.allclose(model.jnt_pos[j], 0), n
+    for n in ARM_BODIES:
+        assert np.allclose(model.body_quat[body(n)], (1, 0, 0, 0)), n
+    assert model.body_parentid[body("arm")] == 0
+    qadr = tuple(int(model.jnt_qposadr[joint(n)]) for n in JOINTS)
+    vadr = tuple(int(model.jnt_dofadr[joint(n)]) for n in JOINTS)
+    wrist_range = tuple(float(x) for x in model.jnt_range[joint("wrist")])
+    return (
+        np.array(model.body_pos[body("arm")][:2]),
+        np.array(model.body_pos[body("hand")][:2]),
+        np.array(model.body_pos[body("finger")][:2]),
+        qadr,
+        vadr,
+        wrist_range,
+    )
+
+
+BASE_XY, UPPER, LOWER, _QADR, _VADR, WRIST_RANGE = _kinematics(load_model())
+OBS_NAMES = ("shoulder_cos", "shoulder_sin", "wrist_cos", "wrist_sin", "shoulder_vel", "wrist_vel", "fingertip_x", "fingertip_y")
+
+
+def _rotate(v: np.ndarray, angle) -> jax.Array:
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return jnp.stack([c * v[0] - s * v[1], s * v[0] + c * v[1]])
+
+
+def fingertip(qpos) -> jax.Array:
+    """World (x, y) of the fingertip from the joint angles (planar 2-link forward kinematics)."""
+    a1 = qpos[_QADR[0]]
+    a2 = a1 + qpos[_QADR[1]]
+    return jnp.asarray(BASE_XY, jnp.float32) + _rotate(UPPER, a1) + _rotate(LOWER, a2)
+
+
+def goal_xy(task) -> jax.Array:
+    a = jnp.deg2rad(task["goal_angle_deg"])
+    return task["goal_radius"] * jnp.stack([jnp.cos(a), jnp.sin(a)])
+
+
+RANDOMIZATION = RandomizationSpec((
+    Term("body_mass", ARM_BODIES, SplitRange("arm mass ×", (0.5, 1.5), (0.9, 1.1), ((0.3, 0.5), (1.5, 2.5)))),
+    Term("dof_damping", JOINTS, SplitRange("joint damping ×", (0.3, 3.0), (0.8, 1.25), ((3.0, 10.0),), dist="log_uniform")),
+    Term("actuator_gainprm", JOINTS, SplitRange("motor strength ×", (0.6, 1.4), (0.9, 1.1), ((0.3, 0.6), (1.4, 1.8))), columns=(0,)),
+))
+
+
+def _obs(view: PhysicsView, task) -> jax.Array:
+    q = view.qpos[jnp.asarray(_QADR)]
+    v = view.qvel[jnp.asarray(_VADR)]
+    return jnp.concatenate([jnp.stack([jnp.cos(q[0]), jnp.sin(q[0]), jnp.cos(q[1]), jnp.sin(q[1])]), v, fingertip(view.qpos)])
+
+
+def _reward(view: PhysicsView, action, task) -> jax.Array:
+    return -jnp.linalg.norm(fingertip(view.qpos) - goal_xy(task)) - CTRL_COST * jnp.sum(jnp.square(action))
+
+
+def _init(key, qpos0, qvel0):
+    k1, k2 = jax.random.split(key)
+    shoulder = jax.random.uniform(k1, (), jnp.float32, -jnp.pi, jnp.pi)
+    wrist = jax.random.uniform(k2, (), jnp.float32, WRIST_RANGE[0], WRIST_RANGE[1])
+    return qpos0.at[_QADR[0]].set(shoulder).at[_QADR[1]].set(wrist), jnp.zeros_like(qvel0)
+
+
+GOAL = MujocoTask(
+    name="reacher-goal",
+    family="reacher-goal",
+    load_model=load_model,
+    obs_names=OBS_NAMES,
+    obs_fn=_obs,
+    reward_fn=_reward,
+    terminated_fn=lambda view, task: jnp.zeros((), bool),
+    init_fn=_init,
+    n_substeps=2,
+    episode_length=100,
+    randomization=RANDOMIZATION,
+    task_ranges={
+        "goal_radius": SplitRange("goal_radius", (0.05, 0.20), unit="m"),
+        "goal_angle_deg": SplitRange("goal_angle_deg", train=(0.0, 300.0), interp=(150.0, 180.0), extrap=((300.0, 360.0),), unit="deg"),
+    },
+)
