@@ -17,7 +17,7 @@ from brax.envs.base import Env as BraxEnvBase
 from brax.envs.base import State as BraxState
 
 from randomization.ranges import check_split
-from sim.core import Box, Env, State
+from sim.core import Box, Env, new_state
 
 
 class FromBrax(Env):
@@ -44,17 +44,7 @@ class FromBrax(Env):
 
     def reset(self, key, params):
         bs = self.brax_env.reset(key)
-        return State(
-            obs=bs.obs.astype(jnp.float32),
-            reward=jnp.zeros((), jnp.float32),
-            terminated=jnp.zeros((), bool),
-            truncated=jnp.zeros((), bool),
-            params=params,
-            env_state={"brax": bs, "t": jnp.zeros((), jnp.int32)},
-            key=key,
-            metrics={},
-            info={},
-        )
+        return new_state(bs.obs.astype(jnp.float32), params, {"brax": bs, "t": jnp.zeros((), jnp.int32)}, key)
 
     def step(self, state, action):
         action = self.check_action(action)

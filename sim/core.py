@@ -235,7 +235,7 @@ class Env(abc.ABC):
         return f"{type(self).__name__}({self.id!r})"
 
 
-def new_state(obs, params, env_state, key, info=None) -> State:
+def new_state(obs, params, env_state, key, info=None, metrics=None) -> State:
     """A fresh episode's State (zero reward, not done)."""
     return State(
         obs=obs,
@@ -245,6 +245,6 @@ def new_state(obs, params, env_state, key, info=None) -> State:
         params=params,
         env_state=env_state,
         key=key,
-        metrics={},
+        metrics={} if metrics is None else metrics,
         info={} if info is None else info,
     )

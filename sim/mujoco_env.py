@@ -30,7 +30,7 @@ import numpy as np
 
 from randomization.ranges import check_split
 from robots.task import MujocoTask, PhysicsView
-from sim.core import Box, Env, State
+from sim.core import Box, Env, State, new_state
 
 UNSTABLE_QVEL = 1e4
 
@@ -183,7 +183,7 @@ class MujocoEnv(Env):
             # one packed float32 array crosses to the host: pure_callback pays per argument
             names = list(dynamics)
             sizes = [int(np.prod(dynamics[n].shape[-1:])) if dynamics[n].ndim else 1 for n in names]
-            nphys, nu = physics.shape[-1], ctrl.shape[-1]
+            nphys = physics.shape[-1]
             packed = jnp.concatenate(
                 [dynamics[n].reshape(dynamics[n].shape[:-1] + (-1,)).astype(jnp.float32) for n in names]
                 + [physics.astype(jnp.float32), ctrl.astype(jnp.float32)], -1)
@@ -248,17 +248,8 @@ class MujocoEnv(Env):
         physics = self._initial_physics(qpos, qvel)
         view = self._view(physics)
         obs = self.task.obs_fn(view, params["task"]).astype(jnp.float32)
-        return State(
-            obs=obs,
-            reward=jnp.zeros((), jnp.float32),
-            terminated=jnp.zeros((), bool),
-            truncated=jnp.zeros((), bool),
-            params=params,
-            env_state={"physics": physics, "t": jnp.zeros((), jnp.int32)},
-            key=key,
-            metrics={"unstable": jnp.zeros((), jnp.float32)},
-            info={},
-        )
+        env_state = {"physics": physics, "t": jnp.zeros((), jnp.int32)}
+        return new_state(obs, params, env_state, key, metrics={"unstable": jnp.zeros((), jnp.float32)})
 
     def step(self, state, action):
         action = jnp.clip(self.check_action(action), -1.0, 1.0)

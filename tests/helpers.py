@@ -43,3 +43,51 @@ def made(env_id: str, batch_size: int | None = None, split: str = "train", trial
 
 def tree_allclose(a, b, **kw) -> bool:
     return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.allclose(x, y, **kw)), a, b)))
+
+
+# -- MuJoCo robots ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def robot_batch(task, backend: str, batch: int) -> sim.Env:
+    """``VmapEnv(MujocoEnv(task, backend), batch)``, cached so compiled rollouts are shared."""
+    from sim.mujoco_env import MujocoEnv
+    from sim.wrappers import VmapEnv
+
+    return VmapEnv(MujocoEnv(task, backend), batch)
+
+
+@functools.lru_cache(maxsize=None)
+def robot_rollout(env: sim.Env, steps: int):
+    """jit(reset + scan of ``steps`` steps) -> (obs, reward, terminated) stacked over time."""
+
+    @jax.jit
+    def run(params, key, actions):
+        s = env.reset(key, params)
+
+        def body(s, a):
+            s = env.step(s, a)
+            return s, (s.obs, s.reward, s.terminated)
+
+        _, out = jax.lax.scan(body, s, actions)
+        return out
+
+    return run
+
+
+def with_values(env, batch_values: list[dict]) -> dict:
+    """Nominal params for a batch, with some dynamics values replaced per env (by term name)."""
+    nominal = env.nominal_params()
+    dyn = {
+        k: jnp.stack([jnp.broadcast_to(jnp.asarray(v.get(k, nominal["dynamics"][k]), jnp.float32), nominal["dynamics"][k].shape)
+                      for v in batch_values])
+        for k in nominal["dynamics"]
+    }
+    task = {k: jnp.stack([v] * len(batch_values)) for k, v in nominal["task"].items()}
+    return {"dynamics": dyn, "task": task}
+
+
+def smooth_actions(steps: int, batch: int, nu: int, scale: float = 0.6, seed: int = 0) -> jax.Array:
+    """Sinusoids with random phases per env and actuator: [steps, batch, nu]."""
+    phase = jax.random.uniform(jax.random.key(seed), (1, batch, nu)) * 6
+    return scale * jnp.sin(jnp.arange(steps)[:, None, None] * 0.3 + phase)

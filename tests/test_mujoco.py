@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,29 +15,15 @@ from randomization.spec import RandomizationSpec, Term
 from robots import cartpole, pendulum
 from sim.mujoco_env import MujocoEnv
 from sim.wrappers import VmapEnv
+from tests.helpers import robot_batch, robot_rollout, smooth_actions, with_values
 
 ROBOTS = {"pendulum": pendulum.SWINGUP, "cartpole": cartpole.BALANCE}
 
 
-@functools.lru_cache(maxsize=None)
-def _env(task, backend, batch):
-    return VmapEnv(MujocoEnv(task, backend), batch)
 
 
-@functools.lru_cache(maxsize=None)
-def _rollout_fn(env, steps):
-    @jax.jit
-    def run(params, key, actions):
-        s = env.reset(key, params)
 
-        def body(s, a):
-            s = env.step(s, a)
-            return s, (s.obs, s.reward)
 
-        _, out = jax.lax.scan(body, s, actions)
-        return out
-
-    return run
 
 
 def _extreme(env: MujocoEnv, term: Term, which: int) -> float:
@@ -47,15 +32,10 @@ def _extreme(env: MujocoEnv, term: Term, which: int) -> float:
     return (lo, hi)[which]
 
 
-def _with_values(env: MujocoEnv, batch_values: list[dict]) -> dict:
-    nominal = env.nominal_params()
-    dyn = {k: jnp.stack([jnp.broadcast_to(jnp.asarray(v.get(k, nominal["dynamics"][k]), jnp.float32), nominal["dynamics"][k].shape) for v in batch_values]) for k in nominal["dynamics"]}
-    task = {k: jnp.stack([v] * len(batch_values)) for k, v in nominal["task"].items()}
-    return {"dynamics": dyn, "task": task}
 
 
-def _actions(steps, batch, nu, scale=0.6, seed=0):
-    return scale * jnp.sin(jnp.arange(steps)[:, None, None] * 0.3 + jax.random.uniform(jax.random.key(seed), (1, batch, nu)) * 6)
+
+
 
 
 @pytest.mark.parametrize("robot", list(ROBOTS))
@@ -65,13 +45,13 @@ def test_every_default_term_changes_the_physics(robot):
     task = ROBOTS[robot]
     terms = task.randomization.terms
     batch = 1 + 2 * len(terms)
-    env = _env(task, "native", batch)
+    env = robot_batch(task, "native", batch)
     values = [{}]
     for term in terms:
         values += [{term.name: _extreme(env.env, term, 0)}, {term.name: _extreme(env.env, term, 1)}]
-    params = _with_values(env.env, values)
+    params = with_values(env.env, values)
     keys = jnp.stack([jax.random.key(0)] * batch)  # same initial state everywhere
-    obs, _ = _rollout_fn(env, 60)(params, keys, _actions(60, batch, env.action_space.shape[0]))
+    obs, *_ = robot_rollout(env, 60)(params, keys, smooth_actions(60, batch, env.action_space.shape[0]))
     obs = np.asarray(obs)
     for i, term in enumerate(terms):
         for j in (1, 2):
@@ -89,12 +69,12 @@ def _period(obs_angle_cos, obs_angle_sin, dt):
 def test_pendulum_physics_meaning():
     """A longer pendulum swings slower; more damping dissipates faster; a weaker motor moves it less."""
     task = dataclasses.replace(pendulum.SWINGUP, init_fn=lambda key, q, v: (q.at[0].set(jnp.pi - 0.3), v))
-    env = _env(task, "native", 5)
+    env = robot_batch(task, "native", 5)
     values = [{}, {"body_ipos[pole][2]": 1.3}, {"dof_damping[hinge]": 3.0}, {}, {"actuator_gainprm[torque][0]": 0.8}]
-    params = _with_values(env.env, values)
+    params = with_values(env.env, values)
     keys = jnp.stack([jax.random.key(0)] * 5)
     acts = jnp.zeros((150, 5, 1)).at[:, 3:, 0].set(0.3)
-    obs, _ = _rollout_fn(env, 150)(params, keys, acts)
+    obs, *_ = robot_rollout(env, 150)(params, keys, acts)
     obs = np.asarray(obs)
     dt = env.env.control_dt
     p_nom, p_long = _period(obs[:, 0, 0], obs[:, 0, 1], dt), _period(obs[:, 1, 0], obs[:, 1, 1], dt)
@@ -140,9 +120,9 @@ def test_other_dynamics_terms_change_the_physics(term):
         task = dataclasses.replace(task, load_model=load2)
     env = VmapEnv(MujocoEnv(task, "native"), 2)
     lo, hi = term.range.train
-    params = _with_values(env.env, [{term.name: lo}, {term.name: hi}])
+    params = with_values(env.env, [{term.name: lo}, {term.name: hi}])
     keys = jnp.stack([jax.random.key(3)] * 2)
-    obs, _ = _rollout_fn(env, 60)(params, keys, _actions(60, 2, 1, seed=1) * 0 + 0.8)
+    obs, *_ = robot_rollout(env, 60)(params, keys, smooth_actions(60, 2, 1, seed=1) * 0 + 0.8)
     assert np.abs(np.asarray(obs[:, 0] - obs[:, 1])).max() > 1e-3, term.name
 
 
@@ -164,8 +144,8 @@ def test_geom_friction_changes_contact_physics():
         randomization=RandomizationSpec((Term("geom_friction", ("floor",), SplitRange("mu ×", (0.2, 0.8)), columns=(0,)),)),
     )
     env = VmapEnv(MujocoEnv(task, "native"), 2)
-    params = _with_values(env.env, [{"geom_friction[floor][0]": 0.2}, {"geom_friction[floor][0]": 0.8}])
-    obs, _ = _rollout_fn(env, 20)(params, jnp.stack([jax.random.key(0)] * 2), jnp.zeros((20, 2, 0)))
+    params = with_values(env.env, [{"geom_friction[floor][0]": 0.2}, {"geom_friction[floor][0]": 0.8}])
+    obs, *_ = robot_rollout(env, 20)(params, jnp.stack([jax.random.key(0)] * 2), jnp.zeros((20, 2, 0)))
     x_low, x_high = float(obs[-1, 0, 0]), float(obs[-1, 1, 0])
     assert x_low > x_high + 0.1, (x_low, x_high)
 
@@ -176,10 +156,10 @@ def test_native_and_mjx_agree(robot):
     task = ROBOTS[robot]
     trajs = {}
     for backend in ("native", "mjx"):
-        env = _env(task, backend, 3)
+        env = robot_batch(task, backend, 3)
         params = env.sample_params(jax.random.key(7), "train")
         keys = jax.random.split(jax.random.key(8), 3)
-        trajs[backend] = np.asarray(_rollout_fn(env, 40)(params, keys, _actions(40, 3, env.action_space.shape[0], 0.3))[0])
+        trajs[backend] = np.asarray(robot_rollout(env, 40)(params, keys, smooth_actions(40, 3, env.action_space.shape[0], 0.3))[0])
     np.testing.assert_allclose(trajs["native"], trajs["mjx"], atol=2e-3)
 
 

@@ -6,7 +6,6 @@ are slow on CPU).
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,45 +18,22 @@ from robots.common import suite_model
 from robots.task import PhysicsView
 from sim.mujoco_env import MujocoEnv
 from sim.wrappers import VmapEnv
+from tests.helpers import robot_batch, robot_rollout, smooth_actions, with_values
 
 TASKS = {t.name: t for t in (cheetah.VEL, cheetah.DIR, ant.DIR, ant.GOAL, reacher.GOAL)}
 ROBOTS = {"cheetah": cheetah.VEL, "ant": ant.GOAL, "reacher": reacher.GOAL}
 
 
-@functools.lru_cache(maxsize=None)
-def _env(task, backend, batch):
-    return VmapEnv(MujocoEnv(task, backend), batch)
 
 
-@functools.lru_cache(maxsize=None)
-def _rollout_fn(env, steps):
-    @jax.jit
-    def run(params, key, actions):
-        s = env.reset(key, params)
-
-        def body(s, a):
-            s = env.step(s, a)
-            return s, (s.obs, s.reward, s.terminated)
-
-        _, out = jax.lax.scan(body, s, actions)
-        return out
-
-    return run
 
 
-def _with_values(env: MujocoEnv, batch_values: list[dict]) -> dict:
-    """Nominal params for a batch, with some dynamics values replaced per env."""
-    nominal = env.nominal_params()
-    dyn = {
-        k: jnp.stack([jnp.broadcast_to(jnp.asarray(v.get(k, nominal["dynamics"][k]), jnp.float32), nominal["dynamics"][k].shape) for v in batch_values])
-        for k in nominal["dynamics"]
-    }
-    task = {k: jnp.stack([v] * len(batch_values)) for k, v in nominal["task"].items()}
-    return {"dynamics": dyn, "task": task}
 
 
-def _actions(steps, batch, nu, scale=0.6, seed=0):
-    return scale * jnp.sin(jnp.arange(steps)[:, None, None] * 0.3 + jax.random.uniform(jax.random.key(seed), (1, batch, nu)) * 6)
+
+
+
+
 
 
 def _view(qpos, qvel) -> PhysicsView:
@@ -126,12 +102,12 @@ def test_ant_model_is_sound():
 
 def test_every_task_resets_and_steps_on_native_with_named_finite_obs():
     for name, task in TASKS.items():
-        env = _env(task, "native", 2)
+        env = robot_batch(task, "native", 2)
         for split in ("train", "interp", "extrap"):
             params = env.sample_params(jax.random.key(1), split)
             for pname, r in task.task_ranges.items():
                 assert bool(jnp.all(r.contains(params["task"][pname], split if not r.shared else "train"))), (name, pname, split)
-            obs, reward, term = _rollout_fn(env, 5)(params, jax.random.split(jax.random.key(2), 2), _actions(5, 2, env.action_space.shape[-1]))
+            obs, reward, term = robot_rollout(env, 5)(params, jax.random.split(jax.random.key(2), 2), smooth_actions(5, 2, env.action_space.shape[-1]))
             assert obs.shape == (5, 2, len(task.obs_names)), name
             assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all(), name
             assert not bool(term.any()), name
@@ -170,14 +146,14 @@ def test_ant_terminates_when_fallen_or_flying():
     assert term(0.15) and term(1.2) and not term(0.45) and not term(float(q0[2]))
     assert bool(ant.DIR.terminated_fn(_view(q0, np.r_[np.nan, v0[1:]]), {}))
     # in the env: dropped from 1.5 m it is out of range after the first step; standing, it never is
-    env = _env(ant.DIR, "native", 2)
-    params = _with_values(env.env, [{}, {}])
+    env = robot_batch(ant.DIR, "native", 2)
+    params = with_values(env.env, [{}, {}])
     keys = jnp.stack([jax.random.key(0)] * 2)
     s = env.reset(keys, params)
     phys = s.env_state["physics"].at[0, 1 + 2].set(1.5)  # env 0: torso at 1.5 m (native layout: time, qpos...)
     s = env.step(s.replace(env_state={**s.env_state, "physics": phys}), jnp.zeros((2, 8)))
     assert bool(s.terminated[0]) and not bool(s.truncated[0]) and not bool(s.terminated[1])
-    _, _, terminated = _rollout_fn(env, 40)(params, keys, jnp.zeros((40, 2, 8)))
+    _, _, terminated = robot_rollout(env, 40)(params, keys, jnp.zeros((40, 2, 8)))
     assert not bool(terminated.any())
 
 
@@ -234,13 +210,13 @@ def test_every_default_term_changes_the_physics(robot):
     task = ROBOTS[robot]
     terms = task.randomization.terms
     batch = 1 + 2 * len(terms)
-    env = _env(task, "native", batch)
+    env = robot_batch(task, "native", batch)
     values = [{}]
     for term in terms:
         values += [{term.name: term.range.train[0]}, {term.name: term.range.train[1]}]
-    params = _with_values(env.env, values)
+    params = with_values(env.env, values)
     keys = jnp.stack([jax.random.key(0)] * batch)  # same initial state everywhere
-    obs, _, _ = _rollout_fn(env, 60)(params, keys, _actions(60, batch, env.action_space.shape[-1]))
+    obs, _, _ = robot_rollout(env, 60)(params, keys, smooth_actions(60, batch, env.action_space.shape[-1]))
     obs = np.asarray(obs)
     for i, term in enumerate(terms):
         for j in (1, 2):
@@ -279,7 +255,7 @@ def test_native_and_mjx_agree(robot):
         if dynamics == "nominal":
             params = {**params, "dynamics": jax.tree.map(lambda x: jnp.stack([x] * 3), venv.env.nominal_params()["dynamics"])}
         keys = jax.random.split(jax.random.key(8), 3)
-        out[backend] = [np.asarray(x) for x in _rollout_fn(venv, steps)(params, keys, _actions(steps, 3, venv.action_space.shape[-1], 0.2))]
+        out[backend] = [np.asarray(x) for x in robot_rollout(venv, steps)(params, keys, smooth_actions(steps, 3, venv.action_space.shape[-1], 0.2))]
         assert out[backend][0].shape == (steps, 3, len(task.obs_names)) and np.isfinite(out[backend][0]).all()
     diff = np.abs(out["native"][0] - out["mjx"][0]).max()
     print(f"{robot}: max |native - mjx| obs difference over {steps} steps: {diff:.3g}")

@@ -147,7 +147,7 @@ def test_trial_discrete_action_is_one_hot():
 
 
 def test_batched_trial_matches_unbatched():
-    K, H, B = 2, 3, 3
+    K, B = 2, 3
     single = Trial(RandomStart(), episodes_per_trial=K)
     batched = Trial(VmapEnv(RandomStart(), B), episodes_per_trial=K)
     params = batched.sample_params(jax.random.key(0))
