@@ -9,9 +9,16 @@ A :class:`SplitRange` says where one scalar parameter lives in each evaluation s
 
 A range that declares neither is *shared*: every split draws from the training interval.
 
-Sampling is uniform (or log-uniform) over the union of a split's intervals, weighted by length, so a
-split with a hole still covers its support evenly. Everything is validated at construction and every
-error names the parameter and the bad value.
+Distributions over the union of a split's intervals:
+
+* ``uniform`` / ``log_uniform``: weighted by length (in log space for the latter), so a split with a
+  hole still covers its support evenly;
+* ``normal``: a normal centred on the training interval's midpoint with standard deviation a quarter
+  of its width, truncated to the split's intervals (exact, by inverse CDF);
+* ``discrete``: the integers ``floor(x)`` of a uniform draw, i.e. an interval ``(0, 3)`` gives 0, 1 or 2
+  with equal probability.
+
+Everything is validated at construction and every error names the parameter and the bad value.
 """
 
 from __future__ import annotations
@@ -22,10 +29,22 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 
 SPLITS: tuple[str, ...] = ("train", "interp", "extrap")
 
 Interval = tuple[float, float]
+DISTS = ("uniform", "log_uniform", "normal", "discrete")
+
+
+def _piecewise(u: jax.Array, bounds: list[Interval]) -> jax.Array:
+    """Map ``u`` in ``[0, total length)`` onto the union of sorted ``bounds``, skipping the gaps."""
+    x = u + bounds[0][0]
+    acc = 0.0
+    for (lo, hi), (nlo, _) in zip(bounds[:-1], bounds[1:]):
+        acc += hi - lo
+        x = jnp.where(u >= acc, u - acc + nlo, x)
+    return x
 
 
 def check_split(split: str) -> str:
@@ -56,7 +75,7 @@ class SplitRange:
         train: training interval ``(low, high)``.
         interp: held-out interval inside ``train`` (excluded from training), or ``None``.
         extrap: intervals outside the training hull, possibly empty (then ``extrap`` is refused).
-        dist: ``"uniform"`` or ``"log_uniform"`` (the latter needs positive bounds).
+        dist: ``"uniform"``, ``"log_uniform"`` (positive bounds), ``"normal"`` or ``"discrete"``.
         unit: unit shown in listings.
     """
 
@@ -64,13 +83,13 @@ class SplitRange:
     train: Interval
     interp: Interval | None = None
     extrap: tuple[Interval, ...] = ()
-    dist: Literal["uniform", "log_uniform"] = "uniform"
+    dist: Literal["uniform", "log_uniform", "normal", "discrete"] = "uniform"
     unit: str = ""
 
     def __post_init__(self):
         n = self.name
-        if self.dist not in ("uniform", "log_uniform"):
-            raise ValueError(f"{n}: unknown distribution {self.dist!r}; expected 'uniform' or 'log_uniform'")
+        if self.dist not in DISTS:
+            raise ValueError(f"{n}: unknown distribution {self.dist!r}; expected one of {', '.join(DISTS)}")
         train = _check_interval(n, "train", self.train)
         object.__setattr__(self, "train", train)
         if self.interp is not None:
@@ -114,19 +133,34 @@ class SplitRange:
         return ivs
 
     def sample(self, key: jax.Array, split: str = "train", shape: tuple[int, ...] = ()) -> jax.Array:
-        """Draw values uniformly (or log-uniformly) over the union of the split's intervals."""
+        """Draw values from the split's support with the range's distribution (module docstring)."""
         ivs = self.intervals(split)
+        if self.dist == "normal":
+            return self._sample_normal(key, ivs, shape)
         fwd = math.log if self.dist == "log_uniform" else float
         bounds = [(fwd(lo), fwd(hi)) for lo, hi in ivs]
         total = sum(hi - lo for lo, hi in bounds)
         u = jax.random.uniform(key, shape, jnp.float32, 0.0, total)
-        # Map u in [0, total) onto the union: walk the intervals, shifting past each gap.
-        x = u + bounds[0][0]
-        acc = 0.0
-        for (lo, hi), (nlo, _) in zip(bounds[:-1], bounds[1:]):
-            acc += hi - lo
-            x = jnp.where(u >= acc, u - acc + nlo, x)
-        return jnp.exp(x) if self.dist == "log_uniform" else x
+        x = _piecewise(u, bounds)
+        if self.dist == "log_uniform":
+            return jnp.exp(x)
+        if self.dist == "discrete":
+            return jnp.floor(x)
+        return x
+
+    def _sample_normal(self, key, ivs, shape):
+        mean = 0.5 * (self.train[0] + self.train[1])
+        std = 0.25 * (self.train[1] - self.train[0])
+        # the split's intervals in CDF space: sample uniformly there, map back by the inverse CDF
+        ndtr = lambda v: 0.5 * math.erfc(-(v - mean) / (std * math.sqrt(2.0)))  # noqa: E731
+        bounds = [(ndtr(lo), ndtr(hi)) for lo, hi in ivs]
+        total = sum(hi - lo for lo, hi in bounds)
+        if total <= 0:
+            raise ValueError(f"{self.name}: the normal has no mass on {ivs}")
+        p = _piecewise(jax.random.uniform(key, shape, jnp.float32, 0.0, total), bounds)
+        x = mean + std * jax.scipy.special.ndtri(jnp.clip(p, 1e-7, 1 - 1e-7))
+        lo, hi = min(a for a, _ in ivs), max(b for _, b in ivs)
+        return jnp.clip(x, lo, hi)
 
     def contains(self, x: jax.Array, split: str) -> jax.Array:
         """Elementwise: is ``x`` inside the split's support (closed intervals)?"""

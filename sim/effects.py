@@ -52,7 +52,7 @@ class SensorActuator(Wrapper):
         keys = jax.random.split(k_eff, max(len(ranges), 1))
         eff = {name: r.sample(k, split if not r.shared else "train") for k, (name, r) in zip(keys, ranges.items())}
         for name in ("obs_latency.steps", "action_delay.steps"):
-            if name in eff:
+            if name in eff:  # step counts are discrete whatever the range's distribution
                 eff[name] = jnp.floor(eff[name]).astype(jnp.int32)
         return {"env": self.env.sample_params(k_env, split), "effects": eff}
 

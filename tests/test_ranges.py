@@ -42,7 +42,7 @@ def test_shared_range_is_the_same_in_every_split():
         (dict(train=(1.0, 2.0), interp=(0.5, 1.5)), r"mass: interp range \(0.5, 1.5\) must lie strictly inside"),
         (dict(train=(1.0, 2.0), extrap=((1.5, 3.0),)), r"mass: extrap range \(1.5, 3.0\) overlaps the train range"),
         (dict(train=(0.0, 1.0), dist="log_uniform"), r"mass: log_uniform needs positive bounds, got low 0.0"),
-        (dict(train=(1.0, 2.0), dist="cauchy"), r"mass: unknown distribution 'cauchy'"),
+        (dict(train=(1.0, 2.0), dist="cauchy"), r"mass: unknown distribution 'cauchy'; expected one of uniform, log_uniform, normal, discrete"),
         (dict(train=(1.0, float("inf"))), r"mass: train range .* must be finite"),
     ],
 )
@@ -57,3 +57,21 @@ def test_missing_split_and_unknown_split():
         r.sample(jax.random.key(0), "extrap")
     with pytest.raises(ValueError, match="unknown split 'holdout'"):
         r.intervals("holdout")
+
+
+def test_normal_is_truncated_to_each_split():
+    r = SplitRange("gain", train=(0.5, 1.5), interp=(0.9, 1.1), extrap=((1.5, 2.0),), dist="normal")
+    train = np.asarray(r.sample(jax.random.key(0), "train", (40000,)))
+    assert bool(r.contains(train, "train").all())
+    # centred on 1 with std 0.25, the hole removed: symmetric, most mass near the hole's edges
+    assert abs(train.mean() - 1.0) < 0.01 and abs(np.median(np.abs(train - 1.0)) - 0.25) < 0.05
+    extrap = np.asarray(r.sample(jax.random.key(1), "extrap", (40000,)))
+    assert ((extrap >= 1.5) & (extrap <= 2.0)).all() and (extrap < 1.75).mean() > 0.7  # the tail thins out
+
+
+def test_discrete_draws_integers_per_split():
+    r = SplitRange("delay", train=(0.0, 3.0), extrap=((3.0, 5.0),), dist="discrete")
+    train = np.asarray(r.sample(jax.random.key(0), "train", (30000,)))
+    assert set(np.unique(train).tolist()) == {0.0, 1.0, 2.0}
+    np.testing.assert_allclose(np.bincount(train.astype(int)) / 30000, [1 / 3] * 3, atol=0.015)
+    assert set(np.unique(np.asarray(r.sample(jax.random.key(1), "extrap", (1000,)))).tolist()) == {3.0, 4.0}

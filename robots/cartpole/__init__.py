@@ -30,7 +30,7 @@ RANDOMIZATION = RandomizationSpec((
     Term("opt.gravity", (), SplitRange("gravity ×", (0.9, 1.1), (0.98, 1.02), ((1.1, 1.3),)), columns=(2,)),
 ), effects=Effects(
     obs_noise=ObsNoise(SplitRange("obs noise std", (0.0, 0.01), (0.004, 0.006), ((0.01, 0.03),))),
-    obs_latency=ObsLatency(SplitRange("obs latency steps", (0.0, 2.0), extrap=((2.0, 3.0),)), max_steps=2),
+    obs_latency=ObsLatency(SplitRange("obs latency steps", (0.0, 2.0), extrap=((2.0, 3.0),), dist="discrete"), max_steps=2),
 ))
 
 OBS_NAMES = ("cart_pos", "pole_cos", "pole_sin", "cart_vel", "pole_angvel")

@@ -30,7 +30,7 @@ RANDOMIZATION = RandomizationSpec((
     Term("actuator_gainprm", ("torque",), SplitRange("motor strength ×", (0.8, 1.2), (0.95, 1.05), ((0.5, 0.8),)), columns=(0,)),
 ), effects=Effects(
     obs_noise=ObsNoise(SplitRange("obs noise std", (0.0, 0.02), (0.008, 0.012), ((0.02, 0.05),))),
-    action_delay=ActionDelay(SplitRange("action delay steps", (0.0, 2.0), extrap=((2.0, 3.0),)), max_steps=2),
+    action_delay=ActionDelay(SplitRange("action delay steps", (0.0, 2.0), extrap=((2.0, 3.0),), dist="discrete"), max_steps=2),
     push=Push(("hinge",), SplitRange("push |Δω| rad/s", (0.0, 1.0), extrap=((1.0, 3.0),)), probability=0.02),
 ))
 
