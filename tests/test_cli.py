@@ -74,9 +74,10 @@ def test_bench_sim_small(tmp_path):
     main(["bench", "sim", "--env", "pendulum-swingup", "--batch", "4", "--steps", "5", "--mjx-steps", "2",
           "--json", str(path)])
     data = json.loads(path.read_text())
-    assert set(data["results"]) == {"a", "b", "c", "d"} and all(v > 0 for v in data["results"].values())
+    assert set(data["results"]) == {"a", "b", "b+", "c", "d"} and all(v > 0 for v in data["results"].values())
     assert [r["baseline_name"] for r in data["rows"]] == [
-        "(a) open-loop rollout", "(b) one rollout call per step", "(d) MJX on CPU"]
+        "(a) open-loop rollout", "(b) one rollout call per step", "(b+) one call per step, persistent pool",
+        "(d) MJX on CPU"]
 
 
 def test_bench_sim_refuses_non_mujoco_env(capsys):
