@@ -18,18 +18,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from randomization.ranges import SPLITS, SplitRange
+from randomization.ranges import SplitRange
 
 
 def _max_int(r: SplitRange) -> int:
-    highs = [hi for split in SPLITS for _, hi in r.intervals(split)] if not r.shared else [r.train[1]]
-    return int(math.ceil(max(highs))) - 1
+    return int(math.ceil(max(hi for _, hi in r.declared_intervals()))) - 1
 
 
 def _check_nonneg(r: SplitRange, what: str) -> None:
-    lows = [lo for split in SPLITS for lo, _ in (r.intervals(split) if not r.shared else [r.train])]
-    if min(lows) < 0:
-        raise ValueError(f"{what}: range low {min(lows)} is negative")
+    low = min(lo for lo, _ in r.declared_intervals())
+    if low < 0:
+        raise ValueError(f"{what}: range low {low} is negative")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -124,6 +124,10 @@ class SplitRange:
             return [self.interp if self.interp is not None else self.train]
         return list(self.extrap)
 
+    def declared_intervals(self) -> list[Interval]:
+        """Every interval any split can draw from."""
+        return [iv for split in SPLITS for iv in self._raw_intervals(split)]
+
     def intervals(self, split: str) -> list[Interval]:
         """The intervals a split draws from (their union is the split's support)."""
         check_split(split)

@@ -85,8 +85,7 @@ class Term:
         if self.field != "opt.gravity" and not self.elements:
             raise ValueError(f"{self.field}: name at least one {FIELDS[self.field][0]}")
         if FIELDS[self.field][1]:
-            lows = [lo for split in ("train", "interp", "extrap") for lo, _ in _intervals_or_empty(self.range, split)]
-            low = min(lows)
+            low = min(lo for lo, _ in self.range.declared_intervals())
             if (self.mode in ("scale", "set") and low < 0) or (self.mode == "scale" and low == 0 and self.field in ("body_mass", "body_inertia")):
                 raise ValueError(f"{self.name}: range low {low} would make {self.field} negative or zero")
 
@@ -99,13 +98,6 @@ class Term:
     @property
     def size(self) -> int:
         return len(self.elements) if self.per_element and self.elements else 1
-
-
-def _intervals_or_empty(r: SplitRange, split: str):
-    try:
-        return r.intervals(split)
-    except ValueError:
-        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,9 +174,7 @@ class ResolvedSpec:
         keys = jax.random.split(key, max(len(self.terms), 1))
         out = {}
         for k, term in zip(keys, self.terms):
-            r = term.range
-            s = split if not r.shared else "train"
-            out[term.name] = r.sample(k, s, (term.size,))
+            out[term.name] = term.range.sample(k, split, (term.size,))  # shared ranges ignore the split
         return out
 
     def nominal_values(self) -> dict[str, jax.Array]:

@@ -50,7 +50,7 @@ class SensorActuator(Wrapper):
         k_env, k_eff = jax.random.split(key)
         ranges = self.effects.ranges()
         keys = jax.random.split(k_eff, max(len(ranges), 1))
-        eff = {name: r.sample(k, split if not r.shared else "train") for k, (name, r) in zip(keys, ranges.items())}
+        eff = {name: r.sample(k, split) for k, (name, r) in zip(keys, ranges.items())}
         for name in ("obs_latency.steps", "action_delay.steps"):
             if name in eff:  # step counts are discrete whatever the range's distribution
                 eff[name] = jnp.floor(eff[name]).astype(jnp.int32)

@@ -9,7 +9,7 @@
 * ``mjx``: MuJoCo-MJX in JAX; the randomized fields are written into a per-env ``mjx.Model`` (a ``vmap``
   over params gives a batch of models). MJX has no ``mj_setConst``: quantities MuJoCo derives at
   compile time (``*_invweight0``, ``actuator_acc0``), which only set constraint softness, keep their
-  nominal values, as in MuJoCo Playground.
+  nominal values.
 
 Task code (observation, reward, termination) is written once, in jnp, over :class:`PhysicsView`.
 Actions are normalized to ``[-1, 1]`` per actuator and mapped onto the actuator's ``ctrlrange``.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -137,7 +138,7 @@ class MujocoEnv(Env):
         k_dyn, k_task = jax.random.split(key)
         keys = jax.random.split(k_task, max(len(self.task.task_ranges), 1))
         task = {
-            name: r.sample(k, split if not r.shared else "train")
+            name: r.sample(k, split)
             for k, (name, r) in zip(keys, self.task.task_ranges.items())
         }
         return {"dynamics": self.resolved.sample(k_dyn, split), "task": task}

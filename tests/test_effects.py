@@ -119,3 +119,8 @@ def test_bad_effects_are_named():
         SensorActuator(_base(), Effects(push=Push(("knee",), SplitRange("m", (0.0, 1.0)))))
     with pytest.raises(ValueError, match="pushes need a physics env"):
         SensorActuator(PointNav("goal"), Effects(push=Push(("x",), SplitRange("m", (0.0, 1.0)))))
+
+
+def test_effect_ranges_may_omit_extrapolation():
+    ObsNoise(SplitRange("std", (0.0, 0.1), (0.04, 0.06)))  # interp hole, no extrap: valid
+    ActionDelay(SplitRange("k", (0.0, 2.0), (0.5, 1.0)), max_steps=1)
