@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import mujoco
 from flax import struct
 
@@ -33,12 +34,12 @@ class MujocoTask:
         obs_names: one name per observation element.
         obs_fn: ``(view, task_params) -> obs``.
         reward_fn: ``(view, action, task_params) -> reward`` (action normalized to [-1, 1]).
-        terminated_fn: ``(view, task_params) -> bool``.
         init_fn: ``(key, qpos0, qvel0) -> (qpos, qvel)`` initial state of an episode.
         n_substeps: physics steps per control step.
         episode_length: control steps per episode (then ``truncated``).
         randomization: the default dynamics randomization.
         task_ranges: task parameters (target velocity, goal...) per split.
+        terminated_fn: ``(view, task_params) -> bool``; by default the task never terminates.
     """
 
     name: str
@@ -47,11 +48,11 @@ class MujocoTask:
     obs_names: tuple[str, ...]
     obs_fn: Callable[[PhysicsView, dict], jax.Array]
     reward_fn: Callable[[PhysicsView, jax.Array, dict], jax.Array]
-    terminated_fn: Callable[[PhysicsView, dict], jax.Array]
     init_fn: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
     n_substeps: int
     episode_length: int
     randomization: RandomizationSpec
     task_ranges: dict[str, SplitRange] = dataclasses.field(default_factory=dict)
+    terminated_fn: Callable[[PhysicsView, dict], jax.Array] = lambda view, task: jnp.zeros((), bool)
 
 

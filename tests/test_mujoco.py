@@ -108,7 +108,7 @@ def test_geom_friction_changes_contact_physics():
     task = MujocoTask(
         name="slide", family="test", load_model=lambda: mujoco.MjModel.from_xml_string(xml), obs_names=("x", "vx"),
         obs_fn=lambda v, t: jnp.stack([v.qpos[0], v.qvel[0]]), reward_fn=lambda v, a, t: jnp.zeros(()),
-        terminated_fn=lambda v, t: jnp.zeros((), bool), init_fn=lambda k, q, v: (q, v.at[0].set(2.0)),
+        init_fn=lambda k, q, v: (q, v.at[0].set(2.0)),
         n_substeps=5, episode_length=100,
         randomization=RandomizationSpec((Term("geom_friction", ("floor",), SplitRange("mu ×", (0.2, 0.8)), columns=(0,)),)),
     )

@@ -63,7 +63,6 @@ def _task(name: str, angle: float) -> MujocoTask:
         obs_names=OBS_NAMES,
         obs_fn=_obs,
         reward_fn=_reward,
-        terminated_fn=lambda view, task: jnp.zeros((), bool),
         init_fn=_init(angle),
         n_substeps=4,
         episode_length=250,

@@ -146,7 +146,6 @@ def _task(name: str, reward_fn, task_ranges) -> MujocoTask:
         obs_names=OBS_NAMES,
         obs_fn=_obs,
         reward_fn=reward_fn,
-        terminated_fn=lambda view, task: jnp.zeros((), bool),
         init_fn=_init,
         n_substeps=5,
         episode_length=200,

@@ -55,7 +55,6 @@ SWINGUP = MujocoTask(
     obs_names=("pole_cos", "pole_sin", "pole_angvel"),
     obs_fn=_obs,
     reward_fn=_reward,
-    terminated_fn=lambda view, task: jnp.zeros((), bool),
     init_fn=_init,
     n_substeps=2,
     episode_length=250,

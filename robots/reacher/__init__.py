@@ -120,7 +120,6 @@ GOAL = MujocoTask(
     obs_names=OBS_NAMES,
     obs_fn=_obs,
     reward_fn=_reward,
-    terminated_fn=lambda view, task: jnp.zeros((), bool),
     init_fn=_init,
     n_substeps=2,
     episode_length=100,
