@@ -230,7 +230,7 @@ def _mlp_params(key, sizes):
 
 
 def _mlp(params, x):
-    for i, (w, b) in enumerate(params):
+    for w, b in params:
         x = x @ w + b
         x = jnp.tanh(x)
     return x

@@ -210,7 +210,7 @@ class MujocoEnv(Env):
         data, _ = jax.lax.scan(sub, data, None, length=self.task.n_substeps)
         return data
 
-    def _finish(self, state: State, physics, action, reward_override=None) -> State:
+    def _finish(self, state: State, physics, action) -> State:
         view = self._view(physics)
         task_params = state.params["task"]
         finite = jnp.all(jnp.isfinite(view.qpos)) & jnp.all(jnp.isfinite(view.qvel))
