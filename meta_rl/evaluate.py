@@ -90,3 +90,24 @@ def mean_ci95(x) -> tuple[float, float]:
 
     x = np.asarray(x, np.float64)
     return float(x.mean()), float(1.96 * x.std(ddof=1) / np.sqrt(len(x)))
+
+
+@struct.dataclass
+class PolicyActor:
+    """A trained :class:`meta_rl.networks.Policy` as a :class:`BatchPolicy` for :func:`run_trials`.
+
+    The carry starts fresh at the trial's start and runs through its K episodes; actions are sampled
+    (``deterministic=False``) or the distribution's mode.
+    """
+
+    params: Any
+    policy: Any = struct.field(pytree_node=False)
+    deterministic: bool = struct.field(pytree_node=False, default=False)
+
+    def init(self, batch_size: int, key: jax.Array) -> Any:
+        return self.policy.init_carry(batch_size)
+
+    def act(self, carry: Any, state: State, key: jax.Array) -> tuple[Any, jax.Array]:
+        carry, dist, _ = self.policy.apply(self.params, carry, state.obs)
+        u = dist.mode() if self.deterministic else dist.sample(seed=key)
+        return carry, self.policy.env_action(u)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import tyro
+
+from meta_rl.ppo import PPOConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,43 @@ class BenchSim:
         bench_sim(self.env, self.batch, self.steps, self.mjx_steps, json_path=self.json)
 
 
+@dataclasses.dataclass(frozen=True)
+class Train:
+    """Train a policy; the run folder (config, metrics, TensorBoard, checkpoints, policy) goes to --out.
+
+    ppo: feed-forward PPO under domain randomization (a new world every episode).
+    rl2: RL² (Duan et al. 2016): a recurrent policy over trials of K episodes in one world.
+    Defaults come from the preset for the algorithm and env (meta_rl/presets.py); run the same
+    command again to resume a killed run from its last checkpoint.
+    """
+
+    algo: tyro.conf.Positional[Literal["ppo", "rl2"]]
+    """Algorithm."""
+    env: str = "pendulum-swingup"
+    """Registered env id (proteus envs)."""
+    out: Path | None = None
+    """Run folder (default runs/ALGO-ENV-sSEED)."""
+    backend: str = "auto"
+    """auto, jax, native or mjx."""
+    seed: int = 0
+    """Seed: same seed, same run."""
+    checkpoint_every: int | None = None
+    """Updates between checkpoints (default: about 50 per run)."""
+    progress: bool = True
+    """Show the progress bar."""
+    config: tyro.conf.OmitArgPrefixes[PPOConfig] = PPOConfig()
+    """Learner hyperparameters."""
+
+    def run(self) -> None:
+        from proteus.runs import RunSpec, train_run
+
+        out = self.out or Path("runs") / f"{self.algo}-{self.env}-s{self.seed}"
+        spec = RunSpec(self.algo, self.env, self.backend, self.seed, self.config)
+        summary = train_run(spec, out, self.checkpoint_every, progress=self.progress)
+        print(f"run folder: {summary['out']}  ({summary['updates']} updates, {summary['env_steps']:,} env steps, "
+              f"final return {summary['final_return']:.3f}, {summary['wall_s']:.0f} s)")
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
@@ -112,21 +151,42 @@ class Bench:
 
 
 Command = Union[
+    Annotated[Train, tyro.conf.subcommand("train")],
     Annotated[Envs, tyro.conf.subcommand("envs")],
     Annotated[Bench, tyro.conf.subcommand("bench")],
 ]
 
 
+def _train_default(argv: list[str]) -> Train | None:
+    """``proteus train ALGO --env ENV``: the preset for ALGO on ENV is the config's default."""
+    from meta_rl.presets import ALGOS, default_config
+
+    algo = argv[1] if len(argv) > 1 and argv[1] in ALGOS else None
+    if algo is None:
+        return None
+    env = Train.env
+    for i, a in enumerate(argv):
+        if a == "--env" and i + 1 < len(argv):
+            env = argv[i + 1]
+        elif a.startswith("--env="):
+            env = a.split("=", 1)[1]
+    return Train(algo=algo, env=env, config=default_config(algo, env))
+
+
 def main(argv: list[str] | None = None) -> None:
-    cmd = tyro.cli(Command, args=argv, prog="proteus", config=(tyro.conf.OmitSubcommandPrefixes,),
-                   description="Proteus: meta-RL and sim2real robotics.")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        default = _train_default(argv) if argv and argv[0] == "train" else None
+        if default is not None:
+            cmd = tyro.cli(Train, args=argv[1:], default=default, prog="proteus train")
+        else:
+            cmd = tyro.cli(Command, args=argv, prog="proteus", config=(tyro.conf.OmitSubcommandPrefixes,),
+                           description="Proteus: meta-RL and sim2real robotics.")
         cmd.run()
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, FileNotFoundError) as e:
         msg = e.args[0] if e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2) from None
-
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,193 @@
+"""Policies: a :class:`PolicySpec`, flax networks (MLP, GRU, LSTM) and distrax action heads.
+
+The Policy contract (DESIGN.md): ``PolicySpec`` + params pytree + ``init_carry(batch)`` +
+``apply(params, carry, obs) -> (carry, dist, value)``. Export reads exactly this.
+
+Layout of one step, whatever the kind::
+
+    obs ─► normalize (running stats in params["obs_norm"], when spec.normalize_obs)
+        ─► MLP torso (tanh, ``spec.hidden``) ─► [GRU | LSTM core of ``spec.core_size``]
+        ─► policy head (logits, or Gaussian mean + state-independent log std) and value head
+
+Continuous actions: the Gaussian lives in normalized units ``u``; the env receives
+``offset + scale * clip(u, -1, 1)`` (:meth:`Policy.env_action`), with scale and offset from the
+action space's bounds. The deterministic action is the Gaussian's mean (the categorical's mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sim.core import Box, Discrete, Env
+from sim.normalize import RunningStats, normalize
+
+KINDS = ("mlp", "gru", "lstm")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    """Everything that defines a policy's function (its weights live in the params pytree).
+
+    Attributes:
+        kind: ``mlp`` (feed-forward), ``gru`` or ``lstm`` (recurrent).
+        obs_names: one name per observation element, in order.
+        action_names: continuous: one name per actuator (joint order); discrete: one per choice.
+        discrete: categorical over ``action_names`` instead of a Gaussian.
+        hidden: widths of the tanh MLP torso.
+        core_size: width of the recurrent core (ignored for ``mlp``).
+        action_low, action_high: env action bounds (continuous only).
+        normalize_obs: normalize observations with running statistics inside the policy.
+        init_log_std: initial log standard deviation of the Gaussian.
+        obs_clip: clip of normalized observations.
+    """
+
+    kind: str
+    obs_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    discrete: bool
+    hidden: tuple[int, ...] = (64, 64)
+    core_size: int = 128
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+    normalize_obs: bool = True
+    init_log_std: float = -0.5
+    obs_clip: float = 10.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"PolicySpec.kind must be one of {KINDS}, got {self.kind!r}")
+        if any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"PolicySpec.hidden widths must be >= 1, got {self.hidden}")
+        if self.recurrent and self.core_size < 1:
+            raise ValueError(f"PolicySpec.core_size must be >= 1, got {self.core_size}")
+        if not self.discrete and not (len(self.action_low) == len(self.action_high) == len(self.action_names)):
+            raise ValueError("PolicySpec: continuous actions need one low/high bound per action name")
+
+    @property
+    def recurrent(self) -> bool:
+        return self.kind != "mlp"
+
+    @property
+    def obs_dim(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def action_scale(self) -> np.ndarray:
+        lo, hi = np.asarray(self.action_low, np.float32), np.asarray(self.action_high, np.float32)
+        return np.where(np.isfinite(hi - lo), (hi - lo) / 2, 1.0).astype(np.float32)
+
+    @property
+    def action_offset(self) -> np.ndarray:
+        lo, hi = np.asarray(self.action_low, np.float32), np.asarray(self.action_high, np.float32)
+        return np.where(np.isfinite(hi + lo), (hi + lo) / 2, 0.0).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PolicySpec":
+        d = dict(d)
+        for k in ("obs_names", "action_names", "hidden", "action_low", "action_high"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+    @classmethod
+    def for_env(cls, env: Env, kind: str, **kw) -> "PolicySpec":
+        """The spec matching ``env``'s named observation and action spaces."""
+        obs, act = env.observation_space, env.action_space
+        if not isinstance(obs, Box):
+            raise ValueError(f"{env.id}: policies need a Box observation space, got {obs}")
+        if isinstance(act, Discrete):
+            return cls(kind=kind, obs_names=obs.names, action_names=act.names, discrete=True, **kw)
+        return cls(kind=kind, obs_names=obs.names, action_names=act.names, discrete=False,
+                   action_low=act.low, action_high=act.high, **kw)
+
+
+class ActorCritic(nn.Module):
+    """One step of the network: ``(carry, x) -> (carry, head_out, value)``."""
+
+    spec: PolicySpec
+
+    @nn.compact
+    def __call__(self, carry, x):
+        s = self.spec
+        orth = nn.initializers.orthogonal
+        for i, w in enumerate(s.hidden):
+            x = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"torso_{i}")(x))
+        if s.kind == "gru":
+            carry, x = nn.GRUCell(s.core_size, name="core")(carry, x)
+        elif s.kind == "lstm":
+            carry, x = nn.LSTMCell(s.core_size, name="core")(carry, x)
+        value = nn.Dense(1, kernel_init=orth(1.0), name="value")(x)[..., 0]
+        if s.discrete:
+            out = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="logits")(x)
+        else:
+            mean = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="mean")(x)
+            log_std = self.param("log_std", nn.initializers.constant(s.init_log_std), (s.action_dim,))
+            out = (mean, jnp.broadcast_to(log_std, mean.shape))
+        return carry, out, value
+
+
+class Policy:
+    """A :class:`PolicySpec` made callable: pure functions over an explicit params pytree.
+
+    ``params = {"net": flax params, "obs_norm": RunningStats}``.
+    """
+
+    def __init__(self, spec: PolicySpec):
+        self.spec = spec
+        self.net = ActorCritic(spec)
+
+    def init_carry(self, batch: int) -> Any:
+        """The carry at trial start: zeros ([B, core] for GRU, (c, h) for LSTM, [B, 0] for MLP)."""
+        s = self.spec
+        if s.kind == "gru":
+            return jnp.zeros((batch, s.core_size), jnp.float32)
+        if s.kind == "lstm":
+            z = jnp.zeros((batch, s.core_size), jnp.float32)
+            return (z, z)
+        return jnp.zeros((batch, 0), jnp.float32)
+
+    def init(self, key: jax.Array) -> dict:
+        obs = jnp.zeros((1, self.spec.obs_dim), jnp.float32)
+        net = self.net.init(key, self.init_carry(1), obs)
+        return {"net": net, "obs_norm": RunningStats.create(self.spec.obs_dim)}
+
+    def normalize(self, params, obs):
+        if not self.spec.normalize_obs:
+            return obs.astype(jnp.float32)
+        return normalize(params["obs_norm"], obs, self.spec.obs_clip)
+
+    def apply(self, params, carry, obs) -> tuple[Any, distrax.Distribution, jax.Array]:
+        """One step over a batch: ``obs`` [B, obs_dim] -> (carry, distribution over ``u``, value [B])."""
+        carry, out, value = self.net.apply(params["net"], carry, self.normalize(params, obs))
+        if self.spec.discrete:
+            return carry, distrax.Categorical(logits=out), value
+        mean, log_std = out
+        return carry, distrax.MultivariateNormalDiag(mean, jnp.exp(log_std)), value
+
+    def env_action(self, u: jax.Array) -> jax.Array:
+        """Map a sample ``u`` of the distribution to env units (identity for discrete)."""
+        if self.spec.discrete:
+            return u.astype(jnp.int32)
+        return jnp.asarray(self.spec.action_offset) + jnp.asarray(self.spec.action_scale) * jnp.clip(u, -1.0, 1.0)
+
+    def deterministic(self, dist: distrax.Distribution) -> jax.Array:
+        """The deterministic action in env units (the exported one)."""
+        return self.env_action(dist.mode())
+
+
+def reset_carry(carry, done: jax.Array, fresh):
+    """Replace the carry by ``fresh`` where ``done`` [B] (the recurrent-carry reset between trials)."""
+    return jax.tree.map(lambda f, c: jnp.where(done.reshape(done.shape + (1,) * (c.ndim - 1)), f, c), fresh, carry)

@@ -1,0 +1,248 @@
+"""PPO over the Env contract, feed-forward or recurrent: the core every learner builds on.
+
+``make_train(config, env) -> train`` where ``train(key) -> (params, metrics)`` runs the whole
+training as one jitted ``lax.scan`` of updates. The same object exposes the pieces the CLI's run
+loop needs to checkpoint between chunks: ``init(key)`` and ``run(train_state, num_updates)``; a
+chunked run and one whole scan take identical steps.
+
+One update: collect ``num_steps`` x ``num_envs`` transitions (:mod:`meta_rl.rollout`), GAE
+(:func:`meta_rl.losses.gae`, truncation bootstrapped), then ``update_epochs`` passes of
+``num_minibatches`` clipped-PPO steps. Recurrent policies keep whole sequences in a minibatch (split
+over envs) and replay them from the carry the rollout started with; feed-forward ones shuffle
+single transitions. A minibatch whose loss or gradient is not finite is skipped and counted in
+``metrics["nonfinite"]``; the run loop stops on it (:mod:`proteus.runs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import jax
+import jax.numpy as jnp
+import optax
+import tyro
+from flax import struct
+
+from meta_rl.losses import gae, ppo_loss
+from meta_rl.networks import KINDS, Policy, PolicySpec
+from meta_rl.rollout import Runner, collect, evaluate_sequence, next_values, start
+from sim.core import Env
+from sim.normalize import update_stats
+from sim.wrappers import Trial
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (defaults: a feed-forward agent under domain randomization).
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole updates).
+        num_envs: parallel envs (worlds) in the batch.
+        num_steps: rollout length per update, per env.
+        update_epochs: passes over each rollout.
+        num_minibatches: minibatches per pass (split over envs for recurrent policies).
+        lr: Adam learning rate.
+        anneal_lr: decay the learning rate linearly to 0 over the run.
+        gamma: discount.
+        gae_lambda: GAE lambda.
+        clip_eps: PPO ratio (and value) clip.
+        ent_coef: entropy bonus.
+        vf_coef: value loss weight.
+        max_grad_norm: global gradient norm clip.
+        reward_scale: rewards are multiplied by this in the loss (not in reported returns).
+        network: ``mlp``, ``gru`` or ``lstm``.
+        hidden: MLP torso widths.
+        core_size: recurrent core width.
+        normalize_obs: running observation normalization inside the policy.
+        init_log_std: initial Gaussian log std (continuous actions).
+    """
+
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000
+    num_envs: int = 64
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 3e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    reward_scale: float = 1.0
+    network: str = "mlp"
+    hidden: tuple[int, ...] = (64, 64)
+    core_size: int = 128
+    normalize_obs: bool = True
+    init_log_std: float = -0.5
+
+    def __post_init__(self):
+        def bad(field, why):
+            raise ValueError(f"{type(self).__name__}.{field}={getattr(self, field)!r}: {why}")
+
+        for f in ("total_steps", "num_envs", "num_steps", "update_epochs", "num_minibatches", "core_size"):
+            if int(getattr(self, f)) < 1:
+                bad(f, "must be >= 1")
+        for f in ("lr", "clip_eps", "max_grad_norm", "reward_scale"):
+            if not float(getattr(self, f)) > 0:
+                bad(f, "must be > 0")
+        for f in ("ent_coef", "vf_coef"):
+            if float(getattr(self, f)) < 0:
+                bad(f, "must be >= 0")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "must lie in (0, 1]")
+        if not 0 <= self.gae_lambda <= 1:
+            bad("gae_lambda", "must lie in [0, 1]")
+        if self.network not in KINDS:
+            bad("network", f"must be one of {KINDS}")
+        if self.network == "mlp":
+            if (self.num_envs * self.num_steps) % self.num_minibatches:
+                bad("num_minibatches", f"must divide num_envs * num_steps = {self.num_envs * self.num_steps}")
+        elif self.num_envs % self.num_minibatches:
+            bad("num_minibatches", f"must divide num_envs = {self.num_envs} (recurrent minibatches are whole sequences)")
+        if self.total_steps < self.steps_per_update:
+            bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.steps_per_update
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly: weights, optimizer, envs, keys, counters."""
+
+    params: Any
+    opt_state: Any
+    runner: Runner
+    key: jax.Array
+    update: jax.Array
+
+
+def _is_trial(env: Env) -> bool:
+    e = env
+    while e is not None:
+        if isinstance(e, Trial):
+            return True
+        e = getattr(e, "env", None)
+    return False
+
+
+class Trainer:
+    """PPO on one batched env (see the module docstring). Call it as ``train(key)``."""
+
+    def __init__(self, config: PPOConfig, env: Env, split: str = "train"):
+        self.config = c = config
+        if env.batch_shape != (c.num_envs,):
+            raise ValueError(f"env batch {env.batch_shape} does not match num_envs={c.num_envs}")
+        if c.network != "mlp" and not _is_trial(env):
+            raise ValueError(
+                f"network={c.network!r} is recurrent but {env.id} is not a trial env: recurrent (RL²) "
+                "policies need trials (sim.make(..., trial=True)); use network='mlp' for domain randomization"
+            )
+        self.env = env
+        self.split = split
+        self.spec = PolicySpec.for_env(env, c.network, hidden=tuple(c.hidden), core_size=c.core_size,
+                                       normalize_obs=c.normalize_obs, init_log_std=c.init_log_std)
+        self.policy = Policy(self.spec)
+        steps = c.num_updates * c.update_epochs * c.num_minibatches
+        lr = optax.linear_schedule(c.lr, 0.0, steps) if c.anneal_lr else c.lr
+        self.optimizer = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
+        self._run = jax.jit(self._scan, static_argnums=1)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def init(self, key: jax.Array) -> TrainState:
+        k_net, k_env, k_next = jax.random.split(key, 3)
+        params = self.policy.init(k_net)
+        runner = start(self.env, self.policy, k_env, self.split)
+        return TrainState(params, self.optimizer.init(params["net"]), runner, k_next, jnp.zeros((), jnp.int32))
+
+    def update(self, ts: TrainState) -> tuple[TrainState, dict]:
+        """One PPO update (pure)."""
+        c, policy = self.config, self.policy
+        key, k_roll, k_perm = jax.random.split(ts.key, 3)
+        carry0 = ts.runner.carry
+        runner, traj, last_value = collect(self.env, policy, ts.params, ts.runner, k_roll, c.num_steps)
+        adv, returns = gae(traj.reward * c.reward_scale, traj.value,
+                           next_values(traj, last_value), traj.terminated, traj.done, c.gamma, c.gae_lambda)
+        # values live in scaled-reward units; next_values came from the same value head
+        stats = ts.params["obs_norm"]
+
+        def loss_fn(net, mb):
+            params = {"net": net, "obs_norm": stats}
+            if self.spec.recurrent:
+                log_prob, entropy, value = evaluate_sequence(policy, params, mb["carry0"], mb["obs"], mb["first"], mb["action"])
+            else:
+                _, dist, value = policy.apply(params, policy.init_carry(mb["obs"].shape[0]), mb["obs"])
+                log_prob, entropy = dist.log_prob(mb["action"]), dist.entropy()
+            a = mb["adv"]
+            a = (a - a.mean()) / (a.std() + 1e-8)
+            return ppo_loss(log_prob, mb["log_prob"], a, value, mb["value"], mb["returns"], entropy,
+                            clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)
+
+        data = {"obs": traj.obs, "first": traj.first, "action": traj.action, "log_prob": traj.log_prob,
+                "value": traj.value, "adv": adv, "returns": returns}
+
+        def minibatches(k):
+            if self.spec.recurrent:  # whole sequences: split the env axis
+                perm = jax.random.permutation(k, c.num_envs).reshape(c.num_minibatches, -1)
+                mbs = jax.tree.map(lambda x: jnp.swapaxes(x[:, perm], 0, 1), data)  # [M, T, b, ...]
+                mbs["carry0"] = jax.tree.map(lambda x: x[perm], carry0)
+                return mbs
+            flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
+            perm = jax.random.permutation(k, c.steps_per_update).reshape(c.num_minibatches, -1)
+            return jax.tree.map(lambda x: x[perm], flat)
+
+        def sgd_step(carry, mb):
+            net, opt_state = carry
+            (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(net, mb)
+            updates, new_opt = self.optimizer.update(grads, opt_state, net)
+            new_net = optax.apply_updates(net, updates)
+            finite = jnp.isfinite(parts["loss"]) & jnp.all(
+                jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+            return (keep(new_net, net), keep(new_opt, opt_state)), {**parts, "nonfinite": (~finite).astype(jnp.int32)}
+
+        def epoch(carry, k):
+            return jax.lax.scan(sgd_step, carry, minibatches(k))
+
+        (net, opt_state), parts = jax.lax.scan(epoch, (ts.params["net"], ts.opt_state),
+                                               jax.random.split(k_perm, c.update_epochs))
+        if self.spec.normalize_obs:  # statistics move after the update, so it saw consistent inputs
+            stats = update_stats(stats, traj.obs)
+        params = {"net": net, "obs_norm": stats}
+        n_done = traj.done.sum()
+        metrics = {k: v.mean() for k, v in parts.items() if k != "nonfinite"}
+        metrics.update(
+            nonfinite=parts["nonfinite"].sum(),
+            episodes=n_done,
+            episode_return=jnp.where(n_done > 0, traj.finished_return.sum() / jnp.maximum(n_done, 1), jnp.nan),
+            episode_length=jnp.where(n_done > 0, traj.finished_length.sum() / jnp.maximum(n_done, 1), jnp.nan),
+            reward=traj.reward.mean(),
+        )
+        if isinstance(traj.env_metrics, dict):  # env counters, summed over the rollout (e.g. unstable)
+            metrics.update({f"env/{k}": v.sum().astype(jnp.float32) for k, v in traj.env_metrics.items()})
+        return TrainState(params, opt_state, runner, key, ts.update + 1), metrics
+
+    def _scan(self, ts: TrainState, num_updates: int):
+        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=num_updates)
+
+    def run(self, ts: TrainState, num_updates: int) -> tuple[TrainState, dict]:
+        """``num_updates`` updates in one jitted scan; metrics stacked [num_updates]."""
+        return self._run(ts, int(num_updates))
+
+    def __call__(self, key: jax.Array) -> tuple[Any, dict]:
+        """Train from scratch: ``(params, metrics [num_updates])``."""
+        ts, metrics = self.run(self.init(key), self.config.num_updates)
+        return ts.params, metrics
+
+
+def make_train(config: PPOConfig, env: Env, split: str = "train") -> Trainer:
+    """``make_train(config, env)(key) -> (params, metrics)`` (DESIGN.md's learner contract)."""
+    return Trainer(config, env, split)

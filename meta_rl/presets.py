@@ -1,0 +1,48 @@
+"""Default learner configs per algorithm and env family (what ``proteus train`` starts from).
+
+Every field can still be overridden on the command line; the values here are the ones the README's
+results were produced with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from meta_rl.ppo import PPOConfig
+from sim.registry import entry
+
+ALGOS = ("ppo", "rl2")
+
+
+def _family(env_id: str) -> str:
+    entry(env_id)  # unknown ids fail here, naming the known ones
+    for prefix in ("bandit", "mdp", "point"):
+        if env_id.startswith(prefix):
+            return prefix
+    return "robot"
+
+
+def default_config(algo: str, env_id: str, **overrides) -> PPOConfig:
+    """The preset for ``algo`` on ``env_id``, with ``overrides`` applied."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; known: {', '.join(ALGOS)}")
+    fam = _family(env_id)
+    e = entry(env_id)
+    if algo == "rl2":
+        if fam == "bandit":
+            # trials of n pulls; the rollout covers whole trials up to 100 steps (longer ones are
+            # carried across rollouts with their hidden state)
+            n = e.episodes_per_trial
+            base = dict(total_steps=20_000_000, num_envs=256, num_steps=min(n, 100) if n <= 100 else 100,
+                        network="gru", hidden=(), core_size=128, lr=1e-3, ent_coef=0.01, gamma=0.99,
+                        gae_lambda=0.3, normalize_obs=False)
+        elif fam == "mdp":
+            base = dict(total_steps=50_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
+                        core_size=256, lr=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.3, normalize_obs=False)
+        else:
+            base = dict(total_steps=5_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
+                        core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95)
+    else:
+        base = dict(total_steps=5_000_000, num_envs=64, num_steps=128, network="mlp", hidden=(64, 64))
+    base.update(overrides)
+    return dataclasses.replace(PPOConfig(), **base)

@@ -1,0 +1,270 @@
+"""Training runs: the run folder, chunked jitted training, checkpoints, resume, logs and plots.
+
+A run folder (DESIGN.md) holds::
+
+    config.json          algorithm, env, backend, seed and the full learner config
+    metrics.jsonl        one line per update (env steps, wall time, returns, losses)
+    tb/                  TensorBoard events (tensorboardX)
+    checkpoints/         orbax checkpoints of the whole train state (the last two)
+    policy/              the latest policy: spec.json + params.msgpack (what eval and export read)
+    learning_curve.png   return against env steps
+
+Training runs in chunks of ``checkpoint_every`` updates, each one jitted ``lax.scan``; after each
+chunk the state is checkpointed. Started again with the same command, a run resumes from its last
+checkpoint and ends exactly where an uninterrupted run would have (same chunks, same keys).
+A chunk with a non-finite loss is not saved: the run stops, the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import sim
+from meta_rl.ppo import PPOConfig, Trainer, make_train
+from proteus.checkpoint import Checkpoints, save_policy
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training met a non-finite loss; the run folder keeps its last good checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What a run is: algorithm, env, backend, seed and learner config (``config.json``)."""
+
+    algo: str
+    env: str
+    backend: str
+    seed: int
+    config: PPOConfig
+
+    def to_json(self) -> dict:
+        return {"algo": self.algo, "env": self.env, "backend": self.backend, "seed": self.seed,
+                "config": dataclasses.asdict(self.config)}
+
+
+def _normalize_json(d):
+    return json.loads(json.dumps(d))
+
+
+def build(spec: RunSpec) -> Trainer:
+    """The env and trainer a run spec describes."""
+    trial = spec.algo == "rl2"
+    env = sim.make(spec.env, batch_size=spec.config.num_envs, trial=trial, backend=spec.backend)
+    return make_train(spec.config, env)
+
+
+def _check_folder(out: Path, spec: RunSpec) -> None:
+    cfg = out / "config.json"
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"run folder {out} exists and is not a folder")
+    if not cfg.exists():
+        if any(out.iterdir()):
+            raise ValueError(f"{out} is not empty and holds no config.json: not a run folder, refusing to write there")
+        return
+    try:
+        old = json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt {cfg}: {e}") from None
+    new = _normalize_json(spec.to_json())
+    diff = [k for k in new if k != "config" and old.get(k) != new[k]]
+    diff += [f"config.{k}" for k in new["config"] if old.get("config", {}).get(k) != new["config"][k]]
+    if diff:
+        raise ValueError(
+            f"{out} holds a run with a different setup ({', '.join(diff)}); "
+            "resume it with the same arguments or choose another --out"
+        )
+
+
+def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, progress: bool = True,
+              max_updates: int | None = None, console=None, trainer: Trainer | None = None) -> dict:
+    """Train (or resume) the run ``spec`` in folder ``out``.
+
+    Args:
+        checkpoint_every: updates per jitted chunk and checkpoint (default: about 50 chunks per run).
+        max_updates: stop after this many updates in total (the run stays resumable; for tests).
+        trainer: use this trainer instead of building one from ``spec`` (tests inject envs).
+
+    Returns:
+        a summary: updates done, env steps, final return, wall time, whether it resumed.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from tensorboardX import SummaryWriter
+
+    from proteus.console import make_console
+
+    out = Path(out)
+    _check_folder(out, spec)
+    c = spec.config
+    total = c.num_updates if max_updates is None else min(c.num_updates, int(max_updates))
+    every = max(1, int(checkpoint_every or math.ceil(c.num_updates / 50)))
+    trainer = trainer or build(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(spec.to_json(), indent=2))
+    ckpt = Checkpoints(out / "checkpoints")
+    console = console or make_console()
+
+    ts = trainer.init(jax.random.key(spec.seed))
+    start = ckpt.latest_step()
+    resumed = start is not None
+    if resumed:
+        ts = ckpt.restore(ts)
+        done = int(ts.update)
+        console.print(f"resuming {out} from its checkpoint at update {done}/{c.num_updates}")
+        _truncate_metrics(out / "metrics.jsonl", done)
+    else:
+        done = 0
+        (out / "metrics.jsonl").write_text("")
+    writer = SummaryWriter(str(out / "tb"))
+    t0 = time.time()
+    last_return = float("nan")
+    steps_per_update = c.steps_per_update
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
+                      TextColumn("{task.fields[rate]}"), TextColumn("return {task.fields[ret]}"),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not progress) as bar:
+            task = bar.add_task(f"{spec.algo} {spec.env}", total=total * steps_per_update,
+                                completed=done * steps_per_update, rate="", ret="-")
+            while done < total:
+                n = min(every, total - done)
+                tc = time.time()
+                new_ts, metrics = trainer.run(ts, n)
+                metrics = jax.device_get(metrics)
+                dt = time.time() - tc
+                bad = int(np.sum(metrics["nonfinite"]))
+                rows = _rows(metrics, done, steps_per_update, time.time() - t0)
+                _append_metrics(out / "metrics.jsonl", writer, rows)
+                if bad:
+                    kept = ckpt.latest_step()
+                    raise NonFiniteLoss(
+                        f"non-finite loss in {bad} minibatch(es) during updates {done + 1}-{done + n}: training stopped; "
+                        + (f"the last good checkpoint (update {kept}) is kept in {ckpt.directory}" if kept is not None
+                           else "no checkpoint had been saved yet")
+                    )
+                ts = new_ts
+                done += n
+                ckpt.save(done, ts)
+                save_policy(out / "policy", trainer.spec, ts.params, _policy_meta(spec, trainer))
+                rets = [r["episode_return"] for r in rows if r["episode_return"] is not None]
+                if rets:
+                    last_return = rets[-1]
+                bar.update(task, completed=done * steps_per_update,
+                           rate=f"{n * steps_per_update / dt:,.0f} steps/s", ret=f"{last_return:.2f}")
+    finally:
+        writer.close()
+        ckpt.close()
+        plot_learning_curve(out)
+    return {"updates": done, "env_steps": done * steps_per_update, "final_return": last_return,
+            "wall_s": time.time() - t0, "resumed": resumed, "out": str(out)}
+
+
+def _policy_meta(spec: RunSpec, trainer: Trainer) -> dict:
+    env = trainer.env.unwrapped
+    meta = {"env": spec.env, "algo": spec.algo, "backend": spec.backend}
+    if hasattr(env, "control_dt"):
+        meta["control_dt"] = float(env.control_dt)
+    return meta
+
+
+def _rows(metrics: dict, done: int, steps_per_update: int, wall: float) -> list[dict]:
+    n = len(metrics["loss"])
+    rows = []
+    for i in range(n):
+        row = {"update": done + i + 1, "env_steps": (done + i + 1) * steps_per_update, "wall_s": round(wall, 3)}
+        for k, v in metrics.items():
+            x = float(v[i])
+            row[k] = None if math.isnan(x) else x
+        rows.append(row)
+    return rows
+
+
+def _append_metrics(path: Path, writer, rows: list[dict]) -> None:
+    with path.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+            for k, v in row.items():
+                if v is not None and k not in ("update", "env_steps"):
+                    writer.add_scalar(k, v, row["env_steps"])
+    writer.flush()
+
+
+def _truncate_metrics(path: Path, updates: int) -> None:
+    """Drop metric lines past the checkpoint a resumed run restarts from (nothing is counted twice)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["update"] <= updates]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_metrics(out: Path) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics.jsonl in run folder {out}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_learning_curve(out: Path) -> Path | None:
+    """``learning_curve.png``: episode (trial) return against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        rows = read_metrics(out)
+    except FileNotFoundError:
+        return None
+    pts = [(r["env_steps"], r["episode_return"]) for r in rows if r.get("episode_return") is not None]
+    if not pts:
+        return None
+    cfg = json.loads((Path(out) / "config.json").read_text())
+    x, y = np.array(pts).T
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(x, y, lw=0.8, alpha=0.4, color="C0")
+    w = max(1, len(y) // 20)
+    if len(y) >= w:
+        smooth = np.convolve(y, np.ones(w) / w, mode="valid")
+        ax.plot(x[w - 1:], smooth, color="C0", lw=2, label=f"mean of {w}")
+        ax.legend(loc="lower right")
+    unit = "trial" if cfg["algo"] == "rl2" else "episode"
+    ax.set(xlabel="env steps", ylabel=f"{unit} return", title=f"{cfg['algo']} on {cfg['env']} (seed {cfg['seed']})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(out) / "learning_curve.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def load_run(out: Path) -> tuple[RunSpec, Any]:
+    """``(RunSpec, TrainState)`` of a run folder's last checkpoint; errors name the path."""
+    out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"run folder {out} does not exist")
+    cfg = out / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{cfg} is missing: {out} is not a run folder")
+    try:
+        d = json.loads(cfg.read_text())
+        conf = dict(d["config"])
+        conf["hidden"] = tuple(conf["hidden"])
+        spec = RunSpec(d["algo"], d["env"], d["backend"], int(d["seed"]), PPOConfig(**conf))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"corrupt {cfg}: {e}") from None
+    trainer = build(spec)
+    ckpt = Checkpoints(out / "checkpoints")
+    try:
+        ts = ckpt.restore(trainer.init(jax.random.key(spec.seed)))
+    finally:
+        ckpt.close()
+    return spec, ts
