@@ -97,7 +97,9 @@ class PolicyActor:
     """A trained :class:`meta_rl.networks.Policy` as a :class:`BatchPolicy` for :func:`run_trials`.
 
     The carry starts fresh at the trial's start and runs through its K episodes; actions are sampled
-    (``deterministic=False``) or the distribution's mode.
+    (``deterministic=False``) or the distribution's mode. A policy trained without trials (DR PPO)
+    sees only the first ``obs_dim`` elements, the base observation (the trial wrapper appends the
+    RL² inputs after it), so both kinds are scored on the same trials.
     """
 
     params: Any
@@ -108,6 +110,7 @@ class PolicyActor:
         return self.policy.init_carry(batch_size)
 
     def act(self, carry: Any, state: State, key: jax.Array) -> tuple[Any, jax.Array]:
-        carry, dist, _ = self.policy.apply(self.params, carry, state.obs)
+        obs = state.obs[..., : self.policy.spec.obs_dim]
+        carry, dist, _ = self.policy.apply(self.params, carry, obs)
         u = dist.mode() if self.deterministic else dist.sample(seed=key)
         return carry, self.policy.env_action(u)

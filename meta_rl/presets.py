@@ -33,16 +33,19 @@ def default_config(algo: str, env_id: str, **overrides) -> PPOConfig:
             # trials of n pulls; the rollout covers whole trials up to 100 steps (longer ones are
             # carried across rollouts with their hidden state)
             n = e.episodes_per_trial
-            base = dict(total_steps=20_000_000, num_envs=256, num_steps=min(n, 100) if n <= 100 else 100,
+            # value targets kept O(1): without reward scaling the value loss swamps the clipped
+            # gradient and n >= 100 trials barely learn
+            base = dict(total_steps=20_000_000, num_envs=256, num_steps=min(n, 100),
                         network="gru", hidden=(), core_size=128, lr=1e-3, ent_coef=0.01, gamma=0.99,
-                        gae_lambda=0.3, normalize_obs=False)
+                        gae_lambda=0.3, normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
         elif fam == "mdp":
             base = dict(total_steps=50_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
-                        core_size=256, lr=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.3, normalize_obs=False)
+                        core_size=256, lr=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.3, normalize_obs=False,
+                        reward_scale=0.1)
         else:
-            base = dict(total_steps=5_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
-                        core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95)
+            base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
+                        core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95, reward_scale=0.1)
     else:
-        base = dict(total_steps=5_000_000, num_envs=64, num_steps=128, network="mlp", hidden=(64, 64))
+        base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="mlp", hidden=(64, 64), reward_scale=0.1)
     base.update(overrides)
     return dataclasses.replace(PPOConfig(), **base)

@@ -236,24 +236,19 @@ def _mlp(params, x):
     return x
 
 
-def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 20, repeats: int = 3,
-              hidden: int = 64, json_path: Path | None = None) -> list[BenchRow]:
-    """Physics and env steps/s of four ways to run ``batch`` randomized copies of a MuJoCo robot."""
+def open_loop_setup(env_id: str, batch: int) -> dict:
+    """The per-env randomized MjModel copies of ``batch`` DR worlds of ``env_id`` (seed 0), their
+    initial states and a persistent ``mujoco.rollout.Rollout`` pool: what open-loop physics runs."""
     import mujoco
     from mujoco import rollout as mj_rollout
 
     e = sim.entry(env_id)
     if "native" not in e.backends:
         raise ValueError(f"{env_id} is not a MuJoCo robot (backends: {', '.join(e.backends)})")
-    if batch < 1 or steps < 1 or mjx_steps < 1:
-        raise ValueError(f"batch, steps and mjx-steps must be >= 1, got {batch}, {steps}, {mjx_steps}")
     base = e.factory("native").unwrapped
-    nsub = base.task.n_substeps
     m = base.model
     nthread = base._pool.nthread
     key = jax.random.key(0)
-
-    # the same randomized worlds for every configuration
     dr_env = sim.make(env_id, batch_size=batch, trial=False, backend="native")
     params = dr_env.sample_params(key)
     dyn = params["env"]["dynamics"] if "env" in params else params["dynamics"]  # under the effects wrapper
@@ -263,20 +258,45 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
         mi = copy.copy(m)
         base.resolved.apply_native(mi, data0, {k: np.asarray(v[i]) for k, v in dyn.items()})
         models.append(mi)
-    datas = [mujoco.MjData(m) for _ in range(nthread)]
     init = np.zeros((batch, base.nstate))
     for i in range(batch):
         d = mujoco.MjData(models[i])
         mujoco.mj_getState(models[i], d, init[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    return {"base": base, "nsub": base.task.n_substeps, "model": m, "nthread": nthread, "key": key,
+            "params": params, "dr_env": dr_env, "models": models, "init": init,
+            "datas": [mujoco.MjData(m) for _ in range(nthread)], "roll": mj_rollout.Rollout(nthread=nthread)}
+
+
+def open_loop_rate(ol: dict, steps: int, repeats: int = 3) -> float:
+    """Physics steps/s of open-loop ``mujoco.rollout`` over :func:`open_loop_setup`'s models
+    (all controls known in advance: the physical limit of this machine for these models)."""
+    models, datas, init, roll, nsub = ol["models"], ol["datas"], ol["init"], ol["roll"], ol["nsub"]
+    batch, nu = len(models), ol["model"].nu
+    ctrl = np.random.default_rng(0).uniform(-1, 1, (batch, steps * nsub, nu))
+    roll.rollout(models, datas, init, ctrl[:, :nsub])  # warm up
+    t = _best_time(lambda: roll.rollout(models, datas, init, ctrl), repeats)
+    return batch * steps * nsub / t
+
+
+def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 20, repeats: int = 3,
+              hidden: int = 64, json_path: Path | None = None) -> list[BenchRow]:
+    """Physics and env steps/s of four ways to run ``batch`` randomized copies of a MuJoCo robot."""
+    from mujoco import rollout as mj_rollout
+
+    e = sim.entry(env_id)
+    if "native" not in e.backends:
+        raise ValueError(f"{env_id} is not a MuJoCo robot (backends: {', '.join(e.backends)})")
+    if batch < 1 or steps < 1 or mjx_steps < 1:
+        raise ValueError(f"batch, steps and mjx-steps must be >= 1, got {batch}, {steps}, {mjx_steps}")
+    ol = open_loop_setup(env_id, batch)
+    nsub, m, nthread = ol["nsub"], ol["model"], ol["nthread"]
+    key, params, dr_env = ol["key"], ol["params"], ol["dr_env"]
+    models, datas, init, roll = ol["models"], ol["datas"], ol["init"], ol["roll"]
     rng = np.random.default_rng(0)
-    roll = mj_rollout.Rollout(nthread=nthread)
     results: dict[str, float] = {}
 
     with console.status(f"{env_id}: (a) open-loop mujoco.rollout"):
-        ctrl = rng.uniform(-1, 1, (batch, steps * nsub, m.nu))
-        roll.rollout(models, datas, init, ctrl[:, :nsub])  # warm up
-        t = _best_time(lambda: roll.rollout(models, datas, init, ctrl), repeats)
-        results["a"] = batch * steps * nsub / t
+        results["a"] = open_loop_rate(ol, steps, repeats)
 
     ctrl_steps = rng.uniform(-1, 1, (steps, batch, 1, m.nu)).repeat(nsub, axis=2)
 
@@ -354,5 +374,106 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
         rows.append(BenchRow(f"{env_id} {name.split(' ')[0]} physics steps/s", v, b, bname, "physics steps/s"))
     if json_path:
         write_json(rows, json_path, {"results": results, "batch": batch, "substeps": nsub})
+        console.print(f"wrote {json_path}")
+    return rows
+
+
+def _train_rate(trainer, updates: int, repeats: int = 1) -> float:
+    """Env-steps/s of whole PPO updates (rollout + GAE + epochs), compile excluded."""
+    ts = trainer.init(jax.random.key(0))
+    ts, _ = trainer.run(ts, updates)  # compile + warm up
+    jax.block_until_ready(ts.params)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out, _ = trainer.run(ts, updates)
+        jax.block_until_ready(out.params)
+        best = min(best, time.perf_counter() - t)
+    return updates * trainer.config.steps_per_update / best
+
+
+def _brax_ppo_rate(env_id: str, num_envs: int, num_steps: int, num_minibatches: int, epochs: int,
+                   hidden: tuple[int, ...], updates: int) -> float:
+    """Env-steps/s of Brax's own PPO trainer on the Proteus MJX env (training epochs, compile excluded)."""
+    import functools
+
+    from brax.training.agents.ppo import networks as ppo_networks
+    from brax.training.agents.ppo import train as brax_ppo
+
+    from sim.brax_bridge import ToBrax, brax_training_compat
+
+    brax_training_compat()
+    env = ToBrax(sim.entry(env_id).factory("mjx"))
+    batch_size = num_envs // num_minibatches  # Brax: env steps per sgd step = batch_size * unroll_length
+    sps: list[float] = []
+    steps_per_epoch = batch_size * num_minibatches * num_steps
+    brax_ppo.train(
+        environment=env, num_timesteps=steps_per_epoch * updates * 3, episode_length=env.env.episode_length,
+        num_envs=num_envs, batch_size=batch_size, num_minibatches=num_minibatches, unroll_length=num_steps,
+        num_updates_per_batch=epochs, num_evals=4, run_evals=False, seed=0, normalize_observations=True,
+        network_factory=functools.partial(ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=hidden,
+                                          value_hidden_layer_sizes=hidden),
+        progress_fn=lambda step, m: sps.append(float(m.get("training/sps", float("nan")))),
+    )
+    rates = [r for r in sps[2:] if np.isfinite(r)]  # the first epoch includes compilation
+    return max(rates) if rates else float("nan")
+
+
+def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, robot_env: str = "cheetah-vel",
+                robot_envs: int = 64, mjx_envs: int = 64, brax: bool = True,
+                json_path: Path | None = None) -> list[BenchRow]:
+    """Training throughput of the shared PPO core: RL² on a bandit, RL² and PPO on a native robot
+    against its open-loop physics, and Proteus PPO against Brax's PPO trainer on the same MJX env."""
+    from meta_rl.ppo import make_train
+    from meta_rl.presets import default_config
+
+    rows: list[BenchRow] = []
+    table = Table(title=f"proteus bench train ({jax.default_backend()}, {jax.device_count()} device(s))")
+    for col in ("measurement", "value", "baseline", "ratio", "target"):
+        table.add_column(col)
+
+    def add(name, value, base, base_name, unit, target):
+        row = BenchRow(name, value, base, base_name, unit)
+        rows.append(row)
+        ratio = row.ratio
+        ok = "" if target is None or ratio is None else ("[green]✓[/green]" if ratio >= target else "[red]✗[/red]")
+        table.add_row(name, f"{value:,.0f} {unit}", f"{base:,.0f} ({base_name})" if base is not None else base_name,
+                      "" if ratio is None else f"{ratio:.2f}", f">= {target:g} {ok}" if target is not None else "")
+
+    # 1. RL² (GRU) on the bandit
+    c = default_config("rl2", bandit_env, num_envs=bandit_envs, total_steps=10**9)
+    with console.status(f"RL² GRU-{c.core_size} on {bandit_env}, {bandit_envs} envs"):
+        rate = _train_rate(make_train(c, sim.make(bandit_env, batch_size=c.num_envs)), 3, repeats=2)
+    add(f"RL² GRU-{c.core_size} training, {bandit_env}", rate, 1e6, "target 1M env-steps/s", "env-steps/s", 1.0)
+
+    # 2. RL² and PPO on the native robot against open-loop physics of the same models and batch
+    ol = open_loop_setup(robot_env, robot_envs)
+    nsub = ol["nsub"]
+    with console.status(f"{robot_env}: open-loop mujoco.rollout, {robot_envs} models"):
+        physics = open_loop_rate(ol, 200)
+    for algo in ("rl2", "ppo"):
+        c = default_config(algo, robot_env, num_envs=robot_envs, total_steps=10**9)
+        env = sim.make(robot_env, batch_size=c.num_envs, trial=algo == "rl2", backend="native")
+        with console.status(f"{algo} on native {robot_env}, {robot_envs} envs (compiling, then timing)"):
+            rate = _train_rate(make_train(c, env), 2)
+        add(f"{algo.upper()} training, native {robot_env} (physics steps/s)", rate * nsub, physics,
+            "open-loop mujoco.rollout", "physics steps/s", 0.5)
+
+    # 3. Proteus PPO vs Brax PPO on the same MJX env (and Proteus native, what a CPU user would run)
+    if brax:
+        c = default_config("ppo", robot_env, num_envs=mjx_envs, num_steps=16, num_minibatches=4, update_epochs=4,
+                           total_steps=10**9)
+        with console.status(f"Brax PPO on the MJX {robot_env} ({mjx_envs} envs; compiling MJX takes minutes on CPU)"):
+            brax_rate = _brax_ppo_rate(robot_env, c.num_envs, c.num_steps, c.num_minibatches, c.update_epochs,
+                                       tuple(c.hidden), updates=1)
+        with console.status(f"Proteus PPO on the MJX {robot_env}"):
+            mjx_rate = _train_rate(make_train(c, sim.make(robot_env, batch_size=c.num_envs, trial=False, backend="mjx")), 1)
+        add(f"Proteus PPO, MJX {robot_env} (env-steps/s)", mjx_rate, brax_rate, "Brax PPO, same MJX env", "env-steps/s", 5.0)
+        with console.status(f"Proteus PPO on the native {robot_env}"):
+            nat_rate = _train_rate(make_train(c, sim.make(robot_env, batch_size=c.num_envs, trial=False, backend="native")), 2)
+        add(f"Proteus PPO, native {robot_env} (env-steps/s)", nat_rate, brax_rate, "Brax PPO, MJX env", "env-steps/s", 5.0)
+    console.print(table)
+    if json_path:
+        write_json(rows, json_path, {"substeps": nsub})
         console.print(f"wrote {json_path}")
     return rows

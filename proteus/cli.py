@@ -133,10 +133,38 @@ class Train:
               f"final return {summary['final_return']:.3f}, {summary['wall_s']:.0f} s)")
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchTrain:
+    """Training env-steps/s: RL² on a bandit (target 1M/s), RL² and PPO on a native robot against its
+    open-loop physics (target 50%), Proteus PPO against Brax's PPO trainer on the same MJX env (target 5x)."""
+
+    bandit_env: str = "bandit-k10-n100"
+    """Bandit env for the RL² row."""
+    bandit_envs: int = 2048
+    """Parallel bandit trials."""
+    robot_env: str = "cheetah-vel"
+    """MuJoCo robot env for the native and MJX rows."""
+    robot_envs: int = 64
+    """Parallel robots (native rows)."""
+    mjx_envs: int = 64
+    """Parallel robots (MJX rows)."""
+    brax: bool = True
+    """Include the (slow on CPU) Brax PPO comparison."""
+    json: Path | None = None
+    """Write the rows to this file."""
+
+    def run(self) -> None:
+        from proteus.bench import bench_train
+
+        bench_train(self.bandit_env, self.bandit_envs, self.robot_env, self.robot_envs, self.mjx_envs, self.brax,
+                    json_path=self.json)
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
     Annotated[BenchSim, tyro.conf.subcommand("sim")],
+    Annotated[BenchTrain, tyro.conf.subcommand("train")],
 ]
 
 

@@ -1,8 +1,6 @@
 """The shared learning core: golden values for GAE and the PPO loss, recurrent-carry resets, configs,
 a tiny RL² run that learns, determinism, checkpoints and resume, NaN handling."""
 
-import dataclasses
-import json
 import math
 
 import jax
