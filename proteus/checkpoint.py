@@ -20,16 +20,26 @@ def _is_key(x) -> bool:
 
 
 def _flat(tree: Any) -> dict[str, np.ndarray]:
+    """Leaves by position; empty arrays (a feed-forward policy's [B, 0] carry) are left out (orbax
+    refuses them) and come back from the template."""
     leaves = jax.tree.leaves(tree)
-    return {f"leaf_{i:05d}": np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
+    out = {}
+    for i, x in enumerate(leaves):
+        if np.size(x) or _is_key(x):
+            out[f"leaf_{i:05d}"] = np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+    return out
 
 
 def _unflat(template: Any, flat: dict) -> Any:
     leaves, treedef = jax.tree.flatten(template)
-    if len(flat) != len(leaves):
-        raise ValueError(f"checkpoint holds {len(flat)} arrays, the current code expects {len(leaves)}")
+    expected = sum(1 for t in leaves if np.size(t) or _is_key(t))
+    if len(flat) != expected:
+        raise ValueError(f"checkpoint holds {len(flat)} arrays, the current code expects {expected}")
     out = []
     for i, t in enumerate(leaves):
+        if not (np.size(t) or _is_key(t)):
+            out.append(t)
+            continue
         v = np.asarray(flat[f"leaf_{i:05d}"])
         if _is_key(t):
             out.append(jax.random.wrap_key_data(v, impl=jax.random.key_impl(t)))
