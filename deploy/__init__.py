@@ -1,1 +1,60 @@
-"""Deployment (ONNX export, fixed-rate runtime). Nothing here yet."""
+"""Deployment: ONNX export with a parity check, and a fixed-rate controller runtime with a safety layer.
+
+- :mod:`deploy.export` — :func:`export_onnx` (JAX policy -> ONNX, checked against JAX before writing),
+  :func:`read_metadata`. Needs ``onnx`` and ``onnxruntime``; JAX only for the export itself.
+- :mod:`deploy.runtime` — :class:`Controller`, :class:`RobotInterface`, :class:`SafetyConfig`,
+  :class:`SafetyEvents`, :class:`OnnxPolicy`. Needs ``numpy`` and ``onnxruntime`` only.
+- :mod:`deploy.bench` — :func:`bench_export` (onnxruntime vs jitted JAX latency per control step).
+
+This package never imports JAX on import: names are resolved lazily, so ``from deploy import
+Controller`` works on a robot computer without JAX.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "export_onnx": "deploy.export",
+    "read_metadata": "deploy.export",
+    "build_onnx": "deploy.export",
+    "ExportReport": "deploy.export",
+    "ParityError": "deploy.export",
+    "Controller": "deploy.runtime",
+    "ControllerStopped": "deploy.runtime",
+    "ContractMismatch": "deploy.runtime",
+    "OnnxPolicy": "deploy.runtime",
+    "RobotInterface": "deploy.runtime",
+    "SafetyConfig": "deploy.runtime",
+    "SafetyEvents": "deploy.runtime",
+    "bench_export": "deploy.bench",
+}
+
+__all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
+    "export_onnx",
+    "read_metadata",
+    "build_onnx",
+    "ExportReport",
+    "ParityError",
+    "Controller",
+    "ControllerStopped",
+    "ContractMismatch",
+    "OnnxPolicy",
+    "RobotInterface",
+    "SafetyConfig",
+    "SafetyEvents",
+    "bench_export",
+]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deploy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -149,6 +149,14 @@ class Policy:
         self.spec = spec
         self.net = ActorCritic(spec)
 
+    # equal specs make equal policies, so jitted functions taking a Policy as static data are
+    # reused for policies loaded separately (e.g. the same run evaluated twice)
+    def __eq__(self, other):
+        return isinstance(other, Policy) and other.spec == self.spec
+
+    def __hash__(self):
+        return hash(self.spec)
+
     def init_carry(self, batch: int) -> Any:
         """The carry at trial start: zeros ([B, core] for GRU, (c, h) for LSTM, [B, 0] for MLP)."""
         s = self.spec

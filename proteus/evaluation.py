@@ -1,0 +1,588 @@
+"""``proteus eval runs/NAME``: zero-shot evaluation of a trained run on held-out worlds.
+
+The run's latest policy (``policy/``) plays whole trials (K episodes per world) of the run's env on
+its backend, on the shared evaluation tasks of :func:`meta_rl.evaluate.eval_tasks`, for each split.
+Every method is scored on the same worlds with the same random streams (common random numbers):
+
+* the **policy** of the run (an RL² policy keeps its memory through the trial; a DR-PPO policy sees
+  the base observation only, see :class:`meta_rl.evaluate.PolicyActor`);
+* an optional **DR baseline** run on the same env (``baseline_run``);
+* the **oracle**: a policy trained on the exact world (``oracle_run``) when given, else the known
+  optimum where there is one: Gittins-index play for Bernoulli bandits (tuned discount, the
+  Bayes-optimal baseline of Duan et al. 2016), the planner that knows the MDP for tabular MDPs, and
+  the exact optimum (the point moving at full speed towards the target, clipped per axis) for
+  point navigation. MuJoCo robots have no known optimum: without ``oracle_run`` it is reported as
+  unavailable.
+
+It writes ``RUN/eval/report.json``, ``RUN/eval/adaptation.png`` (mean return per episode of the trial,
+per split) and one ``RUN/eval/sweep_<param>.png`` per randomized scalar parameter (trial return
+against the parameter's value over every evaluated world, coloured by split, the training range
+shaded), and prints a table. A previous report is never overwritten unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+import sim
+from meta_rl.evaluate import EVAL_SEED, PolicyActor, compiled_run_trials, eval_tasks, mean_ci95
+from proteus.report import BenchRow
+from randomization.ranges import SPLITS, SplitRange, check_split
+from sim.core import State
+
+DEFAULT_TASKS_ROBOT = 256
+DEFAULT_TASKS_CHEAP = 1000
+MAX_PLOTTED_ELEMENTS = 8  # vector-valued parameters with more elements are not swept (noted in the report)
+SPLIT_COLORS = {"train": "C0", "interp": "C1", "extrap": "C3"}
+
+
+# -- run folders -----------------------------------------------------------------------------------
+def read_run_config(run_dir: Path) -> dict:
+    """``config.json`` of a run folder (algo, env, backend, seed, config); errors name the path."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is not a folder: not a run folder")
+    cfg = run_dir / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{cfg} is missing: {run_dir} is not a run folder")
+    try:
+        d = json.loads(cfg.read_text())
+        out = {"algo": str(d["algo"]), "env": str(d["env"]), "backend": str(d.get("backend", "auto")),
+               "seed": int(d.get("seed", 0)), "config": dict(d.get("config", {}))}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"corrupt {cfg}: {e}") from None
+    try:
+        sim.entry(out["env"])
+    except KeyError as e:
+        raise ValueError(f"{cfg} names an env this version does not know: {e.args[0]}") from None
+    return out
+
+
+@functools.cache
+def _policy_for(spec):
+    """One :class:`Policy` per spec, so a compiled evaluation is reused by every policy of that spec
+    (the policy is a static part of the jitted function's argument, compared by identity)."""
+    from meta_rl.networks import Policy
+
+    return Policy(spec)
+
+
+def _load(run_dir: Path, role: str) -> dict:
+    """A run folder's config and latest policy (``policy/``), ready to evaluate."""
+    from proteus.checkpoint import load_policy
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    policy, params, meta = load_policy(run_dir / "policy")
+    if meta.get("env", cfg["env"]) != cfg["env"]:
+        raise ValueError(f"{run_dir / 'policy'} was trained on {meta['env']!r} but {run_dir / 'config.json'} "
+                         f"names {cfg['env']!r}: corrupt run folder")
+    policy = _policy_for(policy.spec)
+    progress: dict[str, Any] = {}
+    try:
+        from proteus.runs import read_metrics
+
+        rows = read_metrics(run_dir)
+        if rows:
+            progress = {"updates": rows[-1].get("update"), "env_steps": rows[-1].get("env_steps")}
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    return {"dir": run_dir, "role": role, "cfg": cfg, "policy": policy, "params": params, **progress}
+
+
+def _check_spaces(loaded: dict, env) -> None:
+    """The policy reads the env's (base) observation and writes its actions, by name."""
+    spec = loaded["policy"].spec
+    obs = tuple(env.observation_space.names[: spec.obs_dim])
+    act = tuple(env.action_space.names)
+    if obs != tuple(spec.obs_names) or act != tuple(spec.action_names):
+        raise ValueError(
+            f"the policy in {loaded['dir'] / 'policy'} does not fit {env.id} as this version builds it "
+            f"(policy obs {list(spec.obs_names)}, actions {list(spec.action_names)}; env obs {list(obs)}, actions {list(act)})"
+        )
+
+
+# -- known optima ------------------------------------------------------------------------------------
+@struct.dataclass
+class PointNavOracle:
+    """The exact optimum of point navigation, knowing the target (``state.params``).
+
+    The action is a velocity clipped to ``[-max_v, max_v]`` per axis. ``goal``: step straight at the
+    goal, clipped per axis: after t steps this reaches the point of the reachable box (origin ± t·dt·max_v)
+    nearest the goal, so every step's distance, hence the return, is minimal. ``vel``: command the target
+    velocity clipped to the box, the closest reachable velocity.
+    """
+
+    family: str = struct.field(pytree_node=False)
+    dt: float = struct.field(pytree_node=False, default=0.1)
+    max_v: float = struct.field(pytree_node=False, default=1.0)
+
+    def label(self) -> str:
+        return f"exact optimum (point-{self.family})"
+
+    def init(self, batch_size: int, key: jax.Array) -> Any:
+        return jnp.zeros((batch_size, 0), jnp.float32)
+
+    def act(self, carry: Any, state: State, key: jax.Array):
+        target = state.params.target
+        if self.family == "goal":
+            v = (target - state.obs[..., :2]) / self.dt
+        else:
+            v = target
+        return carry, jnp.clip(v, -self.max_v, self.max_v).astype(jnp.float32)
+
+
+def known_oracle(env) -> tuple[Any, str, str] | None:
+    """``(batch policy, label, note)`` of a trial env's known optimum, or ``None`` (MuJoCo robots)."""
+    from sim.tasks.bandit import BernoulliBandit
+    from sim.tasks.point_nav import PointNav
+    from sim.tasks.tabular_mdp import TabularMDP
+
+    base = env.unwrapped
+    if isinstance(base, BernoulliBandit):
+        from meta_rl.baselines.bandit import make_strategy
+        from meta_rl.baselines.tuned import tuned
+
+        k, n = base.num_arms, env.episodes_per_trial
+        strat = make_strategy("gittins", k, n, **tuned(k, n, "gittins"))
+        return strat, strat.label(), ("Gittins index of the Beta(1, 1) posterior, discount tuned on tuning tasks: the "
+                                      "Bayes-optimal baseline for the training prior (arm probabilities U[0, 1])")
+    if isinstance(base, TabularMDP):
+        from meta_rl.baselines.mdp import MDPStrategy
+
+        strat = MDPStrategy("oracle", base.num_states, base.num_actions, base.episode_length)
+        return strat, "knows the MDP", "finite-horizon optimal plan of the true MDP, every episode"
+    if isinstance(base, PointNav):
+        from sim.tasks import point_nav
+
+        strat = PointNavOracle(base.task, float(point_nav._DT), float(point_nav._MAX_V))
+        return strat, strat.label(), "knows the target; exactly optimal"
+    return None
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def eval_env(env_id: str, backend: str, tasks: int):
+    """The batched trial env the evaluation runs on, one per (env, backend, tasks): the compiled
+    :func:`compiled_run_trials` is cached per env object, so this cache shares it across calls."""
+    return sim.make(env_id, batch_size=tasks, trial=True, backend=backend)
+
+
+def default_tasks(env_id: str) -> int:
+    """Worlds per split by default: fewer for MuJoCo robots (each is a full physics simulation)."""
+    return DEFAULT_TASKS_ROBOT if "native" in sim.entry(env_id).backends else DEFAULT_TASKS_CHEAP
+
+
+def _summary(trial_return: np.ndarray, episode_returns: np.ndarray) -> dict:
+    mean, ci = mean_ci95(trial_return)
+    eps = [mean_ci95(episode_returns[:, i]) for i in range(episode_returns.shape[1])]
+    return {
+        "mean": mean,
+        "ci95": ci,
+        "std": float(np.std(trial_return, ddof=1)),
+        "episode_means": [m for m, _ in eps],
+        "episode_ci95": [c for _, c in eps],
+        "first_episode": eps[0][0],
+        "last_episode": eps[-1][0],
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0 or not math.isfinite(b):
+        return None
+    return a / b
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "param"
+
+
+def _param_table(env, params_by_split: dict) -> tuple[dict, list[str]]:
+    """Scalar series to sweep: name -> (range or text, {split: [B] values}); and notes on skipped ones."""
+    ranges = env.param_ranges()
+    vals = {s: jax.device_get(env.param_values(p)) for s, p in params_by_split.items()}
+    names = list(next(iter(vals.values())).keys()) if vals else []
+    series, notes = {}, []
+    for name in names:
+        rng = ranges.get(name)
+        shape = np.shape(next(iter(vals.values()))[name])[1:]
+        size = int(np.prod(shape)) if shape else 1
+        if size == 1:
+            series[name] = (rng, {s: np.asarray(v[name], np.float64).reshape(-1) for s, v in vals.items()})
+        elif size <= MAX_PLOTTED_ELEMENTS:
+            for i in range(size):
+                series[f"{name}[{i}]"] = (rng, {s: np.asarray(v[name], np.float64).reshape(len(v[name]), -1)[:, i]
+                                               for s, v in vals.items()})
+        else:
+            notes.append(f"{name}: {size} elements per world {list(shape)}; not swept (more than {MAX_PLOTTED_ELEMENTS})")
+    return series, notes
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    splits: tuple[str, ...] | list[str] | str = SPLITS,
+    tasks: int | None = None,
+    baseline_run: Path | str | None = None,
+    oracle_run: Path | str | None = None,
+    deterministic: bool | None = None,
+    json_path: Path | str | None = None,
+    overwrite: bool = False,
+    console=None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run's latest policy zero-shot on each split; write ``run_dir/eval/`` and return the report.
+
+    Args:
+        run_dir: the run folder (``config.json`` + ``policy/``).
+        splits: which splits to evaluate (``train``, ``interp``, ``extrap``).
+        tasks: worlds per split (default: 256 for MuJoCo robots, 1000 otherwise); the same worlds for
+            every method.
+        baseline_run: a domain-randomization baseline run folder on the same env, scored on the same worlds.
+        oracle_run: a run trained on the exact world, used as the oracle (else the env's known optimum).
+        deterministic: act with the distribution's mode (default: yes for continuous actions, sample
+            for discrete ones, per policy).
+        json_path: also write the figures as bench rows (name, value, baseline, ratio) there.
+        overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
+        console: a Rich console (default: :func:`proteus.console.make_console`).
+
+    Returns:
+        the report written to ``run_dir/eval/report.json``.
+
+    Raises:
+        FileNotFoundError: a run folder or its files are missing (the path is named).
+        ValueError: a corrupt run folder, a baseline/oracle on another env, bad arguments.
+        FileExistsError: a previous report exists and ``overwrite`` is false.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from proteus.console import make_console
+
+    console = console or make_console()
+    run_dir = Path(run_dir)
+    if isinstance(splits, str):
+        splits = (splits,)
+    splits = tuple(dict.fromkeys(check_split(s) for s in splits))
+    if not splits:
+        raise ValueError("no split to evaluate; expected some of " + ", ".join(SPLITS))
+
+    main = _load(run_dir, "policy")
+    env_id, backend = main["cfg"]["env"], main["cfg"]["backend"]
+    if backend == "auto":
+        backend = sim.entry(env_id).backends[0]
+    others = {}
+    for role, path in (("baseline", baseline_run), ("oracle", oracle_run)):
+        if path is None:
+            continue
+        cfg = read_run_config(Path(path))
+        if cfg["env"] != env_id:
+            raise ValueError(f"{role} run {path} is on {cfg['env']!r}, but {run_dir} is on {env_id!r}: "
+                             "a comparison needs the same env")
+        others[role] = _load(Path(path), role)
+
+    out_dir = run_dir / "eval"
+    report_path = out_dir / "report.json"
+    targets = [report_path] + ([Path(json_path)] if json_path else [])
+    if json_path and Path(json_path).is_dir():
+        raise IsADirectoryError(f"--json {json_path} is a directory; give a file path")
+    if not overwrite:
+        for p in targets:
+            if p.exists():
+                raise FileExistsError(f"{p} already holds an evaluation; pass --overwrite (overwrite=True) to replace it")
+
+    tasks = default_tasks(env_id) if tasks is None else int(tasks)
+    if tasks < 2:
+        raise ValueError(f"tasks must be >= 2 (a confidence interval needs two worlds), got {tasks}")
+    env = eval_env(env_id, backend, tasks)
+    run = compiled_run_trials(env)
+    K = env.episodes_per_trial
+
+    for loaded in (main, *others.values()):
+        _check_spaces(loaded, env)
+
+    # who plays: the policy, the baseline, the oracle (a run, or the known optimum)
+    def actor(loaded):
+        det = (not loaded["policy"].spec.discrete) if deterministic is None else bool(deterministic)
+        return PolicyActor(loaded["params"], loaded["policy"], det), det
+
+    players: dict[str, Any] = {}
+    players["policy"], det_policy = actor(main)
+    meta: dict[str, Any] = {"policy": {"run": str(run_dir), "algo": main["cfg"]["algo"], "deterministic": det_policy,
+                                       "updates": main.get("updates"), "env_steps": main.get("env_steps")}}
+    if "baseline" in others:
+        players["baseline"], det = actor(others["baseline"])
+        b = others["baseline"]
+        meta["baseline"] = {"run": str(b["dir"]), "algo": b["cfg"]["algo"], "deterministic": det,
+                            "updates": b.get("updates"), "env_steps": b.get("env_steps")}
+    else:
+        meta["baseline"] = None
+    if "oracle" in others:
+        players["oracle"], det = actor(others["oracle"])
+        o = others["oracle"]
+        meta["oracle"] = {"kind": "run", "label": f"run {o['dir']}", "run": str(o["dir"]), "algo": o["cfg"]["algo"],
+                          "deterministic": det, "note": "a policy trained on the exact world (given as oracle_run)"}
+    else:
+        known = known_oracle(env)
+        if known is None:
+            meta["oracle"] = {"kind": "unavailable", "label": "unavailable",
+                              "note": "no known optimum for this env; pass oracle_run (a policy trained on the exact world)"}
+        else:
+            players["oracle"], label, note = known
+            meta["oracle"] = {"kind": "known", "label": label, "note": note}
+
+    # evaluate: same worlds and same random streams for every player on a split
+    results: dict[str, dict[str, Any]] = {}
+    params_by_split: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not progress) as bar:
+        t = bar.add_task(f"eval {env_id} ({tasks} worlds/split)", total=len(splits) * len(players))
+        for split in splits:
+            try:
+                params = eval_tasks(env, tasks, split)
+            except ValueError as e:  # a split this env does not declare
+                unavailable[split] = str(e)
+                bar.advance(t, len(players))
+                continue
+            params_by_split[split] = params
+            key = jax.random.fold_in(jax.random.key(EVAL_SEED), SPLITS.index(split))
+            results[split] = {}
+            for role, player in players.items():
+                bar.update(t, description=f"eval {env_id}: {split} · {role}")
+                r = jax.device_get(run(player, params, key))
+                results[split][role] = {"trial_return": np.asarray(r.trial_return, np.float64),
+                                        "episode_returns": np.asarray(r.episode_returns, np.float64)}
+                bar.advance(t)
+    if not results:
+        raise ValueError(f"{env_id}: none of the splits {', '.join(splits)} can be sampled: "
+                         + "; ".join(f"{s}: {m}" for s, m in unavailable.items()))
+    for split, per in results.items():
+        for role, r in per.items():
+            if not np.isfinite(r["trial_return"]).all():
+                raise FloatingPointError(f"{role} returns on split {split} are not finite ({run_dir}): "
+                                         "the policy or the simulator diverged")
+
+    # the report
+    report: dict[str, Any] = {
+        "run": str(run_dir),
+        "env": env_id,
+        "algo": main["cfg"]["algo"],
+        "backend": backend,
+        "tasks": tasks,
+        "episodes_per_trial": K,
+        "eval_seed": EVAL_SEED,
+        **meta,
+        "splits": {},
+        "unavailable_splits": unavailable,
+    }
+    notes: list[str] = []
+    from sim.tasks.bandit import BernoulliBandit
+
+    is_bandit = isinstance(env.unwrapped, BernoulliBandit)
+    for split, per in results.items():
+        row: dict[str, Any] = {}
+        for role in ("policy", "baseline", "oracle"):
+            row[role] = _summary(per[role]["trial_return"], per[role]["episode_returns"]) if role in per else None
+        pm = row["policy"]["mean"]
+        row["policy_over_oracle"] = _ratio(pm, row["oracle"] and row["oracle"]["mean"])
+        row["policy_over_baseline"] = _ratio(pm, row["baseline"] and row["baseline"]["mean"])
+        row["adaptation_gain"] = row["policy"]["last_episode"] - row["policy"]["first_episode"]
+        if is_bandit:
+            vals = jax.device_get(env.param_values(params_by_split[split]))["arm_probs"]
+            row["full_information_bound"] = float(np.max(vals, -1).mean() * env.max_trial_steps)
+        report["splits"][split] = row
+    if any(r["policy"]["mean"] < 0 or (r["oracle"] and r["oracle"]["mean"] < 0) for r in report["splits"].values()):
+        notes.append("returns are negative: a ratio above 1 means the policy does worse than the reference")
+    if is_bandit:
+        notes.append("full_information_bound: n · max arm probability, what a player that knows the arms expects")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series, skip_notes = _param_table(env, params_by_split)
+    notes += skip_notes
+    figures = _plot_sweeps(out_dir, series, results, report) + [_plot_adaptation(out_dir, report)]
+    report["figures"] = [p.name for p in figures]
+    report["parameters"] = {
+        name: ({"train": [list(iv) for iv in rng.intervals("train")], "unit": rng.unit,
+                "splits": rng.describe()} if isinstance(rng, SplitRange) else {"description": rng})
+        for name, (rng, _) in series.items()
+    }
+    report["notes"] = notes
+    rows = bench_rows(report)
+    report["rows"] = [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows]
+
+    # outputs: figures first, the report last (a crash never leaves a report that blocks a rerun)
+    if json_path:
+        from proteus.report import write_json
+
+        write_json(rows, Path(json_path), {"report": str(report_path), "env": env_id, "tasks": tasks})
+    report_path.write_text(json.dumps(_clean(report), indent=2))
+    print_report(report, console)
+    console.print(f"wrote {report_path} and {len(figures)} figure(s) in {out_dir}"
+                  + (f"; rows in {json_path}" if json_path else ""))
+    return _clean(report)
+
+
+def _clean(x):
+    """JSON-ready: numpy scalars to floats, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def bench_rows(report: dict) -> list[BenchRow]:
+    """The report as bench rows: per split, the policy against the oracle and against the DR baseline."""
+    rows = []
+    name = Path(report["run"]).name or report["run"]
+    for split, r in report["splits"].items():
+        p = r["policy"]
+        base = f"{name} {report['env']} {split} trial return"
+        refs = []
+        if r["oracle"] is not None:
+            refs.append(("oracle", r["oracle"]["mean"], f"oracle: {report['oracle']['label']}"))
+        if r["baseline"] is not None:
+            refs.append(("DR baseline", r["baseline"]["mean"], f"DR baseline: {report['baseline']['run']}"))
+        if not refs:
+            refs.append((None, None, "none"))
+        for tag, value, label in refs:
+            rows.append(BenchRow(f"{base} vs {tag}" if tag else base, p["mean"], value, label, "return/trial", p["ci95"]))
+    return rows
+
+
+def print_report(report: dict, console) -> None:
+    """The report as a Rich table."""
+    from rich.table import Table
+
+    K = report["episodes_per_trial"]
+    t = Table(title=f"{report['algo']} on {report['env']} ({report['backend']}): mean trial return ± 95% CI over "
+                    f"{report['tasks']} worlds per split, {K} episodes per trial")
+    for col in ("split", "policy", "DR baseline", f"oracle ({report['oracle']['label']})", "policy / oracle",
+                "policy / baseline", f"policy ep 1 → ep {K}"):
+        t.add_column(col)
+    fmt = lambda s: "—" if s is None else f"{s['mean']:.2f} ± {s['ci95']:.2f}"  # noqa: E731
+    fr = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    for split, r in report["splits"].items():
+        p = r["policy"]
+        t.add_row(split, fmt(p), fmt(r["baseline"]), fmt(r["oracle"]), fr(r["policy_over_oracle"]),
+                  fr(r["policy_over_baseline"]), f"{p['first_episode']:.2f} → {p['last_episode']:.2f}")
+    for split, why in report.get("unavailable_splits", {}).items():
+        t.add_row(split, f"[dim]unavailable: {why}[/dim]", "", "", "", "", "")
+    console.print(t)
+    if report["oracle"]["kind"] == "unavailable":
+        console.print(f"[dim]oracle: {report['oracle']['note']}[/dim]")
+    for n in report.get("notes", []):
+        console.print(f"[dim]note: {n}[/dim]")
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_sweeps(out_dir: Path, series: dict, results: dict, report: dict) -> list[Path]:
+    """One ``sweep_<param>.png`` per scalar series: trial return against the parameter's value."""
+    plt = _plt()
+    paths = []
+    used: set[str] = set()
+    for name, (rng, values) in series.items():
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        if isinstance(rng, SplitRange):
+            for j, (lo, hi) in enumerate(rng.intervals("train")):
+                ax.axvspan(lo, hi, color="0.85", zorder=0, label="training range" if j == 0 else None)
+        xs_all, ys_all = [], []
+        for split, x in values.items():
+            c = SPLIT_COLORS.get(split)
+            y = results[split]["policy"]["trial_return"]
+            ax.scatter(x, y, s=8, alpha=0.5, color=c, marker="o", label=f"policy · {split}", zorder=2)
+            if "baseline" in results[split]:
+                ax.scatter(x, results[split]["baseline"]["trial_return"], s=12, alpha=0.45, color=c, marker="x",
+                           label=f"DR baseline · {split}", zorder=2)
+            xs_all.append(x)
+            ys_all.append(y)
+        x, y = np.concatenate(xs_all), np.concatenate(ys_all)
+        if np.unique(x).size > 1:  # binned mean of the policy over all splits
+            edges = np.unique(np.quantile(x, np.linspace(0, 1, 13)))
+            idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+            cx = [x[idx == b].mean() for b in range(len(edges) - 1) if np.any(idx == b)]
+            cy = [y[idx == b].mean() for b in range(len(edges) - 1) if np.any(idx == b)]
+            ax.plot(cx, cy, color="k", lw=1.5, label="policy, binned mean", zorder=3)
+        unit = f" ({rng.unit})" if isinstance(rng, SplitRange) and rng.unit else ""
+        ax.set(xlabel=f"{name}{unit}", ylabel="trial return",
+               title=f"{report['algo']} on {report['env']}: return vs {name}")
+        if not isinstance(rng, SplitRange) and rng:
+            ax.text(0.01, 0.01, str(rng), transform=ax.transAxes, fontsize=7, color="0.4", va="bottom")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best", markerscale=1.5)
+        fig.tight_layout()
+        stem = _slug(name)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        path = out_dir / f"sweep_{stem}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _plot_adaptation(out_dir: Path, report: dict) -> Path:
+    """``adaptation.png``: mean return per episode of the trial, per split (policy, baseline, oracle)."""
+    plt = _plt()
+    K = report["episodes_per_trial"]
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
+    ep = np.arange(1, K + 1)
+    styles = {"policy": ("-", "o"), "baseline": ("--", "x"), "oracle": (":", None)}
+    names = {"policy": "policy", "baseline": "DR baseline", "oracle": f"oracle ({report['oracle']['label']})"}
+    for split, r in report["splits"].items():
+        c = SPLIT_COLORS.get(split)
+        for role, (ls, mk) in styles.items():
+            s = r[role]
+            if s is None:
+                continue
+            m, ci = np.asarray(s["episode_means"]), np.asarray(s["episode_ci95"])
+            ax.plot(ep, m, ls=ls, marker=mk if K <= 30 else None, ms=4, color=c)
+            if role == "policy":
+                ax.fill_between(ep, m - ci, m + ci, color=c, alpha=0.15, lw=0)
+    ax.set(xlabel="episode within the trial", ylabel="mean episode return (policy: ± 95% CI)",
+           title=f"within-trial adaptation: {report['algo']} on {report['env']}")
+    if K <= 20:
+        ax.set_xticks(ep)
+    ax.grid(alpha=0.3)
+    # two legends' worth in one: colours are splits, line styles are players
+    from matplotlib.lines import Line2D
+
+    first = next(iter(report["splits"].values()))
+    handles = [Line2D([], [], color=SPLIT_COLORS.get(s), lw=2, label=s) for s in report["splits"]]
+    handles += [Line2D([], [], color="0.3", ls=ls, marker=mk if K <= 30 else None, label=names[role])
+                for role, (ls, mk) in styles.items() if first[role] is not None]
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    path = out_dir / "adaptation.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
