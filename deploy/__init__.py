@@ -5,6 +5,8 @@
 - :mod:`deploy.runtime` — :class:`Controller`, :class:`RobotInterface`, :class:`SafetyConfig`,
   :class:`SafetyEvents`, :class:`OnnxPolicy`. Needs ``numpy`` and ``onnxruntime`` only.
 - :mod:`deploy.bench` — :func:`bench_export` (onnxruntime vs jitted JAX latency per control step).
+- :mod:`deploy.standin` — :class:`MujocoStandIn` (native MuJoCo playing the robot, hidden dynamics,
+  latency, noise, another timestep) and :func:`run_standin` (the sim2sim report). Needs JAX and MuJoCo.
 
 This package never imports JAX on import: names are resolved lazily, so ``from deploy import
 Controller`` works on a robot computer without JAX.
@@ -28,6 +30,10 @@ _EXPORTS = {
     "SafetyConfig": "deploy.runtime",
     "SafetyEvents": "deploy.runtime",
     "bench_export": "deploy.bench",
+    "MujocoStandIn": "deploy.standin",
+    "run_standin": "deploy.standin",
+    "run_episodes": "deploy.standin",
+    "jax_episode_returns": "deploy.standin",
 }
 
 __all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
@@ -44,6 +50,10 @@ __all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
     "SafetyConfig",
     "SafetyEvents",
     "bench_export",
+    "MujocoStandIn",
+    "run_standin",
+    "run_episodes",
+    "jax_episode_returns",
 ]
 
 

@@ -237,6 +237,8 @@ class Trial(Wrapper):
         s = self.env.step(state, action)
         extra = self._trial_inputs(action, s.reward, s.done)
         trial_done = s.info["world_done"]
+        # a new trial starts from zero RL² inputs, as after reset (the policy's carry resets there too)
+        first_extra = jnp.where(trial_done[..., None], 0.0, extra)
         info = {
             **s.info,
             "final_obs": jnp.concatenate([s.info["final_obs"], extra], -1),
@@ -245,7 +247,7 @@ class Trial(Wrapper):
             "episode_truncated": s.truncated,
         }
         return s.replace(
-            obs=jnp.concatenate([s.obs, extra], -1),
+            obs=jnp.concatenate([s.obs, first_extra], -1),
             terminated=trial_done,
             truncated=jnp.zeros_like(trial_done),
             info=info,

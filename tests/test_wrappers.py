@@ -127,9 +127,14 @@ def test_trial_done_flag_and_rl2_inputs():
     names = env.observation_space.names
     assert names == ("x", "y", "prev_action.vx", "prev_action.vy", "prev_reward", "prev_done")
     obs = np.asarray(traj.obs)
-    np.testing.assert_allclose(obs[:, 2:4], actions, atol=1e-6)
-    np.testing.assert_allclose(obs[:, 4], traj.reward, atol=1e-6)
-    np.testing.assert_array_equal(obs[:, 5] > 0.5, ep_trunc)
+    live = ~expected[:, None]  # the first obs of a new trial carries zero RL² inputs, as after reset
+    np.testing.assert_allclose(obs[:, 2:4], np.where(live, actions, 0.0), atol=1e-6)
+    np.testing.assert_allclose(obs[:, 4], np.where(expected, 0.0, traj.reward), atol=1e-6)
+    np.testing.assert_array_equal(obs[:, 5] > 0.5, ep_trunc & ~expected)
+    np.testing.assert_array_equal(obs[expected, 2:], 0.0)
+    final = np.asarray(traj.info["final_obs"])  # the trial's real last inputs stay in final_obs
+    np.testing.assert_allclose(final[:, 2:4], actions, atol=1e-6)
+    np.testing.assert_allclose(final[:, 4], traj.reward, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(s0.obs)[2:], 0.0)  # trial start: no previous step
     # after an inner episode ends the point is back at the origin, the final obs is not
     i = H - 1
@@ -141,8 +146,9 @@ def test_trial_discrete_action_is_one_hot():
     env = sim.make("bandit-k5-n10")
     s0, traj = _run(env, steps=10, actions=jnp.full((10,), 3, jnp.int32))
     obs = np.asarray(traj.obs)
-    np.testing.assert_array_equal(obs[:, 1:6], np.tile(np.eye(5)[3], (10, 1)))
-    np.testing.assert_array_equal(obs[:, 7], 1.0)  # every pull is a finished one-step episode
+    np.testing.assert_array_equal(obs[:9, 1:6], np.tile(np.eye(5)[3], (9, 1)))
+    np.testing.assert_array_equal(obs[:9, 7], 1.0)  # every pull is a finished one-step episode
+    np.testing.assert_array_equal(obs[9, 1:], 0.0)  # ...until the trial ends: a new one starts blank
     assert np.asarray(traj.info["trial_done"]).tolist() == [False] * 9 + [True]
 
 

@@ -1,0 +1,834 @@
+"""A MuJoCo stand-in for the robot hardware, and the sim2sim report (``proteus deploy POLICY.onnx --standin ENV``).
+
+:class:`MujocoStandIn` is a :class:`~deploy.runtime.RobotInterface` over native MuJoCo (the ``mujoco``
+C bindings and NumPy; the task's jnp observation/reward/termination functions are jitted once per
+task). It is the robot of a registered env id with
+
+* hidden dynamics: a friction scale (sliding friction of every geom), a mass scale (mass and inertia
+  of every body) and an actuator gain scale (gain and bias of every actuator: motor strength), each
+  ``None`` for nominal, applied on top of the env's nominal model (its randomization spec's nominal
+  values, as the training backend applies them);
+* an optional physics timestep other than the training one; the control period is kept
+  (``substeps = round(control_dt / timestep)``, the timestep used is ``control_dt / substeps``);
+* sensor latency: :meth:`~MujocoStandIn.read_observation` returns the state sampled ``latency``
+  ago, at physics-step resolution, with a timestamp that old (``time.monotonic()`` minus the
+  sample's age: the simulation runs faster than real time and is mapped onto the wall clock at
+  the moment of each read, so the controller's stale check sees the true age);
+* Gaussian observation noise;
+* the task's reward, termination and (where the task has one) a tracking error, each control step.
+
+When the policy is an RL² policy (its ``obs_names`` end with ``prev_action.*``, ``prev_reward``,
+``prev_done``, as :class:`sim.wrappers.Trial` names them), the stand-in appends those inputs itself
+(it knows the reward) and runs trials of ``episodes_per_trial`` episodes (from the registry): the
+physics state is reset at every episode end (the next observation carries ``prev_done = 1``), the
+RL² inputs are zeroed and :attr:`MujocoStandIn.trial_done` is raised only at trial ends, where the
+driver calls :meth:`Controller.reset() <deploy.runtime.Controller.reset>` (:func:`run_episodes`).
+A policy without RL² inputs sees one-episode "trials" (the controller's carry resets every episode,
+as the learner's does on the domain-randomized env).
+
+Everything runs in simulated time: :func:`run_episodes` calls :meth:`Controller.step` back to back.
+
+:func:`run_standin` runs several such worlds, latency and dynamics drawn from the given ranges, and
+writes ``sim2sim.json`` and ``sim2sim.png``. :func:`jax_episode_returns` gives the in-training
+return of the same JAX policy on nominal dynamics (the reference the stand-in is checked against).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import functools
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from deploy.runtime import ContractMismatch, Controller, ControllerStopped, SafetyConfig
+
+__all__ = [
+    "MujocoStandIn", "jax_episode_returns", "rl2_input_names", "run_episodes", "run_standin",
+]
+
+UNSTABLE_QVEL = 1e4  # as sim.mujoco_env: a runaway simulation ends the episode (terminated, reward 0)
+RL2_TAIL = ("prev_reward", "prev_done")
+REPORT_JSON, REPORT_PNG = "sim2sim.json", "sim2sim.png"
+
+
+def rl2_input_names(action_names: Sequence[str]) -> tuple[str, ...]:
+    """The RL² inputs :class:`sim.wrappers.Trial` appends to a continuous env's observation."""
+    return tuple(f"prev_action.{n}" for n in action_names) + RL2_TAIL
+
+
+def is_rl2(obs_names: Sequence[str]) -> bool:
+    """Whether observation names end with the RL² inputs (previous action, reward and done flag)."""
+    names = list(obs_names)
+    return len(names) >= 3 and tuple(names[-2:]) == RL2_TAIL and str(names[-3]).startswith("prev_action")
+
+
+# --------------------------------------------------------------------------------------------------
+# The robot of an env id: nominal model, task functions (jitted once), tracking metric
+# --------------------------------------------------------------------------------------------------
+
+
+def _tracking_fn(env_id: str):
+    """``(label, fn(view, task) -> scalar)`` for tasks with a natural tracking error, else ``None``."""
+    if env_id == "cheetah-vel":
+        from robots.cheetah import forward_velocity
+
+        return "|v - target_vel| (m/s)", lambda view, task: jnp.abs(forward_velocity(view) - task["target_vel"])
+    if env_id == "reacher-goal":
+        from robots.reacher import fingertip, goal_xy
+
+        return "|fingertip - goal| (m)", lambda view, task: jnp.linalg.norm(fingertip(view.qpos) - goal_xy(task))
+    if env_id == "ant-goal":
+        from robots.ant import goal_xy
+
+        return "|torso xy - goal| (m)", lambda view, task: jnp.linalg.norm(view.qpos[:2] - goal_xy(task))
+    return None
+
+
+class _Robot:
+    """What every stand-in of one env id shares: the nominal model and the jitted task functions."""
+
+    def __init__(self, env_id: str):
+        import sim
+        from robots.task import PhysicsView
+        from sim.mujoco_env import MujocoEnv, prepare_model
+
+        entry = sim.entry(env_id)
+        if "native" not in entry.backends:
+            raise ValueError(f"{env_id} is not a MuJoCo robot (backends: {', '.join(entry.backends)}); "
+                             "the stand-in needs one")
+        env = entry.factory("native")
+        base = env.unwrapped
+        if not isinstance(base, MujocoEnv):
+            raise TypeError(f"{env_id}: expected a MuJoCo env, got {type(base).__name__}")
+        self.env_id = env_id
+        self.task = task = base.task
+        self.episodes_per_trial = int(entry.episodes_per_trial)
+        self.episode_length = int(task.episode_length)
+        self.control_dt = float(base.control_dt)
+        self.n_substeps = int(task.n_substeps)
+        self.obs_names = tuple(env.observation_space.names)
+        self.action_names = tuple(env.action_space.names)
+        self.action_low = np.asarray(env.action_space.low, np.float32)
+        self.action_high = np.asarray(env.action_space.high, np.float32)
+        self.ctrl_mid = np.asarray(base._ctrl_mid, np.float64)
+        self.ctrl_half = np.asarray(base._ctrl_half, np.float64)
+        # the nominal world exactly as the training backend builds it: the spec's nominal values
+        # written through ResolvedSpec.apply_native (which ends with mj_setConst)
+        model = prepare_model(task.load_model())
+        data = mujoco.MjData(model)
+        nominal = {k: np.asarray(v) for k, v in base.resolved.nominal_values().items()}
+        base.resolved.apply_native(model, data, nominal)
+        self.model = model
+        self.nominal_task = {n: float(sum(r.train) / 2) for n, r in task.task_ranges.items()}
+        self.task_ranges = task.task_ranges
+        self.qpos0 = np.asarray(model.qpos0, np.float32)
+        self.qvel0 = np.zeros(model.nv, np.float32)
+
+        def view(qpos, qvel, t):
+            return PhysicsView(qpos=qpos, qvel=qvel, time=t)
+
+        self.obs_fn = jax.jit(lambda q, v, t, tp: task.obs_fn(view(q, v, t), tp).astype(jnp.float32))
+        tracking = _tracking_fn(env_id)
+        self.tracking_label = tracking[0] if tracking else None
+
+        def after_step(q, v, t, action, tp):
+            vw = view(q, v, t)
+            reward = task.reward_fn(vw, action, tp).astype(jnp.float32)
+            terminated = task.terminated_fn(vw, tp)
+            err = tracking[1](vw, tp).astype(jnp.float32) if tracking else jnp.float32(jnp.nan)
+            return reward, terminated, err
+
+        self.after_step = jax.jit(after_step)
+        self.init_fn = jax.jit(task.init_fn)
+
+
+@functools.cache
+def _robot(env_id: str) -> _Robot:
+    return _Robot(env_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# The stand-in
+# --------------------------------------------------------------------------------------------------
+
+
+def _draw(value, rng: np.random.Generator, what: str, positive: bool) -> float | None:
+    """A fixed value, a uniform draw from ``(lo, hi)``, or ``None`` (nominal)."""
+    if value is None:
+        return None
+    if np.ndim(value) == 0:
+        v = float(value)
+    else:
+        lo, hi = _range(value, what)
+        v = float(rng.uniform(lo, hi)) if hi > lo else lo
+    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+        raise ValueError(f"{what} must be {'> 0' if positive else '>= 0'} and finite, got {v}")
+    return v
+
+
+def _range(value, what: str) -> tuple[float, float]:
+    if np.ndim(value) == 0:
+        v = float(value)
+        return v, v
+    vals = [float(v) for v in value]
+    if len(vals) != 2 or not all(math.isfinite(v) for v in vals) or vals[0] > vals[1]:
+        raise ValueError(f"{what} must be a number or a (low, high) pair with low <= high, got {value!r}")
+    return vals[0], vals[1]
+
+
+class MujocoStandIn:
+    """The robot of a registered MuJoCo env id, in native MuJoCo, behind :class:`~deploy.runtime.RobotInterface`.
+
+    Args:
+        env_id: a registered MuJoCo robot env (``proteus envs``).
+        rl2: the policy takes the RL² inputs; observations gain ``prev_action.*``, ``prev_reward``,
+            ``prev_done`` and episodes run in trials of the registry's ``episodes_per_trial``.
+        friction: sliding-friction scale of every geom; a number, a ``(lo, hi)`` range drawn from
+            with ``seed``, or ``None`` (nominal).
+        mass: mass-and-inertia scale of every body (same forms).
+        gain: actuator gain scale (gain and bias terms: motor strength) of every actuator (same forms).
+        latency_ms: sensor latency in ms (number or range); rounded to whole physics steps.
+        noise_std: std of Gaussian noise added to the robot's observation (not to the RL² inputs).
+        timestep: physics timestep in s (``None``: the training one); the control period is kept.
+        task: task parameters (e.g. ``{"target_vel": 1.5}``); missing ones take the middle of their
+            training range (the env's nominal task).
+        initial_states: ``(qpos, qvel)`` per episode, used in order (e.g. recorded from the JAX env);
+            then, or without them, each episode starts from the task's own ``init_fn`` with a key
+            folded from ``seed`` and the episode's index.
+        seed: seeds the range draws, the observation noise and the initial states.
+
+    Attributes:
+        obs_names, action_names, control_dt: the contract the controller checks against the policy.
+        world: the hidden values in use (``friction``, ``mass``, ``gain``, ``latency_ms``,
+            ``latency_steps``, ``noise_std``, ``timestep``, ``substeps``, ``task``).
+        episodes: one dict per finished episode (``return``, ``length``, ``terminated``,
+            ``unstable``, ``tracking_error``, ``action_change``, ``trial``, ``episode_in_trial``).
+        episode_done, trial_done: set by the last :meth:`write_command` (an episode, a trial ended).
+        last_sample_age_s: age of the sample the last :meth:`read_observation` returned.
+    """
+
+    def __init__(self, env_id: str, *, rl2: bool = False, friction=None, mass=None, gain=None, latency_ms=0.0,
+                 noise_std: float = 0.0, timestep: float | None = None, task: dict | None = None,
+                 initial_states: Sequence[tuple[Any, Any]] | None = None, seed: int = 0):
+        r = self._robot = _robot(env_id)
+        self.env_id = env_id
+        self.rl2 = bool(rl2)
+        self.episodes_per_trial = r.episodes_per_trial if self.rl2 else 1
+        self.action_names = r.action_names
+        self.obs_names = r.obs_names + (rl2_input_names(r.action_names) if self.rl2 else ())
+        self.control_dt = r.control_dt
+        self.episode_length = r.episode_length
+        rng = np.random.default_rng(seed)
+        self._rng = rng
+        self._seed = int(seed)
+
+        # hidden dynamics
+        friction = _draw(friction, rng, "friction", True)
+        mass = _draw(mass, rng, "mass", True)
+        gain = _draw(gain, rng, "gain", True)
+        latency_ms = _draw(latency_ms, rng, "latency_ms", False) or 0.0
+        self.noise_std = float(noise_std)
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if timestep is None:
+            substeps = r.n_substeps
+        else:
+            if not (math.isfinite(timestep) and 0 < timestep <= self.control_dt):
+                raise ValueError(f"timestep must be in (0, control_dt = {self.control_dt}] s, got {timestep}")
+            substeps = max(1, round(self.control_dt / float(timestep)))
+        self.substeps = substeps
+        self.timestep = self.control_dt / substeps  # exactly the training timestep when substeps match
+        self.latency_steps = math.floor(latency_ms * 1e-3 / self.timestep + 0.5)
+        self.latency_s = self.latency_steps * self.timestep
+
+        unknown = sorted(set(task or {}) - set(r.nominal_task))
+        if unknown:
+            raise ValueError(f"{env_id} has no task parameter(s) {unknown}; its task parameters: "
+                             f"{sorted(r.nominal_task) or 'none'}")
+        self.task = {**r.nominal_task, **{k: float(v) for k, v in (task or {}).items()}}
+        self._task_j = {k: jnp.float32(v) for k, v in self.task.items()}
+
+        m = self.model = copy.copy(r.model)  # an independent mj_copyModel copy of the nominal world
+        if timestep is not None:
+            m.opt.timestep = self.timestep
+        if friction is not None:
+            m.geom_friction[:, 0] *= friction
+        if mass is not None:
+            m.body_mass[1:] *= mass
+            m.body_inertia[1:] *= mass
+        if gain is not None:
+            m.actuator_gainprm[:, 0] *= gain
+            m.actuator_biasprm[:, :3] *= gain
+        self.data = mujoco.MjData(m)
+        if friction is not None or mass is not None or gain is not None:
+            mujoco.mj_setConst(m, self.data)
+        self.world = {"friction": friction, "mass": mass, "gain": gain, "latency_ms": self.latency_s * 1e3,
+                      "latency_ms_requested": float(latency_ms), "latency_steps": self.latency_steps,
+                      "noise_std": self.noise_std, "timestep": self.timestep, "substeps": substeps, "task": dict(self.task)}
+
+        self._initial_states = list(initial_states or [])
+        self._buf: collections.deque = collections.deque(maxlen=self.latency_steps + 1)
+        self._phys_step = 0  # physics steps since construction (the stand-in's clock)
+        self._last_ts = -math.inf
+        self.last_sample_age_s = 0.0
+        self.episodes: list[dict] = []
+        self.steps = 0
+        self.trials = 0
+        self._episode_index = 0
+        self.episode_done = self.trial_done = False
+        self._start_trial()
+
+    # -- episodes and trials ------------------------------------------------------------------------
+
+    def _next_initial_state(self) -> tuple[np.ndarray, np.ndarray]:
+        i = self._episode_index
+        self._episode_index += 1
+        if i < len(self._initial_states):
+            q, v = self._initial_states[i]
+            return np.asarray(q, np.float64), np.asarray(v, np.float64)
+        key = jax.random.fold_in(jax.random.key(self._seed), i)
+        q, v = self._robot.init_fn(key, jnp.asarray(self._robot.qpos0), jnp.asarray(self._robot.qvel0))
+        return np.asarray(q, np.float64), np.asarray(v, np.float64)
+
+    def _start_episode(self) -> None:
+        m, d = self.model, self.data
+        qpos, qvel = self._next_initial_state()
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = qpos
+        d.qvel[:] = qvel
+        # the latency line starts full of the initial state: as if the robot had rested there for
+        # the whole latency (distinct, increasing sample times; what the env's latency wrapper sees)
+        self._buf.clear()
+        sample = (d.qpos.copy(), d.qvel.copy(), float(d.time))
+        for _ in range(self.latency_steps + 1):
+            self._buf.append(sample)
+        self._t = 0
+        self._ret = 0.0
+        self._tracking: list[float] = []
+        self._dact: list[float] = []
+        self._prev_cmd: np.ndarray | None = None
+        self._episode_terminated = self._episode_unstable = False
+
+    def _start_trial(self) -> None:
+        n = len(self.action_names)
+        self._prev_action = np.zeros(n, np.float32)
+        self._prev_reward = 0.0
+        self._prev_done = 0.0
+        self._episode_in_trial = 0
+        self._start_episode()
+
+    # -- RobotInterface ------------------------------------------------------------------------------
+
+    def read_observation(self) -> tuple[np.ndarray, float]:
+        """The observation sampled ``latency`` ago (noise added; RL² inputs appended) and its time."""
+        qpos, qvel, t = self._buf[0]
+        if np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel)) and not np.any(np.abs(qvel) > UNSTABLE_QVEL):
+            obs = np.asarray(self._robot.obs_fn(qpos.astype(np.float32), qvel.astype(np.float32), np.float32(t),
+                                                self._task_j))
+        else:  # as the env: a runaway simulation is observed as zeros
+            obs = np.zeros(len(self._robot.obs_names), np.float32)
+        if self.noise_std > 0:
+            obs = (obs + self.noise_std * self._rng.standard_normal(obs.shape)).astype(np.float32)
+        if self.rl2:
+            obs = np.concatenate([obs, self._prev_action, np.float32([self._prev_reward, self._prev_done])])
+        age = (len(self._buf) - 1) * self.timestep
+        ts = time.monotonic() - age
+        if ts <= self._last_ts:  # two reads within the clock's resolution: keep timestamps increasing
+            ts = math.nextafter(self._last_ts, math.inf)
+        self._last_ts = ts
+        self.last_sample_age_s = age
+        return obs.astype(np.float32), ts
+
+    def write_command(self, action: np.ndarray) -> None:
+        """Apply ``action`` (env action units) for one control period; reward, termination, auto-reset."""
+        r, m, d = self._robot, self.model, self.data
+        a = np.asarray(action, np.float32).reshape(len(self.action_names))
+        u = np.clip(a, r.action_low, r.action_high)
+        d.ctrl[:] = r.ctrl_mid + r.ctrl_half * u
+        for _ in range(self.substeps):
+            mujoco.mj_step(m, d)
+            self._phys_step += 1
+            self._buf.append((d.qpos.copy(), d.qvel.copy(), float(d.time)))
+        self.steps += 1
+        self._t += 1
+        unstable = not (np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel))) or bool(np.any(np.abs(d.qvel) > UNSTABLE_QVEL))
+        if unstable:
+            reward, terminated, err = 0.0, True, math.nan
+        else:
+            rw, term, er = r.after_step(d.qpos.astype(np.float32), d.qvel.astype(np.float32), np.float32(d.time), u,
+                                        self._task_j)
+            reward, terminated, err = float(rw), bool(term), float(er)
+        self._ret += reward
+        if math.isfinite(err):
+            self._tracking.append(err)
+        if self._prev_cmd is not None:
+            self._dact.append(float(np.mean((a.astype(np.float64) - self._prev_cmd) ** 2)))
+        self._prev_cmd = a.astype(np.float64)
+        done = terminated or self._t >= self.episode_length
+        self._prev_action, self._prev_reward, self._prev_done = a.copy(), reward, float(done)
+        self.episode_done, self.trial_done = done, False
+        if not done:
+            return
+        self.episodes.append({
+            "return": self._ret,
+            "length": self._t,
+            "terminated": bool(terminated),
+            "unstable": unstable,
+            "tracking_error": float(np.mean(self._tracking)) if self._tracking else None,
+            "action_change": float(np.mean(self._dact)) if self._dact else None,
+            "trial": self.trials,
+            "episode_in_trial": self._episode_in_trial,
+        })
+        self._episode_in_trial += 1
+        if self._episode_in_trial >= self.episodes_per_trial:
+            self.trial_done = True
+            self.trials += 1
+            self._start_trial()
+        else:
+            self._start_episode()
+
+
+def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int) -> dict:
+    """Step ``controller`` on ``standin`` (simulated time, back to back) until ``episodes`` more
+    episodes have finished, resetting the controller at trial ends only.
+
+    Returns ``{"episodes": [...] (this call's), "steps", "stopped", "stop_reason", "events"}``.
+    """
+    start_ep, start_steps = len(standin.episodes), standin.steps
+    before = dataclasses.replace(controller.events)
+    stop_reason = None
+    while len(standin.episodes) - start_ep < episodes:
+        try:
+            controller.step()
+        except ControllerStopped as e:
+            stop_reason = str(e)
+            break
+        if standin.trial_done:
+            controller.reset()
+    return {"episodes": standin.episodes[start_ep:], "steps": standin.steps - start_steps,
+            "stopped": stop_reason is not None, "stop_reason": stop_reason,
+            "events": dataclasses.asdict(controller.events.minus(before))}
+
+
+# --------------------------------------------------------------------------------------------------
+# In-training (JAX) returns of the same policy
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _jax_env(env_id: str, batch: int, trial: bool):
+    import sim
+
+    return sim.make(env_id, batch_size=batch, trial=trial, backend="native")
+
+
+def _base_of(env):
+    """The env inside the ``VmapEnv`` of a ``sim.make`` stack."""
+    from sim.wrappers import VmapEnv
+
+    e = env
+    while not isinstance(e, VmapEnv):
+        e = e.env
+    return e.env
+
+
+def _nominal(base) -> dict:
+    from sim.effects import SensorActuator
+    from sim.mujoco_env import MujocoEnv
+
+    if isinstance(base, SensorActuator):
+        effects = base.sample_params(jax.random.key(0))["effects"]
+        return {"env": _nominal(base.env), "effects": jax.tree.map(jnp.zeros_like, effects)}
+    if isinstance(base, MujocoEnv):
+        return base.nominal_params()
+    raise ValueError(f"no nominal params for {type(base).__name__}")
+
+
+def _find_physics(env_state):
+    if isinstance(env_state, dict):
+        if "physics" in env_state:
+            return env_state["physics"]
+        for v in env_state.values():
+            found = _find_physics(v)
+            if found is not None:
+                return found
+    return None
+
+
+@functools.cache
+def _jax_rollout(env, policy, steps: int, trial: bool):
+    def run(keys, env_params, params):
+        s0 = env.reset(keys, env_params)
+
+        def body(carry, _):
+            s, c = carry
+            c, dist, _ = policy.apply(params, c, s.obs)
+            s = env.step(s, policy.deterministic(dist))
+            if trial:
+                done = s.info["episode_terminated"] | s.info["episode_truncated"]
+                trial_done = s.info["trial_done"]
+            else:
+                done = trial_done = s.terminated | s.truncated
+            return (s, c), (s.reward, done, trial_done, _find_physics(s.env_state))
+
+        _, out = jax.lax.scan(body, (s0, policy.init_carry(keys.shape[0])), None, length=steps)
+        return _find_physics(s0.env_state), out
+
+    return jax.jit(run)
+
+
+def jax_episode_returns(policy, params, env_id: str, episodes: int, seed: int = 0, *,
+                        return_initial_states: bool = False):
+    """Per-episode returns of ``policy``'s deterministic actions on the training env, nominal dynamics.
+
+    Runs ``sim.make(env_id, batch_size=B, trial=<RL² policy>, backend="native")`` with every world
+    pinned to nominal values (dynamics at their nominal values, task parameters at the middle of
+    their training range, sensor/actuator effects off). An RL² policy runs the first trial of each
+    of ``B = ceil(episodes / episodes_per_trial)`` batch elements (episodes in trial order); any other
+    policy the first episode of each of ``B = episodes`` elements. Deterministic given ``seed``.
+
+    Args:
+        policy, params: the :class:`~meta_rl.networks.Policy` and its params.
+        return_initial_states: also return each episode's initial ``(qpos, qvel)`` (float32, as the
+            env drew them), to start a :class:`MujocoStandIn` from the same states.
+
+    Returns:
+        float64 returns [episodes], or ``(returns, initial_states)``.
+    """
+    import sim
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    rl2 = is_rl2(policy.spec.obs_names)
+    K = sim.entry(env_id).episodes_per_trial if rl2 else 1
+    B = -(-int(episodes) // K)
+    env = _jax_env(env_id, B, rl2)
+    names = tuple(env.observation_space.names)
+    if tuple(policy.spec.obs_names) != names:
+        raise ValueError(f"policy observation names {list(policy.spec.obs_names)} do not match "
+                         f"{env_id}{' (trial)' if rl2 else ''}: {list(names)}")
+    base = _base_of(env)
+    unwrapped = base.unwrapped
+    nq, nv = unwrapped.model.nq, unwrapped.model.nv
+    env_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (B,) + jnp.shape(x)), _nominal(base))
+    steps = K * unwrapped.episode_length
+    keys = jax.random.split(jax.random.key(seed), B)
+    phys0, (reward, done, trial_done, phys) = _jax_rollout(env, policy, steps, rl2)(keys, env_params, params)
+    reward, done, trial_done = np.asarray(reward, np.float64), np.asarray(done), np.asarray(trial_done)
+    phys0, phys = np.asarray(phys0), np.asarray(phys)
+    returns, starts = [], []
+    for b in range(B):
+        starts.append(phys0[b])
+        ret = 0.0
+        for t in range(steps):
+            ret += reward[t, b]
+            if done[t, b]:
+                returns.append(ret)
+                ret = 0.0
+                if trial_done[t, b]:
+                    break
+                starts.append(phys[t, b])  # the auto-reset's fresh episode
+    returns = np.asarray(returns[:episodes], np.float64)
+    if not return_initial_states:
+        return returns
+    states = [(s[1:1 + nq].copy(), s[1 + nq:1 + nq + nv].copy()) for s in starts[:episodes]]
+    return returns, states
+
+
+# --------------------------------------------------------------------------------------------------
+# The sim2sim report
+# --------------------------------------------------------------------------------------------------
+
+
+def _latin(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    """``n`` values stratified over ``[lo, hi]`` (one per equal slice, shuffled): even coverage for plots."""
+    if hi <= lo:
+        return np.full(n, lo)
+    return lo + (hi - lo) * (rng.permutation(n) + rng.uniform(size=n)) / n
+
+
+def _finite_or_none(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if not overwrite and path.exists():
+            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None = None, latency_ms=(0.0, 0.0),
+                friction=None, mass=None, gain=None, noise_std: float = 0.0, timestep: float | None = None,
+                task: dict | None = None, seed: int = 0, out_dir=None, training_return: float | None = None,
+                overwrite: bool = False, safety: SafetyConfig | None = None, console=None) -> dict:
+    """Run an exported policy on ``worlds`` MuJoCo stand-ins of ``env_id`` and write the sim2sim report.
+
+    Each world draws its latency and its friction, mass and gain scales from the given ranges
+    (stratified: every range is covered evenly across worlds), then runs ``episodes`` episodes
+    through a :class:`~deploy.runtime.Controller` in simulated time.
+
+    Args:
+        onnx_path: a policy written by :func:`deploy.export.export_onnx`.
+        env_id: the registered MuJoCo env the stand-in plays (the policy's names and control period
+            must match it; an RL² policy is recognised by its ``prev_*`` inputs).
+        worlds: number of worlds.
+        episodes: episodes per world (default: one trial of ``episodes_per_trial`` for an RL²
+            policy, 2 otherwise).
+        latency_ms, friction, mass, gain: ``(lo, hi)`` ranges or single values; ``None``
+            (friction, mass, gain) is nominal.
+        noise_std: observation noise std (observation units).
+        timestep: physics timestep (``None``: the training one); the control period is kept.
+        task: task parameters (default: the middle of their training range, as ``jax_episode_returns``).
+        seed: seeds worlds, noise and initial states.
+        out_dir: where ``sim2sim.json`` and ``sim2sim.png`` go (default ``<onnx stem>_sim2sim/``
+            beside the ONNX file).
+        training_return: the policy's in-training mean episode return (e.g. from
+            :func:`jax_episode_returns`): drawn as a line and reported as a ratio.
+        overwrite: replace existing report files (otherwise ``FileExistsError``, before any work).
+        safety: the controller's :class:`SafetyConfig`; default: the metadata's bounds and a stale
+            limit of ``3 control_dt`` plus the largest latency (a slow sensor is what is measured
+            here, not a watchdog trip).
+        console: a ``rich`` console (default: a new one).
+
+    Returns:
+        The report (what ``sim2sim.json`` holds) plus ``json`` and ``png`` paths.
+
+    Raises:
+        FileNotFoundError / ValueError: no file, or not a readable exported ONNX policy (the path named).
+        FileExistsError: a report file exists and ``overwrite`` is false.
+        ContractMismatch: the policy's metadata does not fit ``env_id`` (each mismatch listed).
+    """
+    import sim
+    from deploy.export import read_metadata
+
+    path = Path(onnx_path)
+    meta = read_metadata(path)  # FileNotFoundError / ValueError naming the path
+    if "obs_names" not in meta:
+        raise ContractMismatch(["metadata lacks obs_names (not exported by deploy.export?)"], path)
+    out_dir = Path(out_dir) if out_dir is not None else path.parent / f"{path.stem}_sim2sim"
+    json_path, png_path = out_dir / REPORT_JSON, out_dir / REPORT_PNG
+    for p in (json_path, png_path):
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} exists; pass overwrite=True (--overwrite) to replace it")
+    sim.entry(env_id)  # unknown ids raise, naming the known ones
+    if int(worlds) < 1:
+        raise ValueError(f"worlds must be >= 1, got {worlds}")
+    lat = _range(latency_ms, "latency_ms")
+    ranges = {"latency_ms": lat}
+    for name, v in (("friction", friction), ("mass", mass), ("gain", gain)):
+        ranges[name] = None if v is None else _range(v, name)
+        if ranges[name] is not None and ranges[name][0] <= 0:
+            raise ValueError(f"{name} scales must be > 0, got {v!r}")
+    if lat[0] < 0:
+        raise ValueError(f"latency_ms must be >= 0, got {latency_ms!r}")
+
+    robot = _robot(env_id)
+    rl2 = is_rl2(meta["obs_names"])
+    K = robot.episodes_per_trial if rl2 else 1
+    episodes = (K if rl2 else 2) if episodes is None else int(episodes)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if safety is None:
+        safety = SafetyConfig(stale_after_s=3 * robot.control_dt + lat[1] * 1e-3)
+    notes = []
+    if rl2 and meta.get("episodes_per_trial") not in (None, K):
+        notes.append(f"the policy's metadata says {meta['episodes_per_trial']} episodes per trial; the stand-in runs "
+                     f"the registry's {K} for {env_id}")
+    if meta.get("env_id") not in (None, env_id):
+        notes.append(f"the policy was exported for {meta['env_id']!r}; the stand-in plays {env_id!r}")
+
+    from rich.console import Console
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console.width = 160
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+    rng = np.random.default_rng(seed)
+    W = int(worlds)
+    draws = {name: (None if r is None else _latin(rng, r[0], r[1], W)) for name, r in ranges.items()}
+    policy_env = meta.get("env_id")
+    results = []
+    t_start = time.perf_counter()
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task(f"sim2sim {path.name} on {env_id}", total=W)
+        for w in range(W):
+            standin = MujocoStandIn(
+                env_id, rl2=rl2, latency_ms=float(draws["latency_ms"][w]), noise_std=noise_std, timestep=timestep,
+                task=task, seed=int(rng.integers(2**31)),
+                **{k: (None if draws[k] is None else float(draws[k][w])) for k in ("friction", "mass", "gain")})
+            try:
+                controller = Controller(path, standin, safety)
+            except ContractMismatch as e:
+                extra = []
+                if policy_env is not None and policy_env != env_id:
+                    extra.append(f"the policy was exported for env {policy_env!r}; the stand-in plays {env_id!r}")
+                raise ContractMismatch(e.mismatches + extra, path) from None
+            out = run_episodes(controller, standin, episodes)
+            eps = out["episodes"]
+            rets = [e["return"] for e in eps]
+            trk = [e["tracking_error"] for e in eps if e["tracking_error"] is not None]
+            dact = [e["action_change"] for e in eps if e["action_change"] is not None]
+            results.append({
+                "world": w,
+                **{k: v for k, v in standin.world.items()},
+                "episodes": eps,
+                "mean_return": float(np.mean(rets)) if rets else None,
+                "mean_tracking_error": float(np.mean(trk)) if trk else None,
+                "mean_action_change": float(np.mean(dact)) if dact else None,
+                "steps": out["steps"],
+                "stopped": out["stopped"],
+                "stop_reason": out["stop_reason"],
+                "safety_events": out["events"],
+            })
+            bar.advance(job)
+    wall = time.perf_counter() - t_start
+
+    all_rets = np.array([e["return"] for r in results for e in r["episodes"]], np.float64)
+    trk = [r["mean_tracking_error"] for r in results if r["mean_tracking_error"] is not None]
+    dact = [r["mean_action_change"] for r in results if r["mean_action_change"] is not None]
+    events = {k: int(sum(r["safety_events"][k] for r in results)) for k in results[0]["safety_events"]}
+    mean_ret = float(all_rets.mean()) if all_rets.size else None
+    ratio = None
+    if training_return is not None and mean_ret is not None and float(training_return) != 0:
+        ratio = mean_ret / float(training_return)
+    summary = {
+        "mean_return": mean_ret,
+        "std_return": float(all_rets.std()) if all_rets.size else None,
+        "min_return": float(all_rets.min()) if all_rets.size else None,
+        "max_return": float(all_rets.max()) if all_rets.size else None,
+        "episodes": int(all_rets.size),
+        "training_return": None if training_return is None else float(training_return),
+        "return_ratio": ratio,
+        "tracking_error": robot.tracking_label,
+        "mean_tracking_error": float(np.mean(trk)) if trk else None,
+        "mean_action_change": float(np.mean(dact)) if dact else None,
+        "safety_events": events,
+        "stopped_worlds": int(sum(r["stopped"] for r in results)),
+        "wall_s": wall,
+    }
+    report = {
+        "onnx": str(path),
+        "env": env_id,
+        "policy_env": policy_env,
+        "policy_kind": meta.get("policy_kind"),
+        "rl2": rl2,
+        "episodes_per_trial": K,
+        "episodes_per_world": episodes,
+        "notes": notes,
+        "worlds": W,
+        "seed": int(seed),
+        "control_dt": robot.control_dt,
+        "ranges": {
+            "latency_ms": list(lat),
+            "friction": None if ranges["friction"] is None else list(ranges["friction"]),
+            "mass": None if ranges["mass"] is None else list(ranges["mass"]),
+            "gain": None if ranges["gain"] is None else list(ranges["gain"]),
+            "noise_std": float(noise_std),
+            "timestep": results[0]["timestep"],
+            "substeps": results[0]["substeps"],
+            "training_timestep": float(robot.model.opt.timestep),
+            "task": results[0]["task"],
+        },
+        "summary": summary,
+        "results": results,
+    }
+    report = json.loads(json.dumps(report, default=_finite_or_none), parse_constant=lambda c: None)
+    _write_atomic(json_path, (json.dumps(report, indent=2) + "\n").encode(), overwrite)
+    _plot(report, png_path, overwrite)
+    _print_table(report, console, json_path, png_path)
+    return {**report, "json": str(json_path), "png": str(png_path)}
+
+
+def _plot(report: dict, path: Path, overwrite: bool) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = report["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    xs = {"latency_ms": ("sensor latency (ms)", [r["latency_ms"] for r in res]),
+          "friction": ("friction scale", [1.0 if r["friction"] is None else r["friction"] for r in res])}
+    for ax, (key, (label, x)) in zip(axes, xs.items()):
+        for r, xi in zip(res, x):
+            rets = [e["return"] for e in r["episodes"]]
+            ax.scatter([xi] * len(rets), rets, s=10, color="C0", alpha=0.35, lw=0)
+            if rets:
+                ax.scatter([xi], [np.mean(rets)], s=40, color="C0", edgecolor="k", zorder=3,
+                           marker="X" if r["stopped"] else "o")
+        if report["summary"]["training_return"] is not None:
+            ax.axhline(report["summary"]["training_return"], color="C3", ls="--", label="training return (JAX, nominal)")
+            ax.legend(loc="best", fontsize=8)
+        ax.set(xlabel=label + ("" if report["ranges"][key] is not None else " (nominal)"))
+        ax.grid(alpha=0.3)
+    axes[0].set(ylabel="episode return (dots) · world mean (circles)")
+    s = report["summary"]
+    ratio = f", {s['return_ratio']:.2f}× training" if s["return_ratio"] is not None else ""
+    fig.suptitle(f"sim2sim: {Path(report['onnx']).name} ({report['policy_kind']}{', RL²' if report['rl2'] else ''}) "
+                 f"on {report['env']}: mean return {s['mean_return']:.1f}{ratio}", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    _write_atomic(path, buf.getvalue(), overwrite)
+
+
+def _fmt(v, spec=".2f", none="nominal") -> str:
+    return none if v is None else format(v, spec)
+
+
+def _print_table(report: dict, console, json_path: Path, png_path: Path) -> None:
+    from rich.table import Table
+
+    s = report["summary"]
+    table = Table(title=f"sim2sim: {Path(report['onnx']).name} on {report['env']} "
+                        f"({report['worlds']} worlds × {report['episodes_per_world']} episodes, "
+                        f"dt {report['ranges']['timestep']:g} s × {report['ranges']['substeps']})")
+    for col in ("world", "latency ms", "friction ×", "mass ×", "gain ×", "mean return", "tracking err", "Δaction²",
+                "safety events"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        ev = r["safety_events"]
+        ev_s = ", ".join(f"{k} {v}" for k, v in ev.items() if v) or "-"
+        table.add_row(str(r["world"]), f"{r['latency_ms']:.0f}", _fmt(r["friction"]), _fmt(r["mass"]), _fmt(r["gain"]),
+                      _fmt(r["mean_return"], ".1f", "-") + (" (stopped)" if r["stopped"] else ""),
+                      _fmt(r["mean_tracking_error"], ".3f", "-"), _fmt(r["mean_action_change"], ".3g", "-"), ev_s)
+    console.print(table)
+    line = f"mean return {_fmt(s['mean_return'], '.2f', '-')} ± {_fmt(s['std_return'], '.2f', '-')} over {s['episodes']} episodes"
+    if s["training_return"] is not None:
+        line += f"; training {s['training_return']:.2f}"
+        if s["return_ratio"] is not None:
+            line += f" (ratio {s['return_ratio']:.3f})"
+    console.print(line)
+    console.print(f"wrote {json_path} and {png_path}")
