@@ -224,10 +224,15 @@ def plot_learning_curve(out: Path) -> Path | None:
         rows = read_metrics(out)
     except FileNotFoundError:
         return None
+    cfg = json.loads((Path(out) / "config.json").read_text())
+    unit = "trial" if cfg["algo"] == "rl2" else "episode"
     pts = [(r["env_steps"], r["episode_return"]) for r in rows if r.get("episode_return") is not None]
+    ylabel = f"{unit} return"
+    if not pts:  # no episode has finished yet (a short run): the mean reward per step instead
+        pts = [(r["env_steps"], r["reward"]) for r in rows if r.get("reward") is not None]
+        ylabel = f"mean reward per step (no {unit} finished yet)"
     if not pts:
         return None
-    cfg = json.loads((Path(out) / "config.json").read_text())
     x, y = np.array(pts).T
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(x, y, lw=0.8, alpha=0.4, color="C0")
@@ -236,8 +241,7 @@ def plot_learning_curve(out: Path) -> Path | None:
         smooth = np.convolve(y, np.ones(w) / w, mode="valid")
         ax.plot(x[w - 1:], smooth, color="C0", lw=2, label=f"mean of {w}")
         ax.legend(loc="lower right")
-    unit = "trial" if cfg["algo"] == "rl2" else "episode"
-    ax.set(xlabel="env steps", ylabel=f"{unit} return", title=f"{cfg['algo']} on {cfg['env']} (seed {cfg['seed']})")
+    ax.set(xlabel="env steps", ylabel=ylabel, title=f"{cfg['algo']} on {cfg['env']} (seed {cfg['seed']})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(out) / "learning_curve.png"
