@@ -235,6 +235,10 @@ class Trainer:
 
     def run(self, ts: TrainState, num_updates: int) -> tuple[TrainState, dict]:
         """``num_updates`` updates in one jitted scan; metrics stacked [num_updates]."""
+        # Commit the state to the device first: jit's cache tells uncommitted inputs (a fresh init, a
+        # restored checkpoint) from the committed outputs of a previous chunk, and an MJX train step
+        # takes minutes to compile twice on CPU.
+        ts = jax.device_put(ts, jax.devices()[0])
         return self._run(ts, int(num_updates))
 
     def __call__(self, key: jax.Array) -> tuple[Any, dict]:

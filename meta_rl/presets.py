@@ -40,8 +40,8 @@ def default_config(algo: str, env_id: str, **overrides) -> PPOConfig:
                         gae_lambda=0.3, normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
         elif fam == "mdp":
             base = dict(total_steps=50_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
-                        core_size=256, lr=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.3, normalize_obs=False,
-                        reward_scale=0.1)
+                        core_size=256, lr=1e-3, ent_coef=0.05, gamma=0.99, gae_lambda=0.3, normalize_obs=False,
+                        reward_scale=0.1)  # ent 0.01 collapses to a near-deterministic policy early
         else:
             base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
                         core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95, reward_scale=0.1)

@@ -146,3 +146,14 @@ def test_feed_forward_train_state_round_trips(tmp_path):
     ck.close()
     assert back.runner.carry.shape == (4, 0)
     np.testing.assert_array_equal(jax.tree.leaves(back.params)[0], jax.tree.leaves(ts.params)[0])
+
+
+def test_chunks_compile_once(trainer):
+    # a fresh or restored state (uncommitted, or holding NumPy leaves as MJX's initial data does) and
+    # the committed state a chunk returns must hit the same executable
+    trainer._run.clear_cache()
+    ts = trainer.init(jax.random.key(0))
+    ts = ts.replace(update=np.asarray(ts.update))
+    ts, _ = trainer.run(ts, 1)
+    trainer.run(ts, 1)
+    assert trainer._run._cache_size() == 1
