@@ -120,7 +120,10 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
     if resumed:
         ts = ckpt.restore(ts)
         done = int(ts.update)
-        console.print(f"resuming {out} from its checkpoint at update {done}/{c.num_updates}")
+        if done >= total:
+            console.print(f"{out} is already trained ({done}/{c.num_updates} updates): nothing to do")
+        else:
+            console.print(f"resuming {out} from its checkpoint at update {done}/{c.num_updates}")
         _truncate_metrics(out / "metrics.jsonl", done)
     else:
         done = 0
@@ -128,6 +131,9 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
     writer = SummaryWriter(str(out / "tb"))
     t0 = time.time()
     last_return = float("nan")
+    if resumed:  # the latest return already logged (a finished run has nothing more to add)
+        logged = [r["episode_return"] for r in read_metrics(out) if r.get("episode_return") is not None]
+        last_return = logged[-1] if logged else last_return
     steps_per_update = c.steps_per_update
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
