@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,8 @@ class _NativePool:
         self.values = np.zeros((0, 0), np.float32)  # each model copy's randomized values, flattened
         self.datas = [mujoco.MjData(model) for _ in range(self.nthread)]
         self.rollout = rollout.Rollout(nthread=self.nthread)
+        self.serial = rollout.Rollout(nthread=0)  # no pool: cheaper per call for tiny models
+        self.plan: dict[tuple[int, int], tuple[bool, int]] = {}  # (batch, nstep) -> (threaded, chunk)
         self.lock = threading.Lock()
         self.resamples = 0
         self._buffers: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
@@ -92,12 +95,36 @@ class _NativePool:
             init, control, state, sensordata = self._buffers_for(batch, nstep)
             init[:] = physics
             control[:] = np.asarray(ctrl)[:, None, :]
-            self.rollout.rollout(
-                self.models[:batch], self.datas, init, control, nstep=nstep,
-                state=state, sensordata=sensordata, skip_checks=True,
-                chunk_size=max(1, batch // (4 * self.nthread)),  # measured best for 64 envs on 2 threads
-            )
+            plan = self.plan.get((batch, nstep)) or self._calibrate(batch, nstep)
+            self._call(plan, batch, nstep)
             return state[:, -1]
+
+    def _call(self, plan: tuple[bool, int], batch: int, nstep: int) -> None:
+        init, control, state, sensordata = self._buffers_for(batch, nstep)
+        threaded, chunk = plan
+        runner, datas = (self.rollout, self.datas) if threaded else (self.serial, self.datas[:1])
+        runner.rollout(self.models[:batch], datas, init, control, nstep=nstep, state=state,
+                       sensordata=sensordata, skip_checks=True, chunk_size=chunk)
+
+    def _calibrate(self, batch: int, nstep: int, calls: int = 5) -> tuple[bool, int]:
+        """Time the thread pool against one serial call on the real inputs and keep the faster.
+
+        Physics per call ranges from microseconds (a pendulum) to milliseconds (an ant); below a
+        few hundred microseconds the pool's dispatch costs more than it saves. Every candidate
+        computes the same states, so the choice changes speed only, never results.
+        """
+        candidates = [(True, max(1, batch // (4 * self.nthread))), (False, batch)] if self.nthread > 1 else [(False, batch)]
+        best, best_t = candidates[0], float("inf")
+        for plan in candidates:
+            self._call(plan, batch, nstep)  # warm up
+            t = time.perf_counter()
+            for _ in range(calls):
+                self._call(plan, batch, nstep)
+            dt = time.perf_counter() - t
+            if dt < best_t:
+                best, best_t = plan, dt
+        self.plan[(batch, nstep)] = best
+        return best
 
 
 class MujocoEnv(Env):
