@@ -50,25 +50,11 @@ SPLIT_COLORS = {"train": "C0", "interp": "C1", "extrap": "C3"}
 # -- run folders -----------------------------------------------------------------------------------
 def read_run_config(run_dir: Path) -> dict:
     """``config.json`` of a run folder (algo, env, backend, seed, config); errors name the path."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is not a folder: not a run folder")
-    cfg = run_dir / "config.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{cfg} is missing: {run_dir} is not a run folder")
-    try:
-        d = json.loads(cfg.read_text())
-        out = {"algo": str(d["algo"]), "env": str(d["env"]), "backend": str(d.get("backend", "auto")),
-               "seed": int(d.get("seed", 0)), "config": dict(d.get("config", {}))}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"corrupt {cfg}: {e}") from None
-    try:
-        sim.entry(out["env"])
-    except KeyError as e:
-        raise ValueError(f"{cfg} names an env this version does not know: {e.args[0]}") from None
-    return out
+    from proteus.runs import read_run_spec
+
+    spec = read_run_spec(run_dir)
+    return {"algo": spec.algo, "env": spec.env, "backend": spec.backend, "seed": spec.seed,
+            "config": dataclasses.asdict(spec.config)}
 
 
 @functools.cache

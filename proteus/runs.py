@@ -256,11 +256,13 @@ def plot_learning_curve(out: Path) -> Path | None:
     return path
 
 
-def load_run(out: Path) -> tuple[RunSpec, Any]:
-    """``(RunSpec, TrainState)`` of a run folder's last checkpoint; errors name the path."""
+def read_run_spec(out: Path) -> RunSpec:
+    """The :class:`RunSpec` in a run folder's ``config.json``; errors name the path."""
     out = Path(out)
-    if not out.is_dir():
+    if not out.exists():
         raise FileNotFoundError(f"run folder {out} does not exist")
+    if not out.is_dir():
+        raise ValueError(f"{out} is not a folder: not a run folder")
     cfg = out / "config.json"
     if not cfg.is_file():
         raise FileNotFoundError(f"{cfg} is missing: {out} is not a run folder")
@@ -268,9 +270,20 @@ def load_run(out: Path) -> tuple[RunSpec, Any]:
         d = json.loads(cfg.read_text())
         conf = dict(d["config"])
         conf["hidden"] = tuple(conf["hidden"])
-        spec = RunSpec(d["algo"], d["env"], d["backend"], int(d["seed"]), PPOConfig(**conf))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        spec = RunSpec(str(d["algo"]), str(d["env"]), str(d["backend"]), int(d["seed"]), PPOConfig(**conf))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"corrupt {cfg}: {e}") from None
+    try:
+        sim.entry(spec.env)
+    except KeyError as e:
+        raise ValueError(f"{cfg} names an env this version does not know: {e.args[0]}") from None
+    return spec
+
+
+def load_run(out: Path) -> tuple[RunSpec, Any]:
+    """``(RunSpec, TrainState)`` of a run folder's last checkpoint; errors name the path."""
+    out = Path(out)
+    spec = read_run_spec(out)
     trainer = build(spec)
     ckpt = Checkpoints(out / "checkpoints")
     try:
