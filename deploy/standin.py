@@ -54,19 +54,14 @@ import mujoco
 import numpy as np
 
 from deploy.runtime import ContractMismatch, Controller, ControllerStopped, SafetyConfig
+from sim.mujoco_env import UNSTABLE_QVEL  # a runaway simulation ends the episode, as in the env
+from sim.wrappers import RL2_TAIL, rl2_input_names  # the names the Trial wrapper gives its inputs
 
 __all__ = [
     "MujocoStandIn", "jax_episode_returns", "rl2_input_names", "run_episodes", "run_standin",
 ]
 
-UNSTABLE_QVEL = 1e4  # as sim.mujoco_env: a runaway simulation ends the episode (terminated, reward 0)
-RL2_TAIL = ("prev_reward", "prev_done")
 REPORT_JSON, REPORT_PNG = "sim2sim.json", "sim2sim.png"
-
-
-def rl2_input_names(action_names: Sequence[str]) -> tuple[str, ...]:
-    """The RL² inputs :class:`sim.wrappers.Trial` appends to a continuous env's observation."""
-    return tuple(f"prev_action.{n}" for n in action_names) + RL2_TAIL
 
 
 def is_rl2(obs_names: Sequence[str]) -> bool:

@@ -57,15 +57,6 @@ def read_run_config(run_dir: Path) -> dict:
             "config": dataclasses.asdict(spec.config)}
 
 
-@functools.cache
-def _policy_for(spec):
-    """One :class:`Policy` per spec, so a compiled evaluation is reused by every policy of that spec
-    (the policy is a static part of the jitted function's argument, compared by identity)."""
-    from meta_rl.networks import Policy
-
-    return Policy(spec)
-
-
 def _load(run_dir: Path, role: str) -> dict:
     """A run folder's config and latest policy (``policy/``), ready to evaluate."""
     from proteus.checkpoint import load_policy
@@ -76,7 +67,6 @@ def _load(run_dir: Path, role: str) -> dict:
     if meta.get("env", cfg["env"]) != cfg["env"]:
         raise ValueError(f"{run_dir / 'policy'} was trained on {meta['env']!r} but {run_dir / 'config.json'} "
                          f"names {cfg['env']!r}: corrupt run folder")
-    policy = _policy_for(policy.spec)
     progress: dict[str, Any] = {}
     try:
         from proteus.runs import read_metrics

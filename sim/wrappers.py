@@ -168,6 +168,16 @@ class AutoReset(Wrapper):
         return s.replace(obs=obs, env_state=env_state, params=params, key=key, info=info)
 
 
+RL2_TAIL = ("prev_reward", "prev_done")
+
+
+def rl2_input_names(action_names, discrete: bool = False) -> tuple[str, ...]:
+    """Names of the RL² inputs :class:`Trial` appends to the observation: the previous action (one
+    element per choice, one-hot, when ``discrete``), the previous reward and the done flag."""
+    sep = "=" if discrete else "."
+    return tuple(f"prev_action{sep}{n}" for n in action_names) + RL2_TAIL
+
+
 class Trial(Wrapper):
     """Meta-RL trials: ``episodes_per_trial`` episodes in one sampled world (Duan et al. 2016).
 
@@ -190,13 +200,11 @@ class Trial(Wrapper):
         self.split = split
         base, act = env.observation_space, env.action_space
         if isinstance(act, Discrete):
-            act_names = tuple(f"prev_action={n}" for n in act.names)
             act_low, act_high = (0.0,) * act.n, (1.0,) * act.n
         else:
-            act_names = tuple(f"prev_action.{n}" for n in act.names)
             act_low, act_high = act.low, act.high
         self._obs_space = Box(
-            names=base.names + act_names + ("prev_reward", "prev_done"),
+            names=base.names + rl2_input_names(act.names, isinstance(act, Discrete)),
             low=base.low + act_low + (-float("inf"), 0.0),
             high=base.high + act_high + (float("inf"), 1.0),
         )
