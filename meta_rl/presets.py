@@ -34,10 +34,14 @@ def default_config(algo: str, env_id: str, **overrides) -> PPOConfig:
             # carried across rollouts with their hidden state)
             n = e.episodes_per_trial
             # value targets kept O(1): without reward scaling the value loss swamps the clipped
-            # gradient and n >= 100 trials barely learn
+            # gradient and n >= 100 trials barely learn.
+            # gamma = 1 is the objective (the undiscounted trial return): at 0.99 a pull 100 steps
+            # ahead counts 0.37 and the agent under-explores. The value of an exploratory pull shows
+            # up many steps later, so long GAE traces (lambda 0.95) carry it: at n = 100, k = 5,
+            # lambda 0.3 plateaued at 93.6% of Gittins, lambda 0.95 reached 97.5% in half the steps.
             base = dict(total_steps=20_000_000, num_envs=256, num_steps=min(n, 100),
-                        network="gru", hidden=(), core_size=128, lr=1e-3, ent_coef=0.01, gamma=0.99,
-                        gae_lambda=0.3, normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
+                        network="gru", hidden=(), core_size=128, lr=1e-3, ent_coef=0.01, gamma=1.0,
+                        gae_lambda=0.95, normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
         elif fam == "mdp":
             base = dict(total_steps=50_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
                         core_size=256, lr=1e-3, ent_coef=0.05, gamma=0.99, gae_lambda=0.3, normalize_obs=False,

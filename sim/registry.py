@@ -25,6 +25,8 @@ class EnvEntry:
         episodes_per_trial: episodes in one meta-RL trial.
         description: one line for listings.
         backends: the backends it runs on; the first is the default (``backend="auto"``).
+        trial_time: the trial env adds the elapsed fraction of the trial to the RL² inputs
+            (:class:`sim.wrappers.Trial`'s ``time_input``).
     """
 
     id: str
@@ -32,6 +34,7 @@ class EnvEntry:
     episodes_per_trial: int
     description: str
     backends: tuple[str, ...] = ("jax",)
+    trial_time: bool = False
 
 
 _REGISTRY: dict[str, EnvEntry] = {}
@@ -82,7 +85,7 @@ def make(
     if batch_size is not None:
         env = VmapEnv(env, batch_size)
     if trial:
-        return Trial(env, e.episodes_per_trial, split=split)
+        return Trial(env, e.episodes_per_trial, split=split, time_input=e.trial_time)
     return AutoReset(env, split=split, episodes_per_world=1)
 
 
@@ -104,10 +107,11 @@ def _register_builtin() -> None:
     for k in (5, 10, 50):
         for n in (10, 100, 500):
             register(EnvEntry(f"bandit-k{k}-n{n}", lambda _, k=k: BernoulliBandit(k), n,
-                              f"{k}-armed Bernoulli bandit, trials of {n} pulls (RL² §4.1)"))
+                              f"{k}-armed Bernoulli bandit, trials of {n} pulls (RL² §4.1)", trial_time=True))
     for n in (10, 25, 50, 75, 100):
         register(EnvEntry(f"mdp-s10-a5-n{n}", lambda _: TabularMDP(10, 5, 10), n,
-                          f"random tabular MDP (10 states, 5 actions, 10-step episodes), trials of {n} episodes"))
+                          f"random tabular MDP (10 states, 5 actions, 10-step episodes), trials of {n} episodes",
+                          trial_time=True))
     register(EnvEntry("point-goal", lambda _: PointNav("goal"), 2,
                       "2-D point navigation to an unseen goal (MAML/ProMP), trials of 2 episodes"))
     register(EnvEntry("point-vel", lambda _: PointNav("vel"), 2,

@@ -169,13 +169,15 @@ class AutoReset(Wrapper):
 
 
 RL2_TAIL = ("prev_reward", "prev_done")
+TRIAL_TIME = "trial_time"
 
 
-def rl2_input_names(action_names, discrete: bool = False) -> tuple[str, ...]:
+def rl2_input_names(action_names, discrete: bool = False, time_input: bool = False) -> tuple[str, ...]:
     """Names of the RL² inputs :class:`Trial` appends to the observation: the previous action (one
-    element per choice, one-hot, when ``discrete``), the previous reward and the done flag."""
+    element per choice, one-hot, when ``discrete``), the previous reward, the done flag and, with
+    ``time_input``, the fraction of the trial elapsed (``trial_time``)."""
     sep = "=" if discrete else "."
-    return tuple(f"prev_action{sep}{n}" for n in action_names) + RL2_TAIL
+    return tuple(f"prev_action{sep}{n}" for n in action_names) + RL2_TAIL + ((TRIAL_TIME,) if time_input else ())
 
 
 class Trial(Wrapper):
@@ -184,7 +186,11 @@ class Trial(Wrapper):
     The world is drawn from ``split`` at trial start and kept for the whole trial; episodes inside it
     auto-reset from fresh keys with the same params. The observation gains the RL² inputs: the previous
     action (one-hot when discrete), the previous reward and the previous episode-done flag (all zero at
-    trial start).
+    trial start). With ``time_input`` it also gains ``trial_time``: the steps taken in this trial over
+    :attr:`max_trial_steps` (0 at trial start). A trial of fixed length is a finite-horizon problem
+    whose optimal policy and value depend on the time left (Pardo et al. 2018, "Time limits in RL");
+    without this input the recurrent core has to count steps itself, which a GRU does poorly over
+    hundreds of steps. The registry turns it on for the tabular tasks (bandits, MDPs).
 
     For the learner the trial is the episode: ``terminated`` marks the trial's last step (the same
     flag is ``info["trial_done"]``: recurrent carries reset after it, and only there), and
@@ -192,21 +198,22 @@ class Trial(Wrapper):
     ``info["episode_terminated"]`` and ``info["episode_truncated"]``.
     """
 
-    def __init__(self, env: Env, episodes_per_trial: int, split: str = "train"):
+    def __init__(self, env: Env, episodes_per_trial: int, split: str = "train", time_input: bool = False):
         if int(episodes_per_trial) < 1:
             raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
         super().__init__(AutoReset(env, split=split, episodes_per_world=int(episodes_per_trial)))
         self.episodes_per_trial = int(episodes_per_trial)
         self.split = split
+        self.time_input = bool(time_input)
         base, act = env.observation_space, env.action_space
         if isinstance(act, Discrete):
             act_low, act_high = (0.0,) * act.n, (1.0,) * act.n
         else:
             act_low, act_high = act.low, act.high
         self._obs_space = Box(
-            names=base.names + rl2_input_names(act.names, isinstance(act, Discrete)),
-            low=base.low + act_low + (-float("inf"), 0.0),
-            high=base.high + act_high + (float("inf"), 1.0),
+            names=base.names + rl2_input_names(act.names, isinstance(act, Discrete), self.time_input),
+            low=base.low + act_low + (-float("inf"), 0.0) + ((0.0,) if self.time_input else ()),
+            high=base.high + act_high + (float("inf"), 1.0) + ((1.0,) if self.time_input else ()),
         )
 
     @property
@@ -238,13 +245,21 @@ class Trial(Wrapper):
             "episode_terminated": false,
             "episode_truncated": false,
         }
+        if self.time_input:
+            info["trial_step"] = jnp.zeros(self.batch_shape, jnp.int32)
         return s.replace(obs=obs, terminated=false, truncated=false, info=info)
 
     def step(self, state, action):
         action = self.check_action(action)
-        s = self.env.step(state, action)
+        info = dict(state.info)
+        trial_step = info.pop("trial_step", None)  # ours: not passed through the inner wrappers
+        s = self.env.step(state.replace(info=info), action)
         extra = self._trial_inputs(action, s.reward, s.done)
         trial_done = s.info["world_done"]
+        if self.time_input:
+            trial_step = trial_step + 1
+            extra = jnp.concatenate([extra, (trial_step.astype(jnp.float32) / self.max_trial_steps)[..., None]], -1)
+            trial_step = jnp.where(trial_done, 0, trial_step)
         # a new trial starts from zero RL² inputs, as after reset (the policy's carry resets there too)
         first_extra = jnp.where(trial_done[..., None], 0.0, extra)
         info = {
@@ -254,6 +269,8 @@ class Trial(Wrapper):
             "episode_terminated": s.terminated,
             "episode_truncated": s.truncated,
         }
+        if self.time_input:
+            info["trial_step"] = trial_step
         return s.replace(
             obs=jnp.concatenate([s.obs, first_extra], -1),
             terminated=trial_done,

@@ -142,6 +142,29 @@ def test_trial_done_flag_and_rl2_inputs():
     assert np.abs(np.asarray(traj.info["final_obs"])[i, :2]).sum() > 0
 
 
+def test_trial_time_input_counts_the_trial_and_restarts_with_it():
+    K, H = 3, 4
+    env = Trial(PointNav("goal", episode_length=H), episodes_per_trial=K, time_input=True)
+    assert env.observation_space.names[-3:] == ("prev_reward", "prev_done", "trial_time")
+    steps = 2 * K * H
+    s0, traj = _run(env, steps=steps, actions=fixed_actions(env, jax.random.key(3), steps))
+    t = np.arange(steps) % (K * H) + 1  # steps taken in the trial after each step
+    final = np.asarray(traj.info["final_obs"])[:, -1]
+    np.testing.assert_allclose(final, t / (K * H), atol=1e-6)  # reaches 1 at the trial's last step
+    np.testing.assert_allclose(np.asarray(traj.obs)[:, -1], (t % (K * H)) / (K * H), atol=1e-6)  # 0 at a new trial
+    assert float(np.asarray(s0.obs)[-1]) == 0.0
+    # the other inputs are where they were without it
+    plain = Trial(PointNav("goal", episode_length=H), episodes_per_trial=K)
+    _, tp = _run(plain, steps=steps, actions=fixed_actions(env, jax.random.key(3), steps))
+    np.testing.assert_allclose(np.asarray(traj.obs)[:, :-1], np.asarray(tp.obs), atol=1e-6)
+
+
+def test_registry_gives_the_time_input_to_tabular_tasks_only():
+    assert sim.make("bandit-k5-n100").observation_space.names[-1] == "trial_time"
+    assert sim.make("mdp-s10-a5-n10").observation_space.names[-1] == "trial_time"
+    assert sim.make("point-goal").observation_space.names[-1] == "prev_done"
+
+
 def test_trial_discrete_action_is_one_hot():
     env = sim.make("bandit-k5-n10")
     s0, traj = _run(env, steps=10, actions=jnp.full((10,), 3, jnp.int32))
