@@ -165,6 +165,8 @@ def default_tasks(env_id: str) -> int:
 def _summary(trial_return: np.ndarray, episode_returns: np.ndarray) -> dict:
     mean, ci = mean_ci95(trial_return)
     eps = [mean_ci95(episode_returns[:, i]) for i in range(episode_returns.shape[1])]
+    # paired over worlds (last and first episode of the same trial): far tighter than the two CIs
+    gain, gain_ci = mean_ci95(episode_returns[:, -1] - episode_returns[:, 0])
     return {
         "mean": mean,
         "ci95": ci,
@@ -173,6 +175,8 @@ def _summary(trial_return: np.ndarray, episode_returns: np.ndarray) -> dict:
         "episode_ci95": [c for _, c in eps],
         "first_episode": eps[0][0],
         "last_episode": eps[-1][0],
+        "adaptation_gain": gain,
+        "adaptation_gain_ci95": gain_ci,
     }
 
 
@@ -374,7 +378,7 @@ def evaluate_run(
         pm = row["policy"]["mean"]
         row["policy_over_oracle"] = _ratio(pm, row["oracle"] and row["oracle"]["mean"])
         row["policy_over_baseline"] = _ratio(pm, row["baseline"] and row["baseline"]["mean"])
-        row["adaptation_gain"] = row["policy"]["last_episode"] - row["policy"]["first_episode"]
+        row["adaptation_gain"] = row["policy"]["adaptation_gain"]
         if is_bandit:
             vals = jax.device_get(env.param_values(params_by_split[split]))["arm_probs"]
             row["full_information_bound"] = float(np.max(vals, -1).mean() * env.max_trial_steps)
@@ -453,14 +457,16 @@ def print_report(report: dict, console) -> None:
     t = Table(title=f"{report['algo']} on {report['env']} ({report['backend']}): mean trial return ± 95% CI over "
                     f"{report['tasks']} worlds per split, {K} episodes per trial")
     for col in ("split", "policy", "DR baseline", f"oracle ({report['oracle']['label']})", "policy / oracle",
-                "policy / baseline", f"policy ep 1 → ep {K}"):
+                "policy / baseline", f"policy ep 1 → ep {K} (paired gain ± 95% CI)"):
         t.add_column(col)
     fmt = lambda s: "—" if s is None else f"{s['mean']:.2f} ± {s['ci95']:.2f}"  # noqa: E731
     fr = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     for split, r in report["splits"].items():
         p = r["policy"]
         t.add_row(split, fmt(p), fmt(r["baseline"]), fmt(r["oracle"]), fr(r["policy_over_oracle"]),
-                  fr(r["policy_over_baseline"]), f"{p['first_episode']:.2f} → {p['last_episode']:.2f}")
+                  fr(r["policy_over_baseline"]),
+                  f"{p['first_episode']:.2f} → {p['last_episode']:.2f} "
+                  f"({p['adaptation_gain']:+.2f} ± {p['adaptation_gain_ci95']:.2f})")
     for split, why in report.get("unavailable_splits", {}).items():
         t.add_row(split, f"[dim]unavailable: {why}[/dim]", "", "", "", "", "")
     console.print(t)

@@ -189,8 +189,9 @@ class Trial(Wrapper):
     trial start). With ``time_input`` it also gains ``trial_time``: the steps taken in this trial over
     :attr:`max_trial_steps` (0 at trial start). A trial of fixed length is a finite-horizon problem
     whose optimal policy and value depend on the time left (Pardo et al. 2018, "Time limits in RL");
-    without this input the recurrent core has to count steps itself, which a GRU does poorly over
-    hundreds of steps. The registry turns it on for the tabular tasks (bandits, MDPs).
+    without this input the recurrent core has to count the steps itself. The registry turns it on for
+    the tabular tasks (bandits, MDPs). Measured, it is a small help at most: RL² on bandit-k5-n100
+    (10M steps, gamma 1) scores 76.9 with it and 76.7 without, inside the 95% CI of ±0.7.
 
     For the learner the trial is the episode: ``terminated`` marks the trial's last step (the same
     flag is ``info["trial_done"]``: recurrent carries reset after it, and only there), and

@@ -80,6 +80,9 @@ def test_per_episode_returns_have_one_entry_per_episode(bandit_report):
             assert all(0 <= m <= 1 for m in s["episode_means"])  # one Bernoulli pull per episode
             assert sum(s["episode_means"]) == pytest.approx(s["mean"], abs=1e-6)
             assert s["first_episode"] == s["episode_means"][0] and s["last_episode"] == s["episode_means"][-1]
+            # the paired gain's mean is the difference of the means; its CI is a real interval
+            assert s["adaptation_gain"] == pytest.approx(s["last_episode"] - s["first_episode"], abs=1e-9)
+            assert 0 <= s["adaptation_gain_ci95"] < 1
 
 
 def test_figures_are_written(runs, bandit_report):
