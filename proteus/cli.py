@@ -214,12 +214,16 @@ class Eval:
     """Replace a previous eval/report.json."""
     json: Path | None = None
     """Also write the rows (name, value, baseline, ratio) to this file."""
+    actions: Literal["auto", "mode", "sample"] = "auto"
+    """How policies act: the distribution's mode (what ``proteus export`` deploys), samples from it,
+    or auto (mode for continuous actions, samples for discrete ones)."""
 
     def run(self) -> None:
         from proteus.evaluation import evaluate_run
 
+        det = {"auto": None, "mode": True, "sample": False}[self.actions]
         evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=self.baseline,
-                     oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite)
+                     oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det)
 
 
 @dataclasses.dataclass(frozen=True)

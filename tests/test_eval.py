@@ -166,3 +166,21 @@ def test_continuous_policy_against_the_exact_point_goal_optimum(runs):
     for f in ("sweep_goal_radius.png", "sweep_goal_angle_deg.png", "adaptation.png"):
         assert (runs / "point" / "eval" / f).is_file()
     assert any("negative" in n for n in report["notes"])
+
+
+def test_cli_actions_flag_chooses_mode_or_samples(runs, tmp_path):
+    import shutil
+
+    from proteus.cli import Eval
+
+    run = tmp_path / "point"
+    shutil.copytree(runs / "point", run, ignore=shutil.ignore_patterns("eval"))
+    modes = {}
+    for actions in ("mode", "sample"):
+        Eval(run, split=("train",), tasks=16, actions=actions, overwrite=True).run()
+        report = json.loads((run / "eval" / "report.json").read_text())
+        modes[actions] = report
+    assert modes["mode"]["policy"]["deterministic"] is True
+    assert modes["sample"]["policy"]["deterministic"] is False
+    # the untrained policy's Gaussian (std e^-0.5) moves the point where its mean does not
+    assert modes["mode"]["splits"]["train"]["policy"]["mean"] != modes["sample"]["splits"]["train"]["policy"]["mean"]
