@@ -149,6 +149,27 @@ def known_oracle(env) -> tuple[Any, str, str] | None:
     return None
 
 
+def known_references(env) -> dict[str, Any]:
+    """Classic strategies scored beside the policy on the same worlds (name -> batch policy): UCB1
+    and Thompson sampling (tuned) on bandits, PSRL on tabular MDPs, none elsewhere. The issue's
+    targets compare RL² to them; scoring them in the same evaluation makes the comparison paired."""
+    from sim.tasks.bandit import BernoulliBandit
+    from sim.tasks.tabular_mdp import TabularMDP
+
+    base = env.unwrapped
+    if isinstance(base, BernoulliBandit):
+        from meta_rl.baselines.bandit import make_strategy
+        from meta_rl.baselines.tuned import tuned
+
+        k, n = base.num_arms, env.episodes_per_trial
+        return {kind: make_strategy(kind, k, n, **tuned(k, n, kind)) for kind in ("ucb1", "thompson")}
+    if isinstance(base, TabularMDP):
+        from meta_rl.baselines.mdp import MDPStrategy
+
+        return {"psrl": MDPStrategy("psrl", base.num_states, base.num_actions, base.episode_length)}
+    return {}
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
 def eval_env(env_id: str, backend: str, tasks: int):
@@ -322,6 +343,11 @@ def evaluate_run(
             players["oracle"], label, note = known
             meta["oracle"] = {"kind": "known", "label": label, "note": note}
 
+    references = known_references(env)
+    for name, strat in references.items():
+        players[f"reference:{name}"] = strat
+    meta["references"] = {name: strat.label() for name, strat in references.items()}
+
     # evaluate: same worlds and same random streams for every player on a split
     results: dict[str, dict[str, Any]] = {}
     params_by_split: dict[str, Any] = {}
@@ -379,6 +405,15 @@ def evaluate_run(
         row["policy_over_oracle"] = _ratio(pm, row["oracle"] and row["oracle"]["mean"])
         row["policy_over_baseline"] = _ratio(pm, row["baseline"] and row["baseline"]["mean"])
         row["adaptation_gain"] = row["policy"]["adaptation_gain"]
+        row["references"] = {name: _summary(per[f"reference:{name}"]["trial_return"],
+                                            per[f"reference:{name}"]["episode_returns"]) for name in references}
+        # policy minus each other player, paired over the same worlds and random streams: the
+        # per-world differences cancel most of the between-world spread that the separate CIs carry
+        row["paired"] = {}
+        for other, role in [("oracle", "oracle"), ("baseline", "baseline")] + [(n, f"reference:{n}") for n in references]:
+            if role in per:
+                m, ci = mean_ci95(per["policy"]["trial_return"] - per[role]["trial_return"])
+                row["paired"][other] = {"policy_minus": m, "ci95": ci}
         if is_bandit:
             vals = jax.device_get(env.param_values(params_by_split[split]))["arm_probs"]
             row["full_information_bound"] = float(np.max(vals, -1).mean() * env.max_trial_steps)
@@ -442,6 +477,8 @@ def bench_rows(report: dict) -> list[BenchRow]:
             refs.append(("oracle", r["oracle"]["mean"], f"oracle: {report['oracle']['label']}"))
         if r["baseline"] is not None:
             refs.append(("DR baseline", r["baseline"]["mean"], f"DR baseline: {report['baseline']['run']}"))
+        for ref, summary in r.get("references", {}).items():
+            refs.append((ref, summary["mean"], f"{ref}: {report['references'][ref]}"))
         if not refs:
             refs.append((None, None, "none"))
         for tag, value, label in refs:
@@ -470,6 +507,14 @@ def print_report(report: dict, console) -> None:
     for split, why in report.get("unavailable_splits", {}).items():
         t.add_row(split, f"[dim]unavailable: {why}[/dim]", "", "", "", "", "")
     console.print(t)
+    for split, r in report["splits"].items():
+        refs = r.get("references") or {}
+        if refs:
+            console.print(f"{split}, classic strategies on the same worlds: " + " · ".join(
+                f"{name} {fmt(s)}" for name, s in refs.items()))
+        if r.get("paired"):
+            console.print(f"{split}, policy minus each, paired over the same worlds (± 95% CI): " + " · ".join(
+                f"{name} {d['policy_minus']:+.2f} ± {d['ci95']:.2f}" for name, d in r["paired"].items()))
     if report["oracle"]["kind"] == "unavailable":
         console.print(f"[dim]oracle: {report['oracle']['note']}[/dim]")
     for n in report.get("notes", []):

@@ -57,6 +57,7 @@ def test_report_has_every_split_with_baseline_and_gittins_oracle(runs, bandit_re
     assert r["policy"]["deterministic"] is False  # discrete actions are sampled by default
     assert r["oracle"]["kind"] == "known" and r["oracle"]["label"].startswith("gittins")
     assert r["baseline"]["run"] == str(runs / "ppo")
+    assert set(r["references"]) == {"ucb1", "thompson"} and r["references"]["ucb1"].startswith("ucb1")
     assert list(r["splits"]) == ["train", "interp", "extrap"]
     for split, row in r["splits"].items():
         for role in ("policy", "baseline", "oracle"):
@@ -65,6 +66,13 @@ def test_report_has_every_split_with_baseline_and_gittins_oracle(runs, bandit_re
             assert 0 <= s["mean"] <= K
         for k in ("policy_over_oracle", "policy_over_baseline", "full_information_bound"):
             assert math.isfinite(row[k]), (split, k)
+        # UCB1 and Thompson sampling play the same worlds; every difference is paired per world
+        assert set(row["references"]) == {"ucb1", "thompson"}
+        assert set(row["paired"]) == {"oracle", "baseline", "ucb1", "thompson"}
+        for other, d in row["paired"].items():
+            ref = row["references"][other] if other in row["references"] else row[other]
+            assert d["policy_minus"] == pytest.approx(row["policy"]["mean"] - ref["mean"], abs=1e-9)
+            assert 0 <= d["ci95"] < 2 * K, (split, other, d)  # 0 where both play alike on every world
         # Gittins beats a barely trained policy, and nothing beats knowing the arms
         assert row["oracle"]["mean"] > row["policy"]["mean"]
         assert row["oracle"]["mean"] <= row["full_information_bound"] + 3 * row["oracle"]["ci95"]
@@ -97,7 +105,7 @@ def test_figures_are_written(runs, bandit_report):
 def test_json_rows_in_bench_style(runs, bandit_report):
     data = json.loads((runs / "rows.json").read_text())
     rows = data["rows"]
-    assert len(rows) == 6  # 3 splits x (vs oracle, vs DR baseline)
+    assert len(rows) == 12  # 3 splits x (vs oracle, vs DR baseline, vs UCB1, vs Thompson sampling)
     for row in rows:
         assert {"name", "value", "baseline", "baseline_name", "ratio", "ci95", "unit"} <= set(row)
         assert row["ratio"] == pytest.approx(row["value"] / row["baseline"])
