@@ -121,6 +121,22 @@ class PointNavOracle:
         return carry, jnp.clip(v, -self.max_v, self.max_v).astype(jnp.float32)
 
 
+def _tuned_bandit_strategy(env, kind: str):
+    """A classic bandit strategy with its hyperparameters tuned for the env's arms and trial length."""
+    from meta_rl.baselines.bandit import make_strategy
+    from meta_rl.baselines.tuned import tuned
+
+    k, n = env.unwrapped.num_arms, env.episodes_per_trial
+    return make_strategy(kind, k, n, **tuned(k, n, kind))
+
+
+def _mdp_strategy(mdp, kind: str):
+    """A classic tabular-MDP strategy sized for ``mdp`` (a :class:`TabularMDP`)."""
+    from meta_rl.baselines.mdp import MDPStrategy
+
+    return MDPStrategy(kind, mdp.num_states, mdp.num_actions, mdp.episode_length)
+
+
 def known_oracle(env) -> tuple[Any, str, str] | None:
     """``(batch policy, label, note)`` of a trial env's known optimum, or ``None`` (MuJoCo robots)."""
     from sim.tasks.bandit import BernoulliBandit
@@ -129,18 +145,11 @@ def known_oracle(env) -> tuple[Any, str, str] | None:
 
     base = env.unwrapped
     if isinstance(base, BernoulliBandit):
-        from meta_rl.baselines.bandit import make_strategy
-        from meta_rl.baselines.tuned import tuned
-
-        k, n = base.num_arms, env.episodes_per_trial
-        strat = make_strategy("gittins", k, n, **tuned(k, n, "gittins"))
+        strat = _tuned_bandit_strategy(env, "gittins")
         return strat, strat.label(), ("Gittins index of the Beta(1, 1) posterior, discount tuned on tuning tasks: the "
                                       "Bayes-optimal baseline for the training prior (arm probabilities U[0, 1])")
     if isinstance(base, TabularMDP):
-        from meta_rl.baselines.mdp import MDPStrategy
-
-        strat = MDPStrategy("oracle", base.num_states, base.num_actions, base.episode_length)
-        return strat, "knows the MDP", "finite-horizon optimal plan of the true MDP, every episode"
+        return _mdp_strategy(base, "oracle"), "knows the MDP", "finite-horizon optimal plan of the true MDP, every episode"
     if isinstance(base, PointNav):
         from sim.tasks import point_nav
 
@@ -158,15 +167,9 @@ def known_references(env) -> dict[str, Any]:
 
     base = env.unwrapped
     if isinstance(base, BernoulliBandit):
-        from meta_rl.baselines.bandit import make_strategy
-        from meta_rl.baselines.tuned import tuned
-
-        k, n = base.num_arms, env.episodes_per_trial
-        return {kind: make_strategy(kind, k, n, **tuned(k, n, kind)) for kind in ("ucb1", "thompson")}
+        return {kind: _tuned_bandit_strategy(env, kind) for kind in ("ucb1", "thompson")}
     if isinstance(base, TabularMDP):
-        from meta_rl.baselines.mdp import MDPStrategy
-
-        return {"psrl": MDPStrategy("psrl", base.num_states, base.num_actions, base.episode_length)}
+        return {"psrl": _mdp_strategy(base, "psrl")}
     return {}
 
 
