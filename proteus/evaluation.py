@@ -121,15 +121,6 @@ class PointNavOracle:
         return carry, jnp.clip(v, -self.max_v, self.max_v).astype(jnp.float32)
 
 
-def _tuned_bandit_strategy(env, kind: str):
-    """A classic bandit strategy with its hyperparameters tuned for the env's arms and trial length."""
-    from meta_rl.baselines.bandit import make_strategy
-    from meta_rl.baselines.tuned import tuned
-
-    k, n = env.unwrapped.num_arms, env.episodes_per_trial
-    return make_strategy(kind, k, n, **tuned(k, n, kind))
-
-
 def _mdp_strategy(mdp, kind: str):
     """A classic tabular-MDP strategy sized for ``mdp`` (a :class:`TabularMDP`)."""
     from meta_rl.baselines.mdp import MDPStrategy
@@ -145,7 +136,9 @@ def known_oracle(env) -> tuple[Any, str, str] | None:
 
     base = env.unwrapped
     if isinstance(base, BernoulliBandit):
-        strat = _tuned_bandit_strategy(env, "gittins")
+        from meta_rl.baselines.tuned import tuned_strategy
+
+        strat = tuned_strategy("gittins", base.num_arms, env.episodes_per_trial)
         return strat, strat.label(), ("Gittins index of the Beta(1, 1) posterior, discount tuned on tuning tasks: the "
                                       "Bayes-optimal baseline for the training prior (arm probabilities U[0, 1])")
     if isinstance(base, TabularMDP):
@@ -167,7 +160,9 @@ def known_references(env) -> dict[str, Any]:
 
     base = env.unwrapped
     if isinstance(base, BernoulliBandit):
-        return {kind: _tuned_bandit_strategy(env, kind) for kind in ("ucb1", "thompson")}
+        from meta_rl.baselines.tuned import tuned_strategy
+
+        return {kind: tuned_strategy(kind, base.num_arms, env.episodes_per_trial) for kind in ("ucb1", "thompson")}
     if isinstance(base, TabularMDP):
         return {"psrl": _mdp_strategy(base, "psrl")}
     return {}
@@ -347,8 +342,9 @@ def evaluate_run(
             meta["oracle"] = {"kind": "known", "label": label, "note": note}
 
     references = known_references(env)
+    ref_role = {name: f"reference:{name}" for name in references}  # their keys among the players
     for name, strat in references.items():
-        players[f"reference:{name}"] = strat
+        players[ref_role[name]] = strat
     meta["references"] = {name: strat.label() for name, strat in references.items()}
 
     # evaluate: same worlds and same random streams for every player on a split
@@ -408,12 +404,12 @@ def evaluate_run(
         row["policy_over_oracle"] = _ratio(pm, row["oracle"] and row["oracle"]["mean"])
         row["policy_over_baseline"] = _ratio(pm, row["baseline"] and row["baseline"]["mean"])
         row["adaptation_gain"] = row["policy"]["adaptation_gain"]
-        row["references"] = {name: _summary(per[f"reference:{name}"]["trial_return"],
-                                            per[f"reference:{name}"]["episode_returns"]) for name in references}
+        row["references"] = {name: _summary(per[role]["trial_return"], per[role]["episode_returns"])
+                             for name, role in ref_role.items()}
         # policy minus each other player, paired over the same worlds and random streams: the
         # per-world differences cancel most of the between-world spread that the separate CIs carry
         row["paired"] = {}
-        for other, role in [("oracle", "oracle"), ("baseline", "baseline")] + [(n, f"reference:{n}") for n in references]:
+        for other, role in {"oracle": "oracle", "baseline": "baseline", **ref_role}.items():
             if role in per:
                 m, ci = mean_ci95(per["policy"]["trial_return"] - per[role]["trial_return"])
                 row["paired"][other] = {"policy_minus": m, "ci95": ci}

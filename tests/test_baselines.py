@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sim
-from meta_rl.baselines import MDPStrategy, finite_horizon_q, gittins_table, make_strategy, tuned
+from meta_rl.baselines import MDPStrategy, finite_horizon_q, gittins_table, make_strategy, tuned_strategy
 from meta_rl.evaluate import compiled_run_trials, eval_tasks, mean_ci95
 from proteus.bench import PAPER_BANDIT, PAPER_MDP, paper_tolerance
 from randomization.sampling import beta_ge1, dirichlet, gamma
@@ -80,7 +80,7 @@ def test_bandit_regret_grows_sublinearly(kind):
         env_id = f"bandit-k5-n{n}"
         env = made(env_id, batch_size=500)
         best = np.asarray(eval_tasks(env, 500).arm_probs).max(-1)
-        ret = np.asarray(_score(env_id, make_strategy(kind, 5, n, **tuned(5, n, kind)), 500).trial_return)
+        ret = np.asarray(_score(env_id, tuned_strategy(kind, 5, n), 500).trial_return)
         regret[n] = float((n * best - ret).mean())
     assert regret[10] > 0
     assert regret[100] / regret[10] < 0.5 * 10, regret
@@ -90,7 +90,7 @@ def test_bandit_regret_grows_sublinearly(kind):
 @pytest.mark.parametrize("kind", ["thompson", "gittins"])
 def test_bandit_baselines_reproduce_rl2_table_1(kind):
     n, k = 100, 10
-    mean, ci = mean_ci95(_score(f"bandit-k{k}-n{n}", make_strategy(kind, k, n, **tuned(k, n, kind)), 2000).trial_return)
+    mean, ci = mean_ci95(_score(f"bandit-k{k}-n{n}", tuned_strategy(kind, k, n), 2000).trial_return)
     paper = PAPER_BANDIT[(n, k)][kind]
     assert abs(mean - paper) <= paper_tolerance(paper, n, bandit=True), (mean, ci, paper)
 

@@ -186,8 +186,7 @@ def test_rl2_reaches_gittins_on_five_armed_bandits(n, steps):
     """The README rows: RL² on bandit-k5-n10 (3M steps, the preset; about 2 minutes on 2 cores) and
     bandit-k5-n100 (30M steps; about 8 minutes) >= 98% of the tuned Gittins baseline on the shared
     evaluation tasks."""
-    from meta_rl.baselines.bandit import make_strategy
-    from meta_rl.baselines.tuned import tuned
+    from meta_rl.baselines.tuned import tuned_strategy
     from meta_rl.evaluate import compiled_run_trials, eval_tasks
     from meta_rl.presets import default_config
 
@@ -199,6 +198,6 @@ def test_rl2_reaches_gittins_on_five_armed_bandits(n, steps):
     tasks = eval_tasks(ev, 2000)
     run = compiled_run_trials(ev)
     rl2 = float(run(PolicyActor(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return.mean())
-    gittins = make_strategy("gittins", 5, n, **tuned(5, n, "gittins"))
+    gittins = tuned_strategy("gittins", 5, n)
     ref = float(run(gittins, tasks, jax.random.key(1)).trial_return.mean())
     assert rl2 >= 0.98 * ref, (rl2, ref)
