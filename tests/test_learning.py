@@ -180,6 +180,24 @@ def test_chunked_run_equals_whole_scan(two_arm):
         np.testing.assert_array_equal(a, b)
 
 
+def _train_and_play(env_id: str, steps: int, reference):
+    """Train RL² from the preset for ``steps``; play it and ``reference`` (a batch policy, or a
+    function of the eval env giving one) on the shared 2000 evaluation worlds with the same random
+    streams. Returns both per-world trial returns."""
+    from meta_rl.evaluate import compiled_run_trials, eval_tasks
+    from meta_rl.presets import default_config
+
+    config = default_config("rl2", env_id, total_steps=steps)
+    trainer = make_train(config, sim.make(env_id, batch_size=config.num_envs))
+    params, _ = trainer(jax.random.key(0))
+    ev = sim.make(env_id, batch_size=2000)
+    tasks = eval_tasks(ev, 2000)
+    run = compiled_run_trials(ev)
+    ref = reference(ev) if callable(reference) else reference
+    rl2 = run(PolicyActor(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return
+    return np.asarray(rl2), np.asarray(run(ref, tasks, jax.random.key(1)).trial_return)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("n, steps", [(10, 3_000_000), (100, 30_000_000)])
 def test_rl2_reaches_gittins_on_five_armed_bandits(n, steps):
@@ -187,43 +205,18 @@ def test_rl2_reaches_gittins_on_five_armed_bandits(n, steps):
     bandit-k5-n100 (30M steps; about 8 minutes) >= 98% of the tuned Gittins baseline on the shared
     evaluation tasks."""
     from meta_rl.baselines.tuned import tuned_strategy
-    from meta_rl.evaluate import compiled_run_trials, eval_tasks
-    from meta_rl.presets import default_config
 
-    env_id = f"bandit-k5-n{n}"
-    config = default_config("rl2", env_id, total_steps=steps)
-    trainer = make_train(config, sim.make(env_id, batch_size=config.num_envs))
-    params, _ = trainer(jax.random.key(0))
-    ev = sim.make(env_id, batch_size=2000)
-    tasks = eval_tasks(ev, 2000)
-    run = compiled_run_trials(ev)
-    rl2 = float(run(PolicyActor(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return.mean())
-    gittins = tuned_strategy("gittins", 5, n)
-    ref = float(run(gittins, tasks, jax.random.key(1)).trial_return.mean())
-    assert rl2 >= 0.98 * ref, (rl2, ref)
-
-
-def _rl2_minus_psrl(env_id: str, steps: int) -> tuple[float, float]:
-    """Train RL² from the preset for ``steps`` and play it and PSRL on the shared 2000 evaluation
-    worlds with the same random streams: the paired difference (RL² minus PSRL) and its 95% CI."""
-    from meta_rl.evaluate import compiled_run_trials, eval_tasks, mean_ci95
-    from meta_rl.presets import default_config
-    from proteus.evaluation import known_references
-
-    config = default_config("rl2", env_id, total_steps=steps)
-    trainer = make_train(config, sim.make(env_id, batch_size=config.num_envs))
-    params, _ = trainer(jax.random.key(0))
-    ev = sim.make(env_id, batch_size=2000)
-    tasks = eval_tasks(ev, 2000)
-    run = compiled_run_trials(ev)
-    rl2 = run(PolicyActor(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return
-    psrl = run(known_references(ev)["psrl"], tasks, jax.random.key(1)).trial_return
-    return mean_ci95(np.asarray(rl2) - np.asarray(psrl))
+    rl2, ref = _train_and_play(f"bandit-k5-n{n}", steps, tuned_strategy("gittins", 5, n))
+    assert rl2.mean() >= 0.98 * ref.mean(), (rl2.mean(), ref.mean())
 
 
 @pytest.mark.slow
 def test_rl2_beats_psrl_on_ten_episode_mdps():
     """The README's MDP n = 10 row: RL² from the preset (140M steps, about 35 minutes on one core)
     beats PSRL on the same worlds, the paired difference's 95% CI above zero (measured +12.5 ± 1.1)."""
-    diff, ci = _rl2_minus_psrl("mdp-s10-a5-n10", 140_000_000)
+    from meta_rl.evaluate import mean_ci95
+    from proteus.evaluation import known_references
+
+    rl2, psrl = _train_and_play("mdp-s10-a5-n10", 140_000_000, lambda ev: known_references(ev)["psrl"])
+    diff, ci = mean_ci95(rl2 - psrl)
     assert diff - ci > 0, (diff, ci)
