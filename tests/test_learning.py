@@ -181,9 +181,9 @@ def test_chunked_run_equals_whole_scan(two_arm):
 
 
 def _train_and_play(env_id: str, steps: int, reference):
-    """Train RL² from the preset for ``steps``; play it and ``reference`` (a batch policy, or a
-    function of the eval env giving one) on the shared 2000 evaluation worlds with the same random
-    streams. Returns both per-world trial returns."""
+    """Train RL² from the preset for ``steps``; play it and ``reference(eval_env)`` (a batch policy)
+    on the shared 2000 evaluation worlds with the same random streams. Returns both per-world trial
+    returns."""
     from meta_rl.evaluate import compiled_run_trials, eval_tasks
     from meta_rl.presets import default_config
 
@@ -193,9 +193,8 @@ def _train_and_play(env_id: str, steps: int, reference):
     ev = sim.make(env_id, batch_size=2000)
     tasks = eval_tasks(ev, 2000)
     run = compiled_run_trials(ev)
-    ref = reference(ev) if callable(reference) else reference
     rl2 = run(PolicyActor(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return
-    return np.asarray(rl2), np.asarray(run(ref, tasks, jax.random.key(1)).trial_return)
+    return np.asarray(rl2), np.asarray(run(reference(ev), tasks, jax.random.key(1)).trial_return)
 
 
 @pytest.mark.slow
@@ -206,7 +205,7 @@ def test_rl2_reaches_gittins_on_five_armed_bandits(n, steps):
     evaluation tasks."""
     from meta_rl.baselines.tuned import tuned_strategy
 
-    rl2, ref = _train_and_play(f"bandit-k5-n{n}", steps, tuned_strategy("gittins", 5, n))
+    rl2, ref = _train_and_play(f"bandit-k5-n{n}", steps, lambda ev: tuned_strategy("gittins", 5, n))
     assert rl2.mean() >= 0.98 * ref.mean(), (rl2.mean(), ref.mean())
 
 
