@@ -18,18 +18,31 @@ Distributions over the union of a split's intervals:
 * ``discrete``: the integers ``floor(x)`` of a uniform draw, i.e. an interval ``(0, 3)`` gives 0, 1 or 2
   with equal probability.
 
+Ranges as data. A range's *structure* (its distribution, whether it has a hole, how many
+extrapolation intervals) is fixed at construction; its *bounds* are data: :meth:`SplitRange.bounds`
+gives them as a small pytree of float32 arrays (``{"train": [2], "interp": [2], "extrap": [k, 2]}``,
+the last two only where declared) and ``sample(key, split, shape, bounds)`` draws from whatever
+bounds it is given, with no bound baked into the trace. Guided randomization (ADR, SimOpt) moves the
+bounds inside a jitted run without recompiling; :meth:`SplitRange.with_bounds` turns moved bounds
+back into a validated range on the host. With the default bounds the draws equal the
+declared-float draws of earlier releases up to float32 rounding of the interval arithmetic (bit for
+bit where the bounds are exact in float32, such as integers and halves), so they have the same
+distribution.
+
 Everything is validated at construction and every error names the parameter and the bad value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.special
+import numpy as np
 
 SPLITS: tuple[str, ...] = ("train", "interp", "extrap")
 
@@ -37,14 +50,22 @@ Interval = tuple[float, float]
 DISTS = ("uniform", "log_uniform", "normal", "discrete")
 
 
-def _piecewise(u: jax.Array, bounds: list[Interval]) -> jax.Array:
-    """Map ``u`` in ``[0, total length)`` onto the union of sorted ``bounds``, skipping the gaps."""
+def _piecewise(u: jax.Array, bounds: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+    """Map ``u`` in ``[0, total length)`` onto the union of ``bounds`` (float32 scalars), skipping the
+    gaps: the first length of ``u`` goes to the first interval, the next to the second, and so on."""
     x = u + bounds[0][0]
-    acc = 0.0
+    acc = None
     for (lo, hi), (nlo, _) in zip(bounds[:-1], bounds[1:]):
-        acc += hi - lo
+        acc = hi - lo if acc is None else acc + (hi - lo)
         x = jnp.where(u >= acc, u - acc + nlo, x)
     return x
+
+
+def _total(bounds: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+    total = None
+    for lo, hi in bounds:
+        total = hi - lo if total is None else total + (hi - lo)
+    return total
 
 
 def check_split(split: str) -> str:
@@ -136,42 +157,101 @@ class SplitRange:
             raise ValueError(f"{self.name}: no {split!r} range declared")
         return ivs
 
-    def sample(self, key: jax.Array, split: str = "train", shape: tuple[int, ...] = ()) -> jax.Array:
-        """Draw values from the split's support with the range's distribution (module docstring)."""
-        ivs = self.intervals(split)
+    # -- bounds as data ----------------------------------------------------------------------
+    def bounds(self) -> dict[str, jax.Array]:
+        """The declared bounds as data (float32): ``{"train": [2]}`` plus ``"interp": [2]`` and
+        ``"extrap": [k, 2]`` where declared. :meth:`sample` and :meth:`contains` read this layout."""
+        out = {"train": jnp.asarray(self.train, jnp.float32)}
+        if self.interp is not None:
+            out["interp"] = jnp.asarray(self.interp, jnp.float32)
+        if self.extrap:
+            out["extrap"] = jnp.asarray(self.extrap, jnp.float32).reshape(len(self.extrap), 2)
+        return out
+
+    def _check_bounds(self, bounds) -> dict[str, jax.Array]:
+        if bounds is None:
+            return self.bounds()
+        want = {"train"} | ({"interp"} if self.interp is not None else set()) | ({"extrap"} if self.extrap else set())
+        got = set(bounds) if isinstance(bounds, dict) else None
+        if got != want:
+            raise ValueError(f"{self.name}: bounds must have the keys {sorted(want)}, got {sorted(got) if got is not None else type(bounds).__name__}")
+        for k, v in bounds.items():
+            shape = (len(self.extrap), 2) if k == "extrap" else (2,)
+            if tuple(jnp.shape(v)) != shape:
+                raise ValueError(f"{self.name}: bounds[{k!r}] must have shape {shape}, got {tuple(jnp.shape(v))}")
+        return bounds
+
+    def split_bounds(self, split: str, bounds: dict[str, jax.Array] | None = None) -> list[tuple[jax.Array, jax.Array]]:
+        """The split's intervals read from ``bounds`` (default: the declared ones), as float32
+        ``(low, high)`` scalars; their number is fixed by the range's structure."""
+        self.intervals(split)  # validates the split and that it is declared
+        b = self._check_bounds(bounds)
+        f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        train = (f32(b["train"][0]), f32(b["train"][1]))
+        if self.shared:
+            return [train]
+        if split == "train":
+            if self.interp is None:
+                return [train]
+            return [(train[0], f32(b["interp"][0])), (f32(b["interp"][1]), train[1])]
+        if split == "interp":
+            return [(f32(b["interp"][0]), f32(b["interp"][1]))] if self.interp is not None else [train]
+        ext = f32(b["extrap"])
+        return [(ext[i, 0], ext[i, 1]) for i in range(len(self.extrap))]
+
+    def with_bounds(self, bounds: dict) -> "SplitRange":
+        """A validated range with the structure of this one and the given bounds (host side: to check
+        or show bounds that guided randomization moved)."""
+        b = {k: np.asarray(v, np.float64) for k, v in self._check_bounds(bounds).items()}
+        return dataclasses.replace(
+            self,
+            train=tuple(b["train"].tolist()),
+            interp=tuple(b["interp"].tolist()) if "interp" in b else None,
+            extrap=tuple(tuple(iv) for iv in b["extrap"].tolist()) if "extrap" in b else (),
+        )
+
+    # -- sampling -------------------------------------------------------------------------------
+    def sample(
+        self, key: jax.Array, split: str = "train", shape: tuple[int, ...] = (), bounds: dict[str, jax.Array] | None = None
+    ) -> jax.Array:
+        """Draw values from the split's support with the range's distribution (module docstring).
+
+        ``bounds`` (the layout of :meth:`bounds`; ``None``: the declared bounds) is data: any float32
+        arrays, traced or not, so one compiled sampler serves every bound.
+        """
+        ivs = self.split_bounds(split, bounds)
         if self.dist == "normal":
-            return self._sample_normal(key, ivs, shape)
-        fwd = math.log if self.dist == "log_uniform" else float
-        bounds = [(fwd(lo), fwd(hi)) for lo, hi in ivs]
-        total = sum(hi - lo for lo, hi in bounds)
-        u = jax.random.uniform(key, shape, jnp.float32, 0.0, total)
-        x = _piecewise(u, bounds)
+            train = self._check_bounds(bounds)["train"]
+            return self._sample_normal(key, ivs, (jnp.asarray(train[0], jnp.float32), jnp.asarray(train[1], jnp.float32)), shape)
+        fwd = jnp.log if self.dist == "log_uniform" else (lambda v: v)
+        fb = [(fwd(lo), fwd(hi)) for lo, hi in ivs]
+        u = jax.random.uniform(key, shape, jnp.float32, 0.0, _total(fb))
+        x = _piecewise(u, fb)
         if self.dist == "log_uniform":
             return jnp.exp(x)
         if self.dist == "discrete":
             return jnp.floor(x)
         return x
 
-    def _sample_normal(self, key, ivs, shape):
-        mean = 0.5 * (self.train[0] + self.train[1])
-        std = 0.25 * (self.train[1] - self.train[0])
+    @staticmethod
+    def _sample_normal(key, ivs, train, shape):
+        mean = 0.5 * (train[0] + train[1])
+        std = 0.25 * (train[1] - train[0])
         # the split's intervals in CDF space: sample uniformly there, map back by the inverse CDF
-        ndtr = lambda v: 0.5 * math.erfc(-(v - mean) / (std * math.sqrt(2.0)))  # noqa: E731
-        bounds = [(ndtr(lo), ndtr(hi)) for lo, hi in ivs]
-        total = sum(hi - lo for lo, hi in bounds)
-        if total <= 0:
-            raise ValueError(f"{self.name}: the normal has no mass on {ivs}")
-        p = _piecewise(jax.random.uniform(key, shape, jnp.float32, 0.0, total), bounds)
+        ndtr = lambda v: jax.scipy.special.ndtr((v - mean) / std)  # noqa: E731
+        cb = [(ndtr(lo), ndtr(hi)) for lo, hi in ivs]
+        p = _piecewise(jax.random.uniform(key, shape, jnp.float32, 0.0, _total(cb)), cb)
         x = mean + std * jax.scipy.special.ndtri(jnp.clip(p, 1e-7, 1 - 1e-7))
-        lo, hi = min(a for a, _ in ivs), max(b for _, b in ivs)
+        lo = functools.reduce(jnp.minimum, [a for a, _ in ivs])
+        hi = functools.reduce(jnp.maximum, [b for _, b in ivs])
         return jnp.clip(x, lo, hi)
 
-    def contains(self, x: jax.Array, split: str) -> jax.Array:
-        """Elementwise: is ``x`` inside the split's support (closed intervals)?"""
+    def contains(self, x: jax.Array, split: str, bounds: dict[str, jax.Array] | None = None) -> jax.Array:
+        """Elementwise: is ``x`` inside the split's support (closed intervals) under ``bounds``?"""
         x = jnp.asarray(x)
         inside = jnp.zeros(x.shape, bool)
-        for lo, hi in self.intervals(split):
-            inside = inside | ((x >= lo - 1e-6 * abs(lo)) & (x <= hi + 1e-6 * abs(hi)))
+        for lo, hi in self.split_bounds(split, bounds):
+            inside = inside | ((x >= lo - 1e-6 * jnp.abs(lo)) & (x <= hi + 1e-6 * jnp.abs(hi)))
         return inside
 
     def describe(self) -> dict[str, str]:

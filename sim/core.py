@@ -2,15 +2,19 @@
 
 An env is a set of pure functions over pytrees (Brax/gymnax style):
 
-* ``sample_params(key, split) -> params``: one world (task parameters, randomized physics, sensor and
-  actuator parameters) drawn from the ``train``, ``interp`` or ``extrap`` split;
+* ``sample_params(key, split, ranges=None) -> params``: one world (task parameters, randomized physics,
+  sensor and actuator parameters) drawn from the ``train``, ``interp`` or ``extrap`` split. ``ranges``
+  is the randomization ranges as data (a pytree; ``None``: the env's :meth:`Env.default_ranges`), so
+  guided randomization (ADR) moves them inside a jitted run without recompiling;
 * ``reset(key, params) -> State``: start an episode in that world;
 * ``step(state, action) -> State``: advance one control step. ``step`` never reads ``state.obs``
   (observations are outputs only), so wrappers may rewrite them freely.
 
 ``State`` keeps ``terminated`` (the MDP ended: do not bootstrap) apart from ``truncated`` (a time limit
 cut the episode: bootstrap from the final observation, which auto-resetting wrappers keep in
-``info["final_obs"]``). Observation and action spaces carry a name for every element.
+``info["final_obs"]``). Observation and action spaces carry a name for every element (of the last
+axis). An observation is an array (a :class:`Box`, any shape: a vector, an H×W×C uint8 image) or a
+dict of them (a :class:`Dict` space of named parts).
 
 A batch of worlds is a ``vmap`` over params (:class:`sim.wrappers.VmapEnv`); resampling a world is a
 ``jnp.where`` on params, never a recompile.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -31,10 +36,12 @@ from randomization.ranges import SPLITS, SplitRange, check_split
 __all__ = [
     "SPLITS",
     "Box",
+    "Dict",
     "Discrete",
     "Env",
     "State",
     "check_split",
+    "draw_params",
     "key_batch_shape",
     "split_key",
     "where_done",
@@ -48,7 +55,8 @@ class State:
     """One env step's output (leading batch dims when batched).
 
     Attributes:
-        obs: observation, ``observation_space.shape`` (float32).
+        obs: observation: an array of ``observation_space.shape`` (float32 for vectors), or a dict of
+            arrays for a :class:`Dict` space.
         reward: reward of the transition that led here (float32 scalar).
         terminated: the episode reached a terminal state (bool).
         truncated: the episode was cut by a time limit, not terminal (bool).
@@ -77,33 +85,56 @@ class State:
 
 @dataclasses.dataclass(frozen=True)
 class Box:
-    """A 1-D continuous space with one name per element."""
+    """A continuous (or integer, e.g. ``uint8`` image) array space whose last axis is named.
+
+    ``Box(names, low, high)`` is the 1-D space of ``len(names)`` named elements (float32). Any other
+    shape is given by ``shape``, whose last axis ``names`` name (an H×W×C image's channels):
+    ``Box(("r", "g", "b"), 0, 255, shape=(64, 64, 3), dtype="uint8")``, or :meth:`image`. ``low`` and
+    ``high`` are one value or one per name (broadcast over the other axes).
+    """
 
     names: tuple[str, ...]
     low: tuple[float, ...]
     high: tuple[float, ...]
+    shape: tuple[int, ...] = None  # type: ignore[assignment]  # None: (len(names),)
+    dtype: Any = jnp.float32
 
     def __post_init__(self):
-        n = len(self.names)
-        if len(set(self.names)) != n:
-            raise ValueError(f"Box names must be unique, got {self.names}")
+        names = tuple(self.names)
+        n = len(names)
+        if len(set(names)) != n:
+            raise ValueError(f"Box names must be unique, got {names}")
+        shape = (n,) if self.shape is None else tuple(int(d) for d in self.shape)
+        if not shape or any(d < 0 for d in shape) or shape[-1] != n:
+            raise ValueError(f"Box shape {shape} must be non-empty, non-negative, and end with the {n} names {names}")
+        try:
+            dtype = jnp.dtype(self.dtype)
+        except TypeError:
+            raise ValueError(f"Box dtype {self.dtype!r} is not a dtype") from None
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise ValueError(f"Box dtype must be floating or integer, got {dtype}")
         low = tuple(float(v) for v in (self.low if isinstance(self.low, tuple) else (self.low,) * n))
         high = tuple(float(v) for v in (self.high if isinstance(self.high, tuple) else (self.high,) * n))
         if len(low) != n or len(high) != n:
             raise ValueError(f"Box bounds need {n} entries, got low={low}, high={high}")
+        object.__setattr__(self, "names", names)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dtype", dtype)
+
+    @classmethod
+    def image(cls, height: int, width: int, channels: tuple[str, ...] = ("r", "g", "b")) -> "Box":
+        """An ``height × width × len(channels)`` uint8 image in [0, 255]."""
+        return cls(tuple(channels), 0.0, 255.0, shape=(int(height), int(width), len(channels)), dtype=jnp.uint8)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.names),)
-
-    @property
-    def dtype(self):
-        return jnp.float32
+    def is_vector(self) -> bool:
+        """1-D and floating: the kind of part policies feed to an MLP and normalize."""
+        return len(self.shape) == 1 and jnp.issubdtype(self.dtype, jnp.floating)
 
     def index(self, name: str) -> int:
-        """Position of a named element (raises naming the valid names)."""
+        """Position of a named element along the last axis (raises naming the valid names)."""
         try:
             return self.names.index(name)
         except ValueError:
@@ -114,10 +145,18 @@ class Box:
         hi = jnp.asarray(self.high, jnp.float32)
         lo = jnp.where(jnp.isfinite(lo), lo, -1.0)
         hi = jnp.where(jnp.isfinite(hi), hi, 1.0)
-        return jax.random.uniform(key, batch_shape + self.shape, jnp.float32, lo, hi)
+        if jnp.issubdtype(self.dtype, jnp.integer):
+            lo, hi = lo.astype(jnp.int32), hi.astype(jnp.int32)
+            return jax.random.randint(key, batch_shape + self.shape, lo, hi + 1, jnp.int32).astype(self.dtype)
+        return jax.random.uniform(key, batch_shape + self.shape, jnp.float32, lo, hi).astype(self.dtype)
+
+    def zeros(self, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        return jnp.zeros(batch_shape + self.shape, self.dtype)
 
     def describe(self) -> str:
-        return f"Box({len(self.names)})"
+        if self.shape == (len(self.names),) and self.dtype == jnp.float32:
+            return f"Box({len(self.names)})"
+        return f"Box({'x'.join(map(str, self.shape))} {self.dtype.name})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +184,72 @@ class Discrete:
         return f"Discrete({self.n})"
 
 
-Space = Box | Discrete
+@dataclasses.dataclass(frozen=True)
+class Dict:
+    """Named parts, each a :class:`Box` (observations are then ``{name: array}`` dicts).
+
+    ``Dict({"image": Box.image(64, 64), "state": Box(("x", "v"), -1.0, 1.0)})``. Parts keep the
+    order given (policies concatenate their features in it); ``spaces`` holds ``(name, space)`` pairs
+    so the space stays hashable.
+    """
+
+    spaces: tuple[tuple[str, Box], ...]
+
+    def __post_init__(self):
+        items = tuple(self.spaces.items()) if isinstance(self.spaces, Mapping) else tuple(self.spaces)
+        if not items:
+            raise ValueError("Dict space needs at least one part")
+        for name, space in items:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"Dict part names must be non-empty strings, got {name!r}")
+            if not isinstance(space, Box):
+                raise ValueError(f"Dict part {name!r} must be a Box, got {space!r}")
+        names = [n for n, _ in items]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Dict part names must be unique, got {names}")
+        object.__setattr__(self, "spaces", items)
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.spaces)
+
+    def items(self) -> tuple[tuple[str, Box], ...]:
+        return self.spaces
+
+    def __getitem__(self, name: str) -> Box:
+        for n, space in self.spaces:
+            if n == name:
+                return space
+        raise KeyError(f"no part {name!r}; parts are {list(self.keys())}")
+
+    def __contains__(self, name) -> bool:
+        return name in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.spaces)
+
+    @property
+    def shape(self) -> dict[str, tuple[int, ...]]:
+        return {n: s.shape for n, s in self.spaces}
+
+    @property
+    def dtype(self) -> dict[str, Any]:
+        return {n: s.dtype for n, s in self.spaces}
+
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> dict[str, jax.Array]:
+        keys = jax.random.split(key, len(self.spaces))
+        return {n: s.sample(k, batch_shape) for k, (n, s) in zip(keys, self.spaces)}
+
+    def zeros(self, batch_shape: tuple[int, ...] = ()) -> dict[str, jax.Array]:
+        return {n: s.zeros(batch_shape) for n, s in self.spaces}
+
+    def describe(self) -> str:
+        return "Dict(" + ", ".join(f"{n}: {s.describe()}" for n, s in self.spaces) + ")"
+
+
+Space = Box | Discrete | Dict
 
 
 def key_batch_shape(key: jax.Array) -> tuple[int, ...]:
@@ -163,6 +267,14 @@ def split_key(key: jax.Array, num: int = 2) -> tuple[jax.Array, ...]:
     return split(key)
 
 
+def draw_params(env: "Env", key: jax.Array, split: str = "train", ranges: Any = None) -> Params:
+    """``env.sample_params(key, split, ranges=ranges)``, passing ``ranges`` only when it is not ``None``
+    (so envs whose ``sample_params`` takes no ranges keep working)."""
+    if ranges is None:
+        return env.sample_params(key, split)
+    return env.sample_params(key, split, ranges=ranges)
+
+
 def where_done(done: jax.Array, new: Any, old: Any) -> Any:
     """Select ``new`` where ``done`` (broadcast over trailing dims of every leaf), else ``old``."""
 
@@ -177,13 +289,16 @@ class Env(abc.ABC):
     """Base class of every env (see the module docstring for the contract).
 
     Subclasses set ``id``, ``family``, ``observation_space``, ``action_space`` and ``episode_length``
-    and implement the three pure functions. ``param_ranges`` lists the randomized parameters.
+    and implement the three pure functions. ``param_ranges`` lists the randomized parameters;
+    ``default_ranges`` gives the ranges ``sample_params`` draws from when passed ``ranges=None``, as a
+    pytree (``None``: the env takes no ranges as data).
     """
 
     id: str = "env"
     backend: str = "jax"
+    mode: str | None = None  # set by the mode wrappers: "trial", "fixed" or "fresh" (sim.wrappers.MODES)
     family: str = ""
-    observation_space: Box
+    observation_space: Box | Dict
     action_space: Space
     episode_length: int
 
@@ -197,8 +312,9 @@ class Env(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def sample_params(self, key: jax.Array, split: str = "train") -> Params:
-        """Draw one world from ``split`` (``train``, ``interp`` or ``extrap``)."""
+    def sample_params(self, key: jax.Array, split: str = "train", ranges: Any = None) -> Params:
+        """Draw one world from ``split`` (``train``, ``interp`` or ``extrap``) of ``ranges`` (a pytree
+        shaped like :meth:`default_ranges`; ``None``: the defaults)."""
 
     @abc.abstractmethod
     def reset(self, key: jax.Array, params: Params) -> State:
@@ -207,6 +323,11 @@ class Env(abc.ABC):
     @abc.abstractmethod
     def step(self, state: State, action: jax.Array) -> State:
         """Advance one step. Must not read ``state.obs``."""
+
+    def default_ranges(self) -> Any:
+        """The randomization ranges as data (a pytree of arrays) ``sample_params`` uses by default;
+        ``None`` when the env does not take ranges as data."""
+        return None
 
     def param_ranges(self) -> dict[str, SplitRange | str]:
         """Randomized parameters: name -> SplitRange, or a text describing the distribution per split."""

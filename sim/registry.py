@@ -1,7 +1,7 @@
 """The env registry: ``sim.make("bandit-k10-n100")``.
 
 Each entry builds a base env and says how many episodes make one meta-RL trial. ``make`` composes the
-wrappers: ``VmapEnv`` (when ``batch_size`` is given), then ``Trial`` (meta-RL envs) or ``AutoReset``.
+wrappers: ``VmapEnv`` (when ``batch_size`` is given), then the mode wrapper (``Trial``, ``FixedWorld`` or ``AutoReset``: :func:`sim.wrappers.with_mode`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable
 
 from randomization.ranges import check_split
 from sim.core import Env
-from sim.wrappers import AutoReset, Trial, VmapEnv
+from sim.wrappers import VmapEnv, check_mode, with_mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +62,33 @@ def entry(env_id: str) -> EnvEntry:
 
 
 def make(
-    env_id: str, *, batch_size: int | None = None, split: str = "train", trial: bool = True, backend: str = "auto"
+    env_id: str,
+    *,
+    batch_size: int | tuple[int, ...] | None = None,
+    split: str = "train",
+    mode: str | None = None,
+    trial: bool | None = None,
+    backend: str = "auto",
 ) -> Env:
     """Build a registered env.
 
     Args:
         env_id: a registered id (``proteus envs`` lists them).
         backend: ``auto`` (the entry's first backend), or one the entry lists (``jax``, ``native``, ``mjx``).
-        batch_size: wrap the base env in ``VmapEnv(batch_size)`` (``None``: unbatched).
+        batch_size: wrap the base env in ``VmapEnv(batch_size)`` (``None``: unbatched); a tuple is a
+            leading batch shape, e.g. ``(tasks, envs)``.
         split: where worlds are drawn from on resampling (``train``, ``interp``, ``extrap``).
-        trial: ``True`` gives the meta-RL trial env (RL² inputs, K episodes per world);
-            ``False`` gives plain auto-reset with a fresh world every episode (domain randomization).
+        mode: ``trial`` (RL² inputs, K episodes per world: the default), ``fixed`` (K episodes per
+            world, plain observations: MAML, MAESN, EPG) or ``fresh`` (a new world every episode:
+            domain randomization). See :func:`sim.wrappers.with_mode`.
+        trial: older spelling: ``True`` is ``mode="trial"``, ``False`` is ``mode="fresh"``.
     """
+    if trial is not None:
+        implied = "trial" if trial else "fresh"
+        if mode is not None and mode != implied:
+            raise ValueError(f"make({env_id!r}): trial={trial} contradicts mode={mode!r}; pass mode only")
+        mode = implied
+    mode = check_mode("trial" if mode is None else mode)
     e = entry(env_id)
     check_split(split)
     if backend == "auto":
@@ -84,9 +99,7 @@ def make(
     env.unwrapped.id = env_id
     if batch_size is not None:
         env = VmapEnv(env, batch_size)
-    if trial:
-        return Trial(env, e.episodes_per_trial, split=split, time_input=e.trial_time)
-    return AutoReset(env, split=split, episodes_per_world=1)
+    return with_mode(env, mode, e.episodes_per_trial, split=split, time_input=e.trial_time)
 
 
 def robot_env(task, backend: str) -> Env:

@@ -1,18 +1,53 @@
-"""Wrappers shared by every backend: batching, auto-reset, trials, observation normalization.
+"""Wrappers shared by every backend: batching, auto-reset, the three env modes, normalization.
 
-Wrappers work on unbatched envs and on :class:`VmapEnv` batches alike: per-env flags have the batch
-shape and selections broadcast over trailing dims. On a batch, resets run under one
-``lax.cond(any(done))``, so steps where no env finished pay nothing for them.
+Wrappers work on unbatched envs and on :class:`VmapEnv` batches (of any leading batch shape) alike:
+per-env flags have the batch shape and selections broadcast over trailing dims. On a batch, resets
+run under one ``lax.cond(any(done))``, so steps where no env finished pay nothing for them.
+
+The env modes (:data:`MODES`, :func:`with_mode`), one per evaluation protocol:
+
+* ``trial``: :class:`Trial`, K episodes per world with the RL² inputs (RL², episodic memory);
+* ``fixed``: :class:`FixedWorld`, K episodes per world without them (MAML, MAESN, EPG); the same
+  bookkeeping (``info["episode"]``, ``info["trial_done"]``, ``episodes_per_trial``,
+  ``max_trial_steps``) and the same worlds and initial states as ``trial`` for the same keys;
+* ``fresh``: :class:`AutoReset` with a fresh world every episode (domain randomization).
+
+Randomization ranges as data: auto-resetting wrappers draw new worlds with the ranges held in
+``state.info["ranges"]`` (set at ``reset`` from ``env.default_ranges()`` when that is not ``None``;
+replace it, e.g. with :func:`set_ranges`, to move them). The ranges are shared by the whole batch:
+they stay at batch level and never pass through an inner ``vmap``, so changing them inside a jitted
+loop recompiles nothing.
 """
 
 from __future__ import annotations
+
+import operator
 
 import jax
 import jax.numpy as jnp
 
 from randomization.ranges import check_split
-from sim.core import Box, Discrete, Env, State, key_batch_shape, split_key, where_done
-from sim.normalize import RunningStats, normalize, update_stats
+from sim.core import Box, Dict, Discrete, Env, State, draw_params, key_batch_shape, split_key, where_done
+from sim.normalize import Stats, create_stats, normalize, update_stats
+
+MODES = ("trial", "fixed", "fresh")
+"""The env modes of :func:`with_mode` and ``sim.make(mode=...)``."""
+
+RANGES = "ranges"
+"""``state.info`` key of the batch-level randomization ranges (see the module docstring)."""
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`; otherwise raise naming the valid ones."""
+    if mode not in MODES:
+        raise ValueError(f"unknown env mode {mode!r}; valid modes: {', '.join(MODES)}")
+    return mode
+
+
+def set_ranges(state: State, ranges) -> State:
+    """``state`` whose next world resamplings draw from ``ranges`` (a pytree shaped like the env's
+    ``default_ranges()``); in a jitted loop this recompiles nothing."""
+    return state.replace(info={**state.info, RANGES: jax.tree.map(jnp.asarray, ranges)})
 
 
 class Wrapper(Env):
@@ -46,8 +81,15 @@ class Wrapper(Env):
     def unwrapped(self) -> Env:
         return self.env.unwrapped
 
-    def sample_params(self, key, split="train"):
-        return self.env.sample_params(key, split)
+    @property
+    def mode(self):  # type: ignore[override]
+        return self.env.mode
+
+    def sample_params(self, key, split="train", ranges=None):
+        return draw_params(self.env, key, split, ranges)
+
+    def default_ranges(self):
+        return self.env.default_ranges()
 
     def reset(self, key, params):
         return self.env.reset(key, params)
@@ -71,14 +113,24 @@ class Wrapper(Env):
 class VmapEnv(Wrapper):
     """A batch of ``batch_size`` worlds: every function is vmapped over params, keys and states.
 
-    ``reset`` and ``sample_params`` accept one key (split into ``batch_size``) or a batch of keys.
+    ``batch_size`` may be a tuple, a leading batch shape (e.g. ``(tasks, envs)``): the env is then a
+    nest of VmapEnvs, the outermost over the first axis (``batch_size`` is that axis, ``batch_shape``
+    the whole shape). ``reset`` and ``sample_params`` accept one key (split over the batch) or keys
+    whose batch shape is a prefix of ``batch_shape``. ``sample_params``'s ``ranges`` are shared by the
+    whole batch (not vmapped).
     """
 
-    def __init__(self, env: Env, batch_size: int):
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, env: Env, batch_size: int | tuple[int, ...]):
+        try:
+            shape = (operator.index(batch_size),)
+        except TypeError:
+            shape = tuple(batch_size)
+        if not shape or any(operator.index(n) < 1 for n in shape):
+            raise ValueError(f"batch_size must be >= 1 (or a non-empty tuple of them), got {batch_size}")
+        if len(shape) > 1:
+            env = VmapEnv(env, shape[1:])
         super().__init__(env)
-        self.batch_size = int(batch_size)
+        self.batch_size = int(shape[0])
 
     @property
     def batch_shape(self):
@@ -88,13 +140,14 @@ class VmapEnv(Wrapper):
         shape = key_batch_shape(key)
         if shape == ():
             return jax.random.split(key, self.batch_size)
-        if shape != (self.batch_size,):
-            raise ValueError(f"{self.id}: expected one key or {self.batch_size} keys, got key batch {shape}")
+        if shape != self.batch_shape[: len(shape)]:
+            whole = f" (or keys of batch shape {self.batch_shape})" if len(self.batch_shape) > 1 else ""
+            raise ValueError(f"{self.id}: expected one key or {self.batch_size} keys{whole}, got key batch {shape}")
         return key
 
-    def sample_params(self, key, split="train"):
+    def sample_params(self, key, split="train", ranges=None):
         check_split(split)
-        return jax.vmap(lambda k: self.env.sample_params(k, split))(self._keys(key))
+        return jax.vmap(lambda k: draw_params(self.env, k, split, ranges))(self._keys(key))
 
     def reset(self, key, params):
         return jax.vmap(self.env.reset)(self._keys(key), params)
@@ -116,7 +169,8 @@ class AutoReset(Wrapper):
     ``terminated`` and ``truncated`` pass through unchanged; the observation that ended the episode
     is kept in ``info["final_obs"]`` (for bootstrapping truncated episodes); ``info["episode"]`` counts
     finished episodes in the current world and ``info["world_done"]`` marks steps after which the world
-    was resampled.
+    was resampled. New worlds are drawn with the batch-level ranges in ``info["ranges"]`` when present
+    (set at reset from ``env.default_ranges()`` when that is not ``None``).
     """
 
     def __init__(self, env: Env, split: str = "train", episodes_per_world: int | None = 1):
@@ -126,14 +180,23 @@ class AutoReset(Wrapper):
             raise ValueError(f"episodes_per_world must be >= 1 or None, got {episodes_per_world}")
         self.episodes_per_world = None if episodes_per_world is None else int(episodes_per_world)
 
+    @property
+    def mode(self):  # type: ignore[override]
+        return "fresh" if self.episodes_per_world == 1 else None
+
     def reset(self, key, params):
         s = self.env.reset(key, params)
         zeros = jnp.zeros(self.batch_shape, jnp.int32)
         info = {**s.info, "final_obs": s.obs, "episode": zeros, "world_done": zeros.astype(bool)}
+        ranges = self.env.default_ranges()
+        if ranges is not None:
+            info[RANGES] = jax.tree.map(jnp.asarray, ranges)
         return s.replace(info=info)
 
     def step(self, state, action):
-        s = self.env.step(state, action)
+        info = dict(state.info)
+        ranges = info.pop(RANGES, None)  # batch-level, so it must not pass through an inner vmap
+        s = self.env.step(state.replace(info=info), action)
         done = s.done
         episode = state.info["episode"] + done.astype(jnp.int32)
         if self.episodes_per_world is None:
@@ -149,7 +212,7 @@ class AutoReset(Wrapper):
 
             def new_world():
                 k_r, k_params = split_key(k_reset)
-                fresh = self.env.sample_params(k_params, self.split)
+                fresh = draw_params(self.env, k_params, self.split, ranges)
                 return where_done(world_done, fresh, s.params), where_done(world_done, k_r, k_reset)
 
             params, k_reset = jax.lax.cond(jnp.any(world_done), new_world, lambda: (s.params, k_reset))
@@ -165,6 +228,8 @@ class AutoReset(Wrapper):
             jnp.any(done), reset_done, lambda: (s.obs, s.env_state, s.params, s.key)
         )
         info = {**s.info, "final_obs": s.obs, "episode": episode, "world_done": world_done}
+        if ranges is not None:
+            info[RANGES] = ranges
         return s.replace(obs=obs, env_state=env_state, params=params, key=key, info=info)
 
 
@@ -180,6 +245,16 @@ def rl2_input_names(action_names, discrete: bool = False, time_input: bool = Fal
     return tuple(f"prev_action{sep}{n}" for n in action_names) + RL2_TAIL + ((TRIAL_TIME,) if time_input else ())
 
 
+RL2_PART = "rl2"
+"""On a :class:`sim.core.Dict` observation, the part :class:`Trial` adds holding the RL² inputs."""
+
+
+def _episodes(episodes_per_trial) -> int:
+    if int(episodes_per_trial) < 1:
+        raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
+    return int(episodes_per_trial)
+
+
 class Trial(Wrapper):
     """Meta-RL trials: ``episodes_per_trial`` episodes in one sampled world (Duan et al. 2016).
 
@@ -193,17 +268,23 @@ class Trial(Wrapper):
     the tabular tasks (bandits, MDPs). Measured, it is a small help at most: RL² on bandit-k5-n100
     (10M steps, gamma 1) scores 76.9 with it and 76.7 without, inside the 95% CI of ±0.7.
 
+    Where the RL² inputs go: on a 1-D :class:`Box` observation they are appended after the base
+    elements (names from :func:`rl2_input_names`); on a :class:`sim.core.Dict` observation they are a
+    new vector part named :data:`RL2_PART` (``"rl2"``), so every base part (an image, a state vector)
+    stays as it was.
+
     For the learner the trial is the episode: ``terminated`` marks the trial's last step (the same
     flag is ``info["trial_done"]``: recurrent carries reset after it, and only there), and
     ``truncated`` is always false. The inner episodes' own flags stay apart in
     ``info["episode_terminated"]`` and ``info["episode_truncated"]``.
     """
 
+    mode = "trial"
+
     def __init__(self, env: Env, episodes_per_trial: int, split: str = "train", time_input: bool = False):
-        if int(episodes_per_trial) < 1:
-            raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
-        super().__init__(AutoReset(env, split=split, episodes_per_world=int(episodes_per_trial)))
-        self.episodes_per_trial = int(episodes_per_trial)
+        episodes = _episodes(episodes_per_trial)
+        super().__init__(AutoReset(env, split=split, episodes_per_world=episodes))
+        self.episodes_per_trial = episodes
         self.split = split
         self.time_input = bool(time_input)
         base, act = env.observation_space, env.action_space
@@ -211,11 +292,22 @@ class Trial(Wrapper):
             act_low, act_high = (0.0,) * act.n, (1.0,) * act.n
         else:
             act_low, act_high = act.low, act.high
-        self._obs_space = Box(
-            names=base.names + rl2_input_names(act.names, isinstance(act, Discrete), self.time_input),
-            low=base.low + act_low + (-float("inf"), 0.0) + ((0.0,) if self.time_input else ()),
-            high=base.high + act_high + (float("inf"), 1.0) + ((1.0,) if self.time_input else ()),
+        rl2 = Box(
+            names=rl2_input_names(act.names, isinstance(act, Discrete), self.time_input),
+            low=act_low + (-float("inf"), 0.0) + ((0.0,) if self.time_input else ()),
+            high=act_high + (float("inf"), 1.0) + ((1.0,) if self.time_input else ()),
         )
+        self._rl2_dim = rl2.shape[0]
+        if isinstance(base, Dict):
+            if RL2_PART in base:
+                raise ValueError(f"{env.id}: the observation already has a part named {RL2_PART!r}, where the "
+                                 f"RL² inputs go; parts are {list(base.keys())}")
+            self._obs_space = Dict(base.items() + ((RL2_PART, rl2),))
+        elif isinstance(base, Box) and base.is_vector:
+            self._obs_space = Box(names=base.names + rl2.names, low=base.low + rl2.low, high=base.high + rl2.high)
+        else:
+            raise ValueError(f"{env.id}: trials need a 1-D float Box or a Dict observation, got "
+                             f"{base.describe()}; put images in a Dict part")
 
     @property
     def observation_space(self):  # type: ignore[override]
@@ -234,10 +326,15 @@ class Trial(Wrapper):
             a = action.astype(jnp.float32)
         return jnp.concatenate([a, reward[..., None].astype(jnp.float32), done[..., None].astype(jnp.float32)], -1)
 
+    def _with_inputs(self, obs, extra):
+        """The base observation with the RL² inputs ``extra`` [..., rl2 dim] added."""
+        if isinstance(self._obs_space, Dict):
+            return {**obs, RL2_PART: extra}
+        return jnp.concatenate([obs, extra], -1)
+
     def reset(self, key, params):
         s = self.env.reset(key, params)
-        zeros = jnp.zeros(self.batch_shape + self._obs_space.shape, jnp.float32)
-        obs = zeros.at[..., : s.obs.shape[-1]].set(s.obs)
+        obs = self._with_inputs(s.obs, jnp.zeros(self.batch_shape + (self._rl2_dim,), jnp.float32))
         false = jnp.zeros(self.batch_shape, bool)
         info = {
             **s.info,
@@ -265,7 +362,7 @@ class Trial(Wrapper):
         first_extra = jnp.where(trial_done[..., None], 0.0, extra)
         info = {
             **s.info,
-            "final_obs": jnp.concatenate([s.info["final_obs"], extra], -1),
+            "final_obs": self._with_inputs(s.info["final_obs"], extra),
             "trial_done": trial_done,
             "episode_terminated": s.terminated,
             "episode_truncated": s.truncated,
@@ -273,18 +370,81 @@ class Trial(Wrapper):
         if self.time_input:
             info["trial_step"] = trial_step
         return s.replace(
-            obs=jnp.concatenate([s.obs, first_extra], -1),
+            obs=self._with_inputs(s.obs, first_extra),
             terminated=trial_done,
             truncated=jnp.zeros_like(trial_done),
             info=info,
         )
 
 
+class FixedWorld(Wrapper):
+    """``episodes_per_trial`` episodes in one sampled world, without RL² inputs (the ``fixed`` mode:
+    MAML, MAESN, EPG adapt across the episodes of one world by gradient or latent, not by inputs).
+
+    The same world and initial-state random streams as :class:`Trial` for the same keys (both run
+    :class:`AutoReset` with ``episodes_per_world = episodes_per_trial``), so agents evaluated in either
+    mode meet the same worlds; and the same bookkeeping: ``info["episode"]`` (finished episodes in the
+    trial), ``info["trial_done"]`` (the trial's last step: the world is resampled after it),
+    ``info["episode_terminated"]`` / ``info["episode_truncated"]``, :attr:`episodes_per_trial` and
+    :attr:`max_trial_steps`. Unlike :class:`Trial`, the observation is the base env's and
+    ``terminated`` / ``truncated`` are the episodes' own (for the learner the episode is the episode).
+    """
+
+    mode = "fixed"
+
+    def __init__(self, env: Env, episodes_per_trial: int, split: str = "train"):
+        episodes = _episodes(episodes_per_trial)
+        super().__init__(AutoReset(env, split=split, episodes_per_world=episodes))
+        self.episodes_per_trial = episodes
+        self.split = split
+
+    @property
+    def max_trial_steps(self) -> int:
+        """Upper bound on the steps of one trial (``episodes_per_trial`` episodes)."""
+        return self.episodes_per_trial * self.unwrapped.episode_length
+
+    def reset(self, key, params):
+        s = self.env.reset(key, params)
+        false = jnp.zeros(self.batch_shape, bool)
+        info = {**s.info, "trial_done": false, "episode_terminated": false, "episode_truncated": false}
+        return s.replace(info=info)
+
+    def step(self, state, action):
+        s = self.env.step(state, action)
+        info = {
+            **s.info,
+            "trial_done": s.info["world_done"],
+            "episode_terminated": s.terminated,
+            "episode_truncated": s.truncated,
+        }
+        return s.replace(info=info)
+
+
+def with_mode(env: Env, mode: str, episodes_per_trial: int, split: str = "train", time_input: bool = False) -> Env:
+    """``env`` (unbatched or a :class:`VmapEnv`) in one of the :data:`MODES`.
+
+    Args:
+        mode: ``trial`` (:class:`Trial`), ``fixed`` (:class:`FixedWorld`) or ``fresh`` (:class:`AutoReset`
+            with a new world every episode).
+        episodes_per_trial: episodes per world in ``trial`` and ``fixed`` (ignored by ``fresh``).
+        split: where worlds are drawn from on resampling.
+        time_input: ``trial`` only: add ``trial_time`` to the RL² inputs.
+    """
+    check_mode(mode)
+    if mode == "trial":
+        return Trial(env, episodes_per_trial, split=split, time_input=time_input)
+    if mode == "fixed":
+        return FixedWorld(env, episodes_per_trial, split=split)
+    return AutoReset(env, split=split, episodes_per_world=1)
+
+
 class NormalizeObs(Wrapper):
     """Running mean/variance observation normalization, statistics in ``info["obs_norm"]``.
 
     Put it on a batched env so the statistics are shared across the batch. ``update=False`` freezes
-    them (evaluation). ``final_obs`` is normalized with the same statistics.
+    them (evaluation). ``final_obs`` is normalized with the same statistics. On a
+    :class:`sim.core.Dict` observation the vector parts are normalized (one statistics per part) and
+    the others (images) pass through.
     """
 
     def __init__(self, env: Env, clip: float = 10.0, update: bool = True):
@@ -294,7 +454,7 @@ class NormalizeObs(Wrapper):
         self.clip = float(clip)
         self.update = update
 
-    def _norm(self, s: State, stats: RunningStats) -> State:
+    def _norm(self, s: State, stats: Stats) -> State:
         if self.update:
             stats = update_stats(stats, s.obs)
         info = {**s.info, "obs_norm": stats}
@@ -304,7 +464,7 @@ class NormalizeObs(Wrapper):
 
     def reset(self, key, params):
         s = self.env.reset(key, params)
-        return self._norm(s, RunningStats.create(self.observation_space.shape[-1]))
+        return self._norm(s, create_stats(self.observation_space))
 
     def step(self, state, action):
         info = dict(state.info)
