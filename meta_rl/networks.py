@@ -126,9 +126,11 @@ class ActorCritic(nn.Module):
         for i, w in enumerate(s.hidden):
             x = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"torso_{i}")(x))
         if s.kind == "gru":
-            carry, x = nn.GRUCell(s.core_size, name="core")(carry, x)
+            h, x = nn.GRUCell(s.core_size, name="core")(carry["h"], x)
+            carry = {"h": h}
         elif s.kind == "lstm":
-            carry, x = nn.LSTMCell(s.core_size, name="core")(carry, x)
+            (c, h), x = nn.LSTMCell(s.core_size, name="core")((carry["c"], carry["h"]), x)
+            carry = {"c": c, "h": h}
         value = nn.Dense(1, kernel_init=orth(1.0), name="value")(x)[..., 0]
         if s.discrete:
             out = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="logits")(x)
@@ -157,15 +159,16 @@ class Policy:
     def __hash__(self):
         return hash(self.spec)
 
-    def init_carry(self, batch: int) -> Any:
-        """The carry at trial start: zeros ([B, core] for GRU, (c, h) for LSTM, [B, 0] for MLP)."""
+    def init_carry(self, batch: int) -> dict[str, jax.Array]:
+        """The carry at trial start, a dict named by state (the ONNX inputs ``<name>_in``): zeros
+        ``{"h": [B, core]}`` for GRU, ``{"c": .., "h": ..}`` for LSTM, ``{}`` for MLP (stateless)."""
         s = self.spec
+        z = jnp.zeros((batch, s.core_size), jnp.float32)
         if s.kind == "gru":
-            return jnp.zeros((batch, s.core_size), jnp.float32)
+            return {"h": z}
         if s.kind == "lstm":
-            z = jnp.zeros((batch, s.core_size), jnp.float32)
-            return (z, z)
-        return jnp.zeros((batch, 0), jnp.float32)
+            return {"c": z, "h": z}
+        return {}
 
     def init(self, key: jax.Array) -> dict:
         obs = jnp.zeros((1, self.spec.obs_dim), jnp.float32)

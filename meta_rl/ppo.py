@@ -1,16 +1,18 @@
 """PPO over the Env contract, feed-forward or recurrent: the core every learner builds on.
 
 ``make_train(config, env) -> train`` where ``train(key) -> (params, metrics)`` runs the whole
-training as one jitted ``lax.scan`` of updates. The same object exposes the pieces the CLI's run
-loop needs to checkpoint between chunks: ``init(key)`` and ``run(train_state, num_updates)``; a
+training as one ``lax.scan`` of updates, pure and un-jitted (``jax.jit(jax.vmap(train))(keys)``
+trains several seeds at once). The same object exposes the pieces the run loop needs to checkpoint
+between chunks: ``init(key)``, ``update(train_state)`` and ``run(train_state, num_updates)``; a
 chunked run and one whole scan take identical steps.
 
-One update: collect ``num_steps`` x ``num_envs`` transitions (:mod:`meta_rl.rollout`), GAE
-(:func:`meta_rl.losses.gae`, truncation bootstrapped), then ``update_epochs`` passes of
-``num_minibatches`` clipped-PPO steps. Recurrent policies keep whole sequences in a minibatch (split
-over envs) and replay them from the carry the rollout started with; feed-forward ones shuffle
-single transitions. A minibatch whose loss or gradient is not finite is skipped and counted in
-``metrics["nonfinite"]``; the run loop stops on it (:mod:`proteus.runs`).
+One update: collect ``num_steps`` x ``num_envs`` transitions (:mod:`meta_rl.rollout`), then
+:func:`ppo_update`, the one PPO update every learner that needs one reuses. A minibatch whose loss or
+gradient is not finite is skipped and counted in ``metrics["nonfinite"]``; the run loop stops on it
+(:mod:`proteus.runs`).
+
+Two learners are registered from here (:mod:`meta_rl.learners`): ``ppo`` (feed-forward, a fresh world
+every episode) and ``rl2`` (recurrent, trials), both with :class:`PPOConfig`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import optax
 import tyro
 from flax import struct
 
+from meta_rl.agent import PolicyAgent
+from meta_rl.learners import Learner
 from meta_rl.losses import gae, ppo_loss
 from meta_rl.networks import KINDS, Policy, PolicySpec
-from meta_rl.rollout import Runner, collect, evaluate_sequence, next_values, start
+from meta_rl.presets import ppo_preset, rl2_preset
+from meta_rl.rollout import Runner, Transition, collect, evaluate_sequence, next_values, start
 from sim.core import Env
 from sim.normalize import update_stats
 from sim.wrappers import Trial
@@ -115,6 +120,25 @@ class PPOConfig:
 
 
 @struct.dataclass
+class PPOHyper:
+    """PPO quantities passed as traced arrays, so a meta-learner can learn them (meta-gradient RL moves
+    ``gamma`` and ``gae_lambda``) and a change of value never recompiles. Built from the config by
+    :meth:`from_config`; kept in the train state.
+
+    Attributes:
+        gamma: discount.
+        gae_lambda: GAE lambda.
+    """
+
+    gamma: jax.Array
+    gae_lambda: jax.Array
+
+    @classmethod
+    def from_config(cls, c: PPOConfig) -> "PPOHyper":
+        return cls(jnp.asarray(c.gamma, jnp.float32), jnp.asarray(c.gae_lambda, jnp.float32))
+
+
+@struct.dataclass
 class TrainState:
     """Everything a run needs to continue exactly: weights, optimizer, envs, keys, counters."""
 
@@ -123,6 +147,7 @@ class TrainState:
     runner: Runner
     key: jax.Array
     update: jax.Array
+    hyper: PPOHyper
 
 
 def _is_trial(env: Env) -> bool:
@@ -134,8 +159,119 @@ def _is_trial(env: Env) -> bool:
     return False
 
 
+def make_optimizer(c: PPOConfig) -> optax.GradientTransformation:
+    """Adam with global-norm clipping, the learning rate annealed linearly to 0 over the run when asked."""
+    steps = c.num_updates * c.update_epochs * c.num_minibatches
+    lr = optax.linear_schedule(c.lr, 0.0, steps) if c.anneal_lr else c.lr
+    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def policy_spec(c: PPOConfig, env: Env) -> PolicySpec:
+    """The policy a PPO config builds for ``env``."""
+    return PolicySpec.for_env(env, c.network, hidden=tuple(c.hidden), core_size=c.core_size,
+                              normalize_obs=c.normalize_obs, init_log_std=c.init_log_std)
+
+
+def ppo_update(
+    c: PPOConfig,
+    policy: Policy,
+    optimizer: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    traj: Transition,
+    last_value: jax.Array,
+    carry0: Any,
+    hyper: PPOHyper,
+    key: jax.Array,
+) -> tuple[Any, Any, dict]:
+    """One PPO update from a collected rollout (pure; every learner that needs PPO calls this).
+
+    GAE (truncation bootstrapped, ``hyper.gamma``/``hyper.gae_lambda`` traced), then
+    ``c.update_epochs`` passes of ``c.num_minibatches`` clipped-PPO steps. Recurrent policies keep
+    whole sequences in a minibatch (split over envs) replayed from ``carry0``, the carry the rollout
+    started with; feed-forward ones shuffle single transitions. A minibatch whose loss or gradient is
+    not finite is skipped and counted in ``metrics["nonfinite"]``. Observation statistics move after
+    the update, so it saw consistent inputs.
+
+    Args:
+        traj: [T, B] transitions (:func:`meta_rl.rollout.collect`); ``last_value`` [B] V after them.
+
+    Returns:
+        (params, opt_state, metrics): metrics are scalars (means over minibatches, ``nonfinite`` summed).
+    """
+    spec = policy.spec
+    num_envs = traj.reward.shape[1]
+    adv, returns = gae(traj.reward * c.reward_scale, traj.value, next_values(traj, last_value), traj.terminated,
+                       traj.done, hyper.gamma, hyper.gae_lambda)
+    # values live in scaled-reward units; next_values came from the same value head
+    stats = params["obs_norm"]
+
+    def loss_fn(net, mb):
+        p = {"net": net, "obs_norm": stats}
+        if spec.recurrent:
+            log_prob, entropy, value = evaluate_sequence(policy, p, mb["carry0"], mb["obs"], mb["first"], mb["action"])
+        else:
+            _, dist, value = policy.apply(p, policy.init_carry(mb["obs"].shape[0]), mb["obs"])
+            log_prob, entropy = dist.log_prob(mb["action"]), dist.entropy()
+        a = mb["adv"]
+        a = (a - a.mean()) / (a.std() + 1e-8)
+        return ppo_loss(log_prob, mb["log_prob"], a, value, mb["value"], mb["returns"], entropy,
+                        clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)
+
+    data = {"obs": traj.obs, "first": traj.first, "action": traj.action, "log_prob": traj.log_prob,
+            "value": traj.value, "adv": adv, "returns": returns}
+
+    def minibatches(k):
+        if spec.recurrent:  # whole sequences: split the env axis
+            perm = jax.random.permutation(k, num_envs).reshape(c.num_minibatches, -1)
+            mbs = jax.tree.map(lambda x: jnp.swapaxes(x[:, perm], 0, 1), data)  # [M, T, b, ...]
+            mbs["carry0"] = jax.tree.map(lambda x: x[perm], carry0)
+            return mbs
+        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
+        perm = jax.random.permutation(k, flat["adv"].shape[0]).reshape(c.num_minibatches, -1)
+        return jax.tree.map(lambda x: x[perm], flat)
+
+    def sgd_step(carry, mb):
+        net, opt = carry
+        (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(net, mb)
+        updates, new_opt = optimizer.update(grads, opt, net)
+        new_net = optax.apply_updates(net, updates)
+        finite = jnp.isfinite(parts["loss"]) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        return (keep(new_net, net), keep(new_opt, opt)), {**parts, "nonfinite": (~finite).astype(jnp.int32)}
+
+    def epoch(carry, k):
+        return jax.lax.scan(sgd_step, carry, minibatches(k))
+
+    (net, opt_state), parts = jax.lax.scan(epoch, (params["net"], opt_state), jax.random.split(key, c.update_epochs))
+    if spec.normalize_obs:
+        stats = update_stats(stats, traj.obs)
+    metrics = {k: v.mean() for k, v in parts.items() if k != "nonfinite"}
+    metrics["nonfinite"] = parts["nonfinite"].sum()
+    return {"net": net, "obs_norm": stats}, opt_state, metrics
+
+
+def rollout_metrics(traj: Transition) -> dict:
+    """Episode (trial) return and length of the episodes that ended in a rollout, mean reward, env counters."""
+    n_done = traj.done.sum()
+    metrics = dict(
+        episodes=n_done,
+        episode_return=jnp.where(n_done > 0, traj.finished_return.sum() / jnp.maximum(n_done, 1), jnp.nan),
+        episode_length=jnp.where(n_done > 0, traj.finished_length.sum() / jnp.maximum(n_done, 1), jnp.nan),
+        reward=traj.reward.mean(),
+    )
+    if isinstance(traj.env_metrics, dict):  # env counters, summed over the rollout (e.g. unstable)
+        metrics.update({f"env/{k}": v.sum().astype(jnp.float32) for k, v in traj.env_metrics.items()})
+    return metrics
+
+
 class Trainer:
-    """PPO on one batched env (see the module docstring). Call it as ``train(key)``."""
+    """PPO on one batched env (see the module docstring). Call it as ``train(key)``.
+
+    Every method is pure and un-jitted (DESIGN.md's learner contract): the caller jits, vmaps over
+    seeds, or places the state on devices.
+    """
 
     def __init__(self, config: PPOConfig, env: Env, split: str = "train"):
         self.config = c = config
@@ -144,102 +280,37 @@ class Trainer:
         if c.network != "mlp" and not _is_trial(env):
             raise ValueError(
                 f"network={c.network!r} is recurrent but {env.id} is not a trial env: recurrent (RL²) "
-                "policies need trials (sim.make(..., trial=True)); use network='mlp' for domain randomization"
+                "policies need trials (sim.make(..., mode='trial')); use network='mlp' for domain randomization"
             )
         self.env = env
         self.split = split
-        self.spec = PolicySpec.for_env(env, c.network, hidden=tuple(c.hidden), core_size=c.core_size,
-                                       normalize_obs=c.normalize_obs, init_log_std=c.init_log_std)
+        self.spec = policy_spec(c, env)
         self.policy = Policy(self.spec)
-        steps = c.num_updates * c.update_epochs * c.num_minibatches
-        lr = optax.linear_schedule(c.lr, 0.0, steps) if c.anneal_lr else c.lr
-        self.optimizer = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
-        self._run = jax.jit(self._scan, static_argnums=1)
+        self.optimizer = make_optimizer(c)
 
-    # -- pieces -------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> TrainState:
         k_net, k_env, k_next = jax.random.split(key, 3)
         params = self.policy.init(k_net)
         runner = start(self.env, self.policy, k_env, self.split)
-        return TrainState(params, self.optimizer.init(params["net"]), runner, k_next, jnp.zeros((), jnp.int32))
+        return TrainState(params, self.optimizer.init(params["net"]), runner, k_next, jnp.zeros((), jnp.int32),
+                          PPOHyper.from_config(self.config))
 
     def update(self, ts: TrainState) -> tuple[TrainState, dict]:
-        """One PPO update (pure)."""
-        c, policy = self.config, self.policy
-        key, k_roll, k_perm = jax.random.split(ts.key, 3)
+        """One PPO update (pure): a rollout, then :func:`ppo_update`."""
+        key, k_roll, k_upd = jax.random.split(ts.key, 3)
         carry0 = ts.runner.carry
-        runner, traj, last_value = collect(self.env, policy, ts.params, ts.runner, k_roll, c.num_steps)
-        adv, returns = gae(traj.reward * c.reward_scale, traj.value,
-                           next_values(traj, last_value), traj.terminated, traj.done, c.gamma, c.gae_lambda)
-        # values live in scaled-reward units; next_values came from the same value head
-        stats = ts.params["obs_norm"]
-
-        def loss_fn(net, mb):
-            params = {"net": net, "obs_norm": stats}
-            if self.spec.recurrent:
-                log_prob, entropy, value = evaluate_sequence(policy, params, mb["carry0"], mb["obs"], mb["first"], mb["action"])
-            else:
-                _, dist, value = policy.apply(params, policy.init_carry(mb["obs"].shape[0]), mb["obs"])
-                log_prob, entropy = dist.log_prob(mb["action"]), dist.entropy()
-            a = mb["adv"]
-            a = (a - a.mean()) / (a.std() + 1e-8)
-            return ppo_loss(log_prob, mb["log_prob"], a, value, mb["value"], mb["returns"], entropy,
-                            clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)
-
-        data = {"obs": traj.obs, "first": traj.first, "action": traj.action, "log_prob": traj.log_prob,
-                "value": traj.value, "adv": adv, "returns": returns}
-
-        def minibatches(k):
-            if self.spec.recurrent:  # whole sequences: split the env axis
-                perm = jax.random.permutation(k, c.num_envs).reshape(c.num_minibatches, -1)
-                mbs = jax.tree.map(lambda x: jnp.swapaxes(x[:, perm], 0, 1), data)  # [M, T, b, ...]
-                mbs["carry0"] = jax.tree.map(lambda x: x[perm], carry0)
-                return mbs
-            flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-            perm = jax.random.permutation(k, c.steps_per_update).reshape(c.num_minibatches, -1)
-            return jax.tree.map(lambda x: x[perm], flat)
-
-        def sgd_step(carry, mb):
-            net, opt_state = carry
-            (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(net, mb)
-            updates, new_opt = self.optimizer.update(grads, opt_state, net)
-            new_net = optax.apply_updates(net, updates)
-            finite = jnp.isfinite(parts["loss"]) & jnp.all(
-                jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-            return (keep(new_net, net), keep(new_opt, opt_state)), {**parts, "nonfinite": (~finite).astype(jnp.int32)}
-
-        def epoch(carry, k):
-            return jax.lax.scan(sgd_step, carry, minibatches(k))
-
-        (net, opt_state), parts = jax.lax.scan(epoch, (ts.params["net"], ts.opt_state),
-                                               jax.random.split(k_perm, c.update_epochs))
-        if self.spec.normalize_obs:  # statistics move after the update, so it saw consistent inputs
-            stats = update_stats(stats, traj.obs)
-        params = {"net": net, "obs_norm": stats}
-        n_done = traj.done.sum()
-        metrics = {k: v.mean() for k, v in parts.items() if k != "nonfinite"}
-        metrics.update(
-            nonfinite=parts["nonfinite"].sum(),
-            episodes=n_done,
-            episode_return=jnp.where(n_done > 0, traj.finished_return.sum() / jnp.maximum(n_done, 1), jnp.nan),
-            episode_length=jnp.where(n_done > 0, traj.finished_length.sum() / jnp.maximum(n_done, 1), jnp.nan),
-            reward=traj.reward.mean(),
-        )
-        if isinstance(traj.env_metrics, dict):  # env counters, summed over the rollout (e.g. unstable)
-            metrics.update({f"env/{k}": v.sum().astype(jnp.float32) for k, v in traj.env_metrics.items()})
-        return TrainState(params, opt_state, runner, key, ts.update + 1), metrics
-
-    def _scan(self, ts: TrainState, num_updates: int):
-        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=num_updates)
+        runner, traj, last_value = collect(self.env, self.policy, ts.params, ts.runner, k_roll, self.config.num_steps)
+        params, opt_state, metrics = ppo_update(self.config, self.policy, self.optimizer, ts.params, ts.opt_state,
+                                                traj, last_value, carry0, ts.hyper, k_upd)
+        metrics.update(rollout_metrics(traj))
+        return ts.replace(params=params, opt_state=opt_state, runner=runner, key=key, update=ts.update + 1), metrics
 
     def run(self, ts: TrainState, num_updates: int) -> tuple[TrainState, dict]:
-        """``num_updates`` updates in one jitted scan; metrics stacked [num_updates]."""
-        # Commit the state to the device first: jit's cache tells uncommitted inputs (a fresh init, a
-        # restored checkpoint) from the committed outputs of a previous chunk, and an MJX train step
-        # takes minutes to compile twice on CPU.
-        ts = jax.device_put(ts, jax.devices()[0])
-        return self._run(ts, int(num_updates))
+        """``num_updates`` updates in one ``lax.scan``; metrics stacked [num_updates]."""
+        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=int(num_updates))
+
+    def agent_params(self, ts: TrainState) -> Any:
+        return ts.params
 
     def __call__(self, key: jax.Array) -> tuple[Any, dict]:
         """Train from scratch: ``(params, metrics [num_updates])``."""
@@ -250,3 +321,30 @@ class Trainer:
 def make_train(config: PPOConfig, env: Env, split: str = "train") -> Trainer:
     """``make_train(config, env)(key) -> (params, metrics)`` (DESIGN.md's learner contract)."""
     return Trainer(config, env, split)
+
+
+def _make_agent(c: PPOConfig, env: Env, params: Any, deterministic: bool) -> PolicyAgent:
+    return PolicyAgent(params, Policy(policy_spec(c, env)), deterministic)
+
+
+def _learner(name: str, description: str, mode: str, presets) -> Learner:
+    return Learner(
+        name=name,
+        description=description,
+        config=PPOConfig,
+        make_train=make_train,
+        init_agent_params=lambda c, env, key: Policy(policy_spec(c, env)).init(key),
+        make_agent=_make_agent,
+        env_mode=lambda c: mode,
+        presets=presets,
+        steps_per_update=lambda c: c.steps_per_update,
+        num_updates=lambda c: c.num_updates,
+        policy_spec=policy_spec,
+        env_batch=lambda c: c.num_envs,
+    )
+
+
+PPO_LEARNER = _learner("ppo", "feed-forward PPO under domain randomization (a new world every episode)", "fresh",
+                       ppo_preset)
+RL2_LEARNER = _learner("rl2", "RL² (Duan et al. 2016): a recurrent policy over trials of K episodes in one world",
+                       "trial", rl2_preset)

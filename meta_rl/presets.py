@@ -1,17 +1,13 @@
-"""Default learner configs per algorithm and env family (what ``proteus train`` starts from).
+"""Presets per learner and env family: the config overrides ``proteus train`` starts from.
 
 Every field can still be overridden on the command line; the values here are the ones the README's
-results were produced with.
+results were produced with. Each learner's registry entry (:mod:`meta_rl.learners`) points at its
+preset function here (``env_id -> dict`` of config fields).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from meta_rl.ppo import PPOConfig
 from sim.registry import entry
-
-ALGOS = ("ppo", "rl2")
 
 
 def _family(env_id: str) -> str:
@@ -22,56 +18,67 @@ def _family(env_id: str) -> str:
     return "robot"
 
 
-def default_config(algo: str, env_id: str, **overrides) -> PPOConfig:
-    """The preset for ``algo`` on ``env_id``, with ``overrides`` applied."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algorithm {algo!r}; known: {', '.join(ALGOS)}")
+def default_config(algo: str, env_id: str, **overrides):
+    """The registered learner ``algo``'s preset config for ``env_id``, with ``overrides`` applied."""
+    from meta_rl import learners
+
+    try:
+        learner = learners.get(algo)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    return learner.default_config(env_id, **overrides)
+
+
+def ppo_preset(env_id: str) -> dict:
+    """Feed-forward PPO under domain randomization: one preset for every env."""
+    entry(env_id)  # unknown ids fail here, naming the known ones
+    return dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="mlp", hidden=(64, 64), reward_scale=0.1)
+
+
+def rl2_preset(env_id: str) -> dict:
+    """RL² per env family (bandits, tabular MDPs, robots and point tasks)."""
     fam = _family(env_id)
     e = entry(env_id)
-    if algo == "rl2":
-        if fam == "bandit":
-            # trials of n pulls; the rollout covers whole trials up to 100 steps (longer ones are
-            # carried across rollouts with their hidden state)
-            n = e.episodes_per_trial
-            # value targets kept O(1): without reward scaling the value loss swamps the clipped
-            # gradient and n >= 100 trials barely learn.
-            # Long trials (n >= 100): gamma = 1 is the objective (the undiscounted trial return): at
-            # 0.99 a pull 100 steps ahead counts 0.37 and the agent under-explores. The value of an
-            # exploratory pull shows up many steps later, so long GAE traces (lambda 0.95) carry it:
-            # at n = 100, k = 5, lambda 0.3 plateaued at 93.6% of Gittins, lambda 0.95 reached 97.5%
-            # in half the steps. Short trials (n = 10) learn best with the paper's low-variance
-            # traces (gamma 0.99, lambda 0.3: k = 10 reached 99.2% of Gittins at 3M steps, against
-            # 97.6% with gamma 1, lambda 0.95).
-            # With 50 arms and n = 100 an entropy bonus of 0.01 held the policy near uniform over
-            # ~7 arms (2 nats) for 15M steps; 0.001 learns twice as fast. At n = 500 it is the other
-            # way round: 0.001 collapsed the entropy to 0.05 nats and stalled at ~350 (17M steps),
-            # 0.01 reached 397 at 40M steps.
-            long = n >= 100
-            base = dict(total_steps=30_000_000 if long else 3_000_000, num_envs=256, num_steps=min(n, 100),
-                        network="gru", hidden=(), core_size=128, lr=1e-3,
-                        ent_coef=0.001 if n == 100 and e.factory("jax").num_arms >= 50 else 0.01,
-                        gamma=1.0 if long else 0.99, gae_lambda=0.95 if long else 0.3,
-                        normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
-        elif fam == "mdp":
-            # ent 0.01 collapses to a near-deterministic policy early. A 128-unit GRU learns about as
-            # much per step as the paper's 256 (n = 10, 10M steps: 116.6 vs 120 training return) at
-            # 4.7x the steps per second on CPU, so it gets further in any wall-clock budget.
-            # lr 3e-3 learns faster than 1e-3 (n = 10, 70M steps: 133.3 vs 128.2 evaluated; 10M
-            # steps: 121.1 vs 116.6 training return; 1e-2: 118.7 at 8.4M, 3e-4: 108 at 6.6M). The
-            # bandits keep 1e-3: with 3e-3, k = 5, n = 100 scored 77.7 after 60M steps (1e-3: 77.9
-            # after 30M), and k = 50 got to its plateau sooner (80.3 vs 77.4 at 30M) but no higher
-            # (80.9 at 90M vs 80.8 at 60M). The MDP keeps climbing for a long time: at lr 3e-3 on
-            # n = 10 a 70M-step run scored 133.3 and a 140M-step run 150.3 (PSRL 137.9), hence the
-            # 140M default (about 35 min on one CPU core). Longer trials need more: n = 25 was level with
-            # PSRL after 140M steps (406.4 vs 408.8) and clearly above it after 280M (426.1); n = 10 gained
-            # little from 280M (151.0 vs 150.3).
-            base = dict(total_steps=140_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
-                        core_size=128, lr=3e-3, ent_coef=0.05, gamma=0.99, gae_lambda=0.3, normalize_obs=False,
-                        reward_scale=0.1)
-        else:
-            base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
-                        core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95, reward_scale=0.1)
+    if fam == "bandit":
+        # trials of n pulls; the rollout covers whole trials up to 100 steps (longer ones are
+        # carried across rollouts with their hidden state)
+        n = e.episodes_per_trial
+        # value targets kept O(1): without reward scaling the value loss swamps the clipped
+        # gradient and n >= 100 trials barely learn.
+        # Long trials (n >= 100): gamma = 1 is the objective (the undiscounted trial return): at
+        # 0.99 a pull 100 steps ahead counts 0.37 and the agent under-explores. The value of an
+        # exploratory pull shows up many steps later, so long GAE traces (lambda 0.95) carry it:
+        # at n = 100, k = 5, lambda 0.3 plateaued at 93.6% of Gittins, lambda 0.95 reached 97.5%
+        # in half the steps. Short trials (n = 10) learn best with the paper's low-variance
+        # traces (gamma 0.99, lambda 0.3: k = 10 reached 99.2% of Gittins at 3M steps, against
+        # 97.6% with gamma 1, lambda 0.95).
+        # With 50 arms and n = 100 an entropy bonus of 0.01 held the policy near uniform over
+        # ~7 arms (2 nats) for 15M steps; 0.001 learns twice as fast. At n = 500 it is the other
+        # way round: 0.001 collapsed the entropy to 0.05 nats and stalled at ~350 (17M steps),
+        # 0.01 reached 397 at 40M steps.
+        long = n >= 100
+        base = dict(total_steps=30_000_000 if long else 3_000_000, num_envs=256, num_steps=min(n, 100),
+                    network="gru", hidden=(), core_size=128, lr=1e-3,
+                    ent_coef=0.001 if n == 100 and e.factory("jax").num_arms >= 50 else 0.01,
+                    gamma=1.0 if long else 0.99, gae_lambda=0.95 if long else 0.3,
+                    normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
+    elif fam == "mdp":
+        # ent 0.01 collapses to a near-deterministic policy early. A 128-unit GRU learns about as
+        # much per step as the paper's 256 (n = 10, 10M steps: 116.6 vs 120 training return) at
+        # 4.7x the steps per second on CPU, so it gets further in any wall-clock budget.
+        # lr 3e-3 learns faster than 1e-3 (n = 10, 70M steps: 133.3 vs 128.2 evaluated; 10M
+        # steps: 121.1 vs 116.6 training return; 1e-2: 118.7 at 8.4M, 3e-4: 108 at 6.6M). The
+        # bandits keep 1e-3: with 3e-3, k = 5, n = 100 scored 77.7 after 60M steps (1e-3: 77.9
+        # after 30M), and k = 50 got to its plateau sooner (80.3 vs 77.4 at 30M) but no higher
+        # (80.9 at 90M vs 80.8 at 60M). The MDP keeps climbing for a long time: at lr 3e-3 on
+        # n = 10 a 70M-step run scored 133.3 and a 140M-step run 150.3 (PSRL 137.9), hence the
+        # 140M default (about 35 min on one CPU core). Longer trials need more: n = 25 was level with
+        # PSRL after 140M steps (406.4 vs 408.8) and clearly above it after 280M (426.1); n = 10 gained
+        # little from 280M (151.0 vs 150.3).
+        base = dict(total_steps=140_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
+                    core_size=128, lr=3e-3, ent_coef=0.05, gamma=0.99, gae_lambda=0.3, normalize_obs=False,
+                    reward_scale=0.1)
     else:
-        base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="mlp", hidden=(64, 64), reward_scale=0.1)
-    base.update(overrides)
-    return dataclasses.replace(PPOConfig(), **base)
+        base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
+                    core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95, reward_scale=0.1)
+    return base

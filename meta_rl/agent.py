@@ -1,0 +1,142 @@
+"""The test-time adaptation contract every learner's ``Agent`` implements (DESIGN.md).
+
+An agent acts in one world after another and may adapt to the world it is in::
+
+    state = agent.init(key, world)                  # world: the batched env params [B, ...]
+    action, state = agent.act(state, obs, key)      # every step
+    state = agent.observe(state, transition)        # every step, after the env answered
+    state = agent.end_episode(state)                # where an episode ended (gradient steps, memory writes)
+
+Everything is batched over a leading axis ``B`` and pure: the agent is a pytree (its learned
+parameters are leaves, its configuration static), so one jitted evaluation function serves every
+agent of a kind whatever its weights. What each learner keeps in ``state``: RL² its recurrent carry,
+MAML its adapted weights, MAESN its latent, NEC its memory; a domain-randomization policy keeps
+nothing (``{}``).
+
+``policy_step(state, obs) -> (action, state)`` is the deterministic step a robot runs: the ONNX
+export traces exactly this function, with one input and one output per leaf of
+``initial_state(batch)`` (named after its path) beside ``obs`` and ``action``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+AgentState = Any
+
+
+@struct.dataclass
+class Step:
+    """What :meth:`Agent.observe` sees after each env step (leading batch axis ``B``).
+
+    Attributes:
+        obs: the observation the action was chosen from.
+        action: the action taken (env units).
+        reward: the reward received.
+        next_obs: the observation after the step (the next episode's first one where ``done``).
+        terminated: the episode ended in a terminal state.
+        truncated: a time limit cut the episode.
+        done: the episode ended (either way): :meth:`Agent.end_episode` follows where it is set.
+    """
+
+    obs: Any
+    action: jax.Array
+    reward: jax.Array
+    next_obs: Any
+    terminated: jax.Array
+    truncated: jax.Array
+    done: jax.Array
+
+
+def batch_size_of(world: Any) -> int:
+    """The leading batch size of a batched world pytree."""
+    leaves = jax.tree.leaves(world)
+    if not leaves or jnp.ndim(leaves[0]) == 0:
+        raise ValueError("Agent.init needs a batched world (leading batch axis on every leaf of the env params)")
+    return int(jnp.shape(leaves[0])[0])
+
+
+class Agent(abc.ABC):
+    """Base class of every learner's agent (see the module docstring).
+
+    Subclasses are flax ``struct.dataclass`` es (pytrees) and define :meth:`initial_state`,
+    :meth:`act` and :meth:`policy_step`; :meth:`observe` and :meth:`end_episode` default to keeping
+    the state, which is right for agents that adapt through their state alone (RL²) or not at all.
+    ``policy_spec`` (a :class:`meta_rl.networks.PolicySpec`) names the observation and action
+    elements for export and deployment.
+    """
+
+    @abc.abstractmethod
+    def initial_state(self, batch: int) -> AgentState:
+        """The state before any experience of the world (what a robot starts from)."""
+
+    def init(self, key: jax.Array, world: Any) -> AgentState:
+        """Start in a batch of worlds ``world`` (the env params). Oracles may read ``world``; learners
+        must not (they meet held-out worlds knowing nothing of them)."""
+        del key
+        return self.initial_state(batch_size_of(world))
+
+    @abc.abstractmethod
+    def act(self, state: AgentState, obs: Any, key: jax.Array) -> tuple[jax.Array, AgentState]:
+        """Choose actions (env units) for a batch of observations."""
+
+    def observe(self, state: AgentState, step: Step) -> AgentState:
+        """Take in one transition (every step)."""
+        del step
+        return state
+
+    def end_episode(self, state: AgentState) -> AgentState:
+        """An episode ended (called on the whole batch; apply it where ``done`` with
+        :func:`sim.core.where_done`)."""
+        return state
+
+    @abc.abstractmethod
+    def policy_step(self, state: AgentState, obs: Any) -> tuple[jax.Array, AgentState]:
+        """The deterministic step in env units: what export traces and a robot runs."""
+
+    @property
+    @abc.abstractmethod
+    def policy_spec(self):
+        """The :class:`meta_rl.networks.PolicySpec` naming observations and actions."""
+
+
+@struct.dataclass
+class PolicyAgent(Agent):
+    """A :class:`meta_rl.networks.Policy` as an Agent: its state is the recurrent carry (``{}`` for a
+    feed-forward policy), reset only by ``init``; the carry runs through every episode of a world.
+
+    The policy reads the first ``obs_dim`` elements of the observation: a policy trained without
+    trial inputs (DR PPO) evaluated on a trial env sees its base observation only, so both kinds are
+    scored on the same trials. ``deterministic`` acts with the distribution's mode (what export
+    deploys), else samples.
+    """
+
+    params: Any
+    policy: Any = struct.field(pytree_node=False)
+    deterministic: bool = struct.field(pytree_node=False, default=False)
+
+    @property
+    def policy_spec(self):
+        return self.policy.spec
+
+    def initial_state(self, batch: int) -> AgentState:
+        return self.policy.init_carry(batch)
+
+    def _dist(self, state, obs):
+        obs = obs[..., : self.policy.spec.obs_dim]
+        state, dist, _ = self.policy.apply(self.params, state, obs)
+        return state, dist
+
+    def act(self, state, obs, key):
+        state, dist = self._dist(state, obs)
+        u = dist.mode() if self.deterministic else dist.sample(seed=key)
+        return self.policy.env_action(u), state
+
+    def policy_step(self, state, obs):
+        state, dist = self._dist(state, obs)
+        return self.policy.deterministic(dist), state

@@ -1,0 +1,154 @@
+"""The learner registry: every learner plugs into runs, resume, eval, export and bench through it.
+
+A learner is a module under ``meta_rl/`` that calls :func:`register` with a :class:`Learner`:
+
+* ``name``: what ``proteus train NAME`` takes;
+* ``config``: its frozen, documented config dataclass (the CLI renders its fields as flags);
+* ``presets(env_id) -> dict``: field overrides per env family (the defaults ``proteus train`` starts from);
+* ``env_mode(config) -> str``: the env mode it trains in (``sim.make(mode=...)``: ``trial``, ``fixed`` or ``fresh``);
+* ``make_train(config, env) -> Trainer``: the :class:`Trainer` protocol below, ``trainer(key)`` pure;
+* ``init_agent_params(config, env, key)``: a template of the agent's parameters (what a run saves);
+* ``make_agent(config, env, params, deterministic) -> Agent``: the test-time agent (:mod:`meta_rl.agent`);
+* ``env_batch(config)``, ``steps_per_update(config)``, ``num_updates(config)``: the run's shape.
+
+Nothing above ``meta_rl/`` branches on a learner's name. The built-in learners register in
+:func:`_register_builtin`; a new learner adds its module and one line there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable, Protocol
+
+import jax
+
+from sim.core import Env
+
+
+class Trainer(Protocol):
+    """What ``make_train(config, env)`` returns.
+
+    ``init(key) -> train_state`` and ``update(train_state) -> (train_state, metrics)`` are pure; so is
+    ``run(train_state, n)`` (``n`` updates in one ``lax.scan``, metrics stacked ``[n]``) and
+    ``trainer(key) -> (agent_params, metrics)``, the whole training. None of them jits or places
+    anything on a device: the caller decides (``jax.jit(jax.vmap(trainer))(keys)`` trains several seeds
+    at once). ``train_state.update`` counts updates done; ``metrics["nonfinite"]`` counts skipped
+    non-finite steps (the run loop stops on them). ``agent_params(train_state)`` is what the agent and
+    the saved policy need.
+    """
+
+    config: Any
+    env: Env
+
+    def init(self, key: jax.Array) -> Any: ...
+
+    def update(self, train_state: Any) -> tuple[Any, dict]: ...
+
+    def run(self, train_state: Any, num_updates: int) -> tuple[Any, dict]: ...
+
+    def agent_params(self, train_state: Any) -> Any: ...
+
+    def __call__(self, key: jax.Array) -> tuple[Any, dict]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """A registered learner (see the module docstring).
+
+    Attributes:
+        name: registry name (``proteus train NAME``).
+        description: one line for ``proteus train --help``.
+        config: the frozen config dataclass.
+        make_train: ``(config, env) -> Trainer``.
+        init_agent_params: ``(config, env, key) -> params`` template of the agent's parameters.
+        make_agent: ``(config, env, params, deterministic) -> Agent``.
+        env_mode: ``config -> mode`` the learner trains in.
+        presets: ``env_id -> dict`` of config overrides for that env (its family's preset).
+        steps_per_update: ``config -> int`` env steps one update consumes (progress, logs).
+        num_updates: ``config -> int`` updates in the whole run.
+        policy_spec: ``(config, env) -> PolicySpec`` naming the agent's observations and actions.
+        env_batch: ``config -> int`` worlds the training env steps in parallel (``sim.make(batch_size=...)``).
+    """
+
+    name: str
+    description: str
+    config: type
+    make_train: Callable[[Any, Env], Trainer]
+    init_agent_params: Callable[[Any, Env, jax.Array], Any]
+    make_agent: Callable[[Any, Env, Any, bool], Any]
+    env_mode: Callable[[Any], str]
+    presets: Callable[[str], dict]
+    steps_per_update: Callable[[Any], int]
+    num_updates: Callable[[Any], int]
+    policy_spec: Callable[[Any, Env], Any]
+    env_batch: Callable[[Any], int]
+
+    def default_config(self, env_id: str, **overrides) -> Any:
+        """The preset for ``env_id`` with ``overrides`` applied (unknown fields are named)."""
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        bad = sorted(set(overrides) - fields)
+        if bad:
+            raise ValueError(f"{self.name} has no config field(s) {', '.join(bad)}; fields: {', '.join(sorted(fields))}")
+        return self.config(**{**self.presets(env_id), **overrides})
+
+    def config_from_dict(self, d: dict) -> Any:
+        """Rebuild a config from ``dataclasses.asdict`` output read back from JSON (lists -> tuples)."""
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        bad = sorted(set(d) - fields)
+        if bad:
+            raise ValueError(f"unknown {self.name} config field(s) {', '.join(bad)}")
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, list):
+                v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            out[k] = v
+        return self.config(**out)
+
+
+_REGISTRY: dict[str, Learner] = {}
+
+
+def register(learner: Learner, *, replace: bool = False) -> Learner:
+    """Add a learner; a second one under the same name is refused unless ``replace``."""
+    if not replace and learner.name in _REGISTRY and _REGISTRY[learner.name] is not learner:
+        raise ValueError(f"learner {learner.name!r} is already registered")
+    _REGISTRY[learner.name] = learner
+    return learner
+
+
+def unregister(name: str) -> None:
+    """Remove a learner (tests that register toy learners clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def names() -> list[str]:
+    """Registered learner names, in registration order."""
+    _register_builtin()
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Learner:
+    """The learner called ``name``; an unknown name raises listing the known ones."""
+    _register_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown learner {name!r}.{hint} Known learners: {', '.join(_REGISTRY)}") from None
+
+
+_BUILTIN_DONE = False
+
+
+def _register_builtin() -> None:
+    """The built-in learners: one line each."""
+    global _BUILTIN_DONE
+    if _BUILTIN_DONE:
+        return
+    _BUILTIN_DONE = True
+    from meta_rl import ppo
+
+    register(ppo.PPO_LEARNER)
+    register(ppo.RL2_LEARNER)
