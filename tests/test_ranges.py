@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -75,3 +76,23 @@ def test_discrete_draws_integers_per_split():
     assert set(np.unique(train).tolist()) == {0.0, 1.0, 2.0}
     np.testing.assert_allclose(np.bincount(train.astype(int)) / 30000, [1 / 3] * 3, atol=0.015)
     assert set(np.unique(np.asarray(r.sample(jax.random.key(1), "extrap", (1000,)))).tolist()) == {3.0, 4.0}
+
+
+def test_bounds_are_data_one_compile_serves_every_bound():
+    r = SplitRange("mass", (1.0, 3.0), interp=(1.8, 2.2), extrap=((0.5, 1.0), (3.0, 4.0)))
+    calls = []
+
+    @jax.jit
+    def draw(bounds, key):
+        calls.append(1)  # runs only when tracing
+        return r.sample(key, "train", (4000,), bounds)
+
+    default = draw(r.bounds(), jax.random.key(0))
+    np.testing.assert_array_equal(default, r.sample(jax.random.key(0), "train", (4000,)))
+    moved = {**r.bounds(), "train": jnp.asarray([10.0, 30.0]), "interp": jnp.asarray([18.0, 22.0])}
+    x = np.asarray(draw(moved, jax.random.key(1)))
+    assert len(calls) == 1  # new bounds, no retrace
+    assert x.min() >= 10.0 and x.max() <= 30.0 and not ((x > 18.0) & (x < 22.0)).any()
+    assert r.with_bounds(moved).train == (10.0, 30.0)
+    with pytest.raises(ValueError, match=r"mass: bounds\['train'\] must have shape \(2,\)"):
+        r.sample(jax.random.key(0), "train", (), {**r.bounds(), "train": jnp.zeros(3)})

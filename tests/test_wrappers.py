@@ -222,3 +222,49 @@ def test_wrapper_argument_errors():
         AutoReset(RandomStart(), split="test")
     with pytest.raises(ValueError, match="clip must be > 0"):
         NormalizeObs(RandomStart(), clip=0)
+
+
+def test_env_modes_meet_the_same_worlds_with_the_same_bookkeeping():
+    """``fixed`` (MAML/MAESN/EPG) and ``trial`` (RL²) see the same worlds and initial states for the
+    same keys and count episodes alike; only ``trial`` appends the RL² inputs; ``fresh`` redraws the
+    world every episode."""
+    import sim
+
+    trial = sim.make("point-goal", batch_size=3, mode="trial")
+    fixed = sim.make("point-goal", batch_size=3, mode="fixed")
+    fresh = sim.make("point-goal", batch_size=3, mode="fresh")
+    assert (trial.mode, fixed.mode, fresh.mode) == ("trial", "fixed", "fresh")
+    assert fixed.episodes_per_trial == trial.episodes_per_trial == 2
+    assert fixed.max_trial_steps == trial.max_trial_steps
+    params = trial.sample_params(jax.random.key(0))
+    st, sf = trial.reset(jax.random.key(1), params), fixed.reset(jax.random.key(1), params)
+    n = fixed.observation_space.shape[0]
+    assert trial.observation_space.shape[0] > n
+    step_t, step_f = jax.jit(trial.step), jax.jit(fixed.step)
+    act = jnp.full((3, 2), 0.3)
+    for _ in range(trial.max_trial_steps):
+        np.testing.assert_allclose(st.obs[:, :n], sf.obs, atol=1e-6)
+        np.testing.assert_array_equal(st.info["episode"], sf.info["episode"])
+        st, sf = step_t(st, act), step_f(sf, act)
+        np.testing.assert_array_equal(st.info["trial_done"], sf.info["trial_done"])
+        np.testing.assert_array_equal(st.info["episode_truncated"], sf.info["episode_truncated"])
+        np.testing.assert_array_equal(sf.truncated, sf.info["episode_truncated"])
+    assert bool(sf.info["trial_done"].all())
+    with pytest.raises(ValueError, match="unknown env mode 'meta'; valid modes: trial, fixed, fresh"):
+        sim.make("point-goal", mode="meta")
+    with pytest.raises(ValueError, match="trial=False contradicts mode='trial'"):
+        sim.make("point-goal", mode="trial", trial=False)
+
+
+def test_any_leading_batch_shape():
+    import sim
+
+    env = sim.make("point-goal", batch_size=(2, 3), mode="fresh")
+    assert env.batch_shape == (2, 3)
+    params = env.sample_params(jax.random.key(0))
+    assert params.target.shape == (2, 3, 2)
+    s = env.reset(jax.random.key(1), params)
+    s = jax.jit(env.step)(s, jnp.zeros((2, 3, 2)))
+    assert s.obs.shape == (2, 3) + env.observation_space.shape and s.reward.shape == (2, 3)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sim.make("point-goal", batch_size=(2, 0))
