@@ -364,10 +364,10 @@ def _parity(policy: Policy, params: dict, model_bytes: bytes, sequences: list[np
             act_err = max(act_err, err)
             if s.kind == "gru":
                 o_h = out[1]
-                carry_err = max(carry_err, float(np.max(np.abs(o_h - np.asarray(j_carry)))))
+                carry_err = max(carry_err, float(np.max(np.abs(o_h - np.asarray(j_carry["h"])))))
             elif s.kind == "lstm":
                 o_h, o_c = out[1], out[2]
-                j_c, j_h = j_carry
+                j_c, j_h = j_carry["c"], j_carry["h"]
                 carry_err = max(carry_err, float(np.max(np.abs(o_h - np.asarray(j_h)))),
                                 float(np.max(np.abs(o_c - np.asarray(j_c)))))
             if not np.isfinite(carry_err):

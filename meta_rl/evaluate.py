@@ -1,35 +1,25 @@
-"""Run policies through whole trials of a batched trial env, on shared evaluation tasks.
+"""The evaluation compute: run agents through whole trials on shared evaluation worlds.
 
-Every baseline and every learner is scored by :func:`run_trials` on the tasks from
-:func:`eval_tasks`, so their numbers are comparable task by task.
+Every baseline, oracle and learner is an :class:`meta_rl.agent.Agent` scored by :func:`run_trials`
+on the worlds from :func:`eval_tasks`, so their numbers are comparable world by world (the reporting
+lives in :mod:`proteus.evaluation`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from randomization.ranges import check_split
-from sim.core import Env, State
+from meta_rl.agent import Agent, Step
+from sim.core import Env, State, where_done
 
 EVAL_SEED = 20161102  # evaluation tasks (the RL² arXiv date); tuning uses TUNE_SEED, never these
 TUNE_SEED = 7
-
-
-class BatchPolicy(Protocol):
-    """A policy over a batch of trial states (leading dim B).
-
-    ``init(batch_size, key) -> carry`` starts a trial; ``act(carry, state, key) -> (carry, action)``
-    sees the trial env's whole State (classic baselines may read ``info`` and oracles ``params``).
-    """
-
-    def init(self, batch_size: int, key: jax.Array) -> Any: ...
-
-    def act(self, carry: Any, state: State, key: jax.Array) -> tuple[Any, jax.Array]: ...
 
 
 @struct.dataclass
@@ -53,25 +43,53 @@ def eval_tasks(env: Env, num_tasks: int, split: str = "train", seed: int = EVAL_
     return env.sample_params(jax.random.key(seed), split)
 
 
-def run_trials(env: Env, policy: BatchPolicy, params: Any, key: jax.Array) -> TrialResult:
-    """Run one full trial of ``policy`` in each world of ``params`` (``env``: batched ``Trial`` env)."""
+def _trial_step_done(state: State) -> jax.Array:
+    """Where the episode ended on this step, in a ``trial`` or ``fixed`` env (both keep the episode's
+    own flags in ``info``; a ``trial`` env's ``terminated`` is the trial's end)."""
+    info = state.info
+    if "episode_terminated" in info:
+        return info["episode_terminated"] | info["episode_truncated"]
+    return state.terminated | state.truncated
+
+
+def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array) -> TrialResult:
+    """Run one full trial of ``agent`` in each world of ``params``.
+
+    ``env`` is a batched env in ``trial`` or ``fixed`` mode (K episodes per world); ``agent`` any
+    :class:`meta_rl.agent.Agent`: ``init`` once per world, then every step ``act``, ``observe`` the
+    transition and, where the episode ended, ``end_episode``. The env's observation goes to the agent
+    as is (a policy trained without the RL² inputs slices its own part, see
+    :class:`meta_rl.agent.PolicyAgent`).
+    """
     k_reset, k_init, k_run = jax.random.split(key, 3)
     batch = env.batch_shape[0]
     num_eps = env.episodes_per_trial
     state = env.reset(k_reset, params)
-    carry = policy.init(batch, k_init)
+    agent_state = agent.init(k_init, params)
 
     def body(c, k):
-        state, carry, live, ep_ret = c
-        carry, action = policy.act(carry, state, k)
+        state, agent_state, live, ep_ret = c
+        action, agent_state = agent.act(agent_state, state.obs, k)
         episode = state.info["episode"]
         nxt = env.step(state, action)
+        done = _trial_step_done(nxt)
+        step = Step(
+            obs=state.obs,
+            action=action,
+            reward=nxt.reward,
+            next_obs=nxt.info.get("final_obs", nxt.obs),
+            terminated=nxt.info.get("episode_terminated", nxt.terminated),
+            truncated=nxt.info.get("episode_truncated", nxt.truncated),
+            done=done,
+        )
+        agent_state = agent.observe(agent_state, step)
+        agent_state = where_done(done, agent.end_episode(agent_state), agent_state)
         r = jnp.where(live, nxt.reward, 0.0)
         ep_ret = ep_ret + jax.nn.one_hot(episode, num_eps) * r[:, None]
         live = live & ~nxt.info["trial_done"]
-        return (nxt, carry, live, ep_ret), None
+        return (nxt, agent_state, live, ep_ret), None
 
-    init = (state, carry, jnp.ones((batch,), bool), jnp.zeros((batch, num_eps), jnp.float32))
+    init = (state, agent_state, jnp.ones((batch,), bool), jnp.zeros((batch, num_eps), jnp.float32))
     keys = jax.random.split(k_run, env.max_trial_steps)
     (_, _, _, ep_ret), _ = jax.lax.scan(body, init, keys)
     return TrialResult(trial_return=ep_ret.sum(-1), episode_returns=ep_ret)
@@ -79,9 +97,9 @@ def run_trials(env: Env, policy: BatchPolicy, params: Any, key: jax.Array) -> Tr
 
 @functools.lru_cache(maxsize=64)
 def compiled_run_trials(env: Env):
-    """``jit(run_trials)`` for ``env``, taking the policy as an argument (a pytree), cached per env:
-    policies of one kind share the compiled function whatever their hyperparameter values."""
-    return jax.jit(lambda policy, params, key: run_trials(env, policy, params, key))
+    """``jit(run_trials)`` for ``env``, taking the agent as an argument (a pytree), cached per env:
+    agents of one kind share the compiled function whatever their parameter values."""
+    return jax.jit(lambda agent, params, key: run_trials(env, agent, params, key))
 
 
 def mean_ci95(x) -> tuple[float, float]:
@@ -90,27 +108,3 @@ def mean_ci95(x) -> tuple[float, float]:
 
     x = np.asarray(x, np.float64)
     return float(x.mean()), float(1.96 * x.std(ddof=1) / np.sqrt(len(x)))
-
-
-@struct.dataclass
-class PolicyActor:
-    """A trained :class:`meta_rl.networks.Policy` as a :class:`BatchPolicy` for :func:`run_trials`.
-
-    The carry starts fresh at the trial's start and runs through its K episodes; actions are sampled
-    (``deterministic=False``) or the distribution's mode. A policy trained without trials (DR PPO)
-    sees only the first ``obs_dim`` elements, the base observation (the trial wrapper appends the
-    RL² inputs after it), so both kinds are scored on the same trials.
-    """
-
-    params: Any
-    policy: Any = struct.field(pytree_node=False)
-    deterministic: bool = struct.field(pytree_node=False, default=False)
-
-    def init(self, batch_size: int, key: jax.Array) -> Any:
-        return self.policy.init_carry(batch_size)
-
-    def act(self, carry: Any, state: State, key: jax.Array) -> tuple[Any, jax.Array]:
-        obs = state.obs[..., : self.policy.spec.obs_dim]
-        carry, dist, _ = self.policy.apply(self.params, carry, obs)
-        u = dist.mode() if self.deterministic else dist.sample(seed=key)
-        return carry, self.policy.env_action(u)

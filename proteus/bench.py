@@ -249,7 +249,7 @@ def open_loop_setup(env_id: str, batch: int) -> dict:
     m = base.model
     nthread = base._pool.nthread
     key = jax.random.key(0)
-    dr_env = sim.make(env_id, batch_size=batch, trial=False, backend="native")
+    dr_env = sim.make(env_id, batch_size=batch, mode="fresh", backend="native")
     params = dr_env.sample_params(key)
     dyn = params["env"]["dynamics"] if "env" in params else params["dynamics"]  # under the effects wrapper
     models = []
@@ -339,7 +339,7 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
         results["c"] = batch * steps * nsub / t
 
     with console.status(f"{env_id}: (d) Proteus MJX on {jax.default_backend()} (compiling, then {mjx_steps} steps)"):
-        mjx_env = sim.make(env_id, batch_size=batch, trial=False, backend="mjx")
+        mjx_env = sim.make(env_id, batch_size=batch, mode="fresh", backend="mjx")
         f = jitted_loop(mjx_env, mjx_steps)
         f()
         t = _best_time(f, 1)
@@ -378,18 +378,22 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
     return rows
 
 
-def _train_rate(trainer, updates: int, repeats: int = 1) -> float:
-    """Env-steps/s of whole PPO updates (rollout + GAE + epochs), compile excluded."""
+def _train_rate(learner, config, env, updates: int, repeats: int = 1) -> float:
+    """Env-steps/s of whole learner updates (for PPO: rollout + GAE + epochs) as ``proteus train`` runs
+    them (:func:`proteus.runs.run_chunk`), compile excluded."""
+    from proteus.runs import run_chunk
+
+    trainer = learner.make_train(config, env)
     ts = trainer.init(jax.random.key(0))
-    ts, _ = trainer.run(ts, updates)  # compile + warm up
-    jax.block_until_ready(ts.params)
+    ts, _ = run_chunk(trainer, ts, updates)  # compile + warm up
+    jax.block_until_ready(ts)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        out, _ = trainer.run(ts, updates)
-        jax.block_until_ready(out.params)
+        out, _ = run_chunk(trainer, ts, updates)
+        jax.block_until_ready(out)
         best = min(best, time.perf_counter() - t)
-    return updates * trainer.config.steps_per_update / best
+    return updates * learner.steps_per_update(config) / best
 
 
 def _brax_ppo_rate(env_id: str, num_envs: int, num_steps: int, num_minibatches: int, epochs: int,
@@ -424,8 +428,9 @@ def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, ro
                 json_path: Path | None = None) -> list[BenchRow]:
     """Training throughput of the shared PPO core: RL² on a bandit, RL² and PPO on a native robot
     against its open-loop physics, and Proteus PPO against Brax's PPO trainer on the same MJX env."""
-    from meta_rl.ppo import make_train
-    from meta_rl.presets import default_config
+    from meta_rl.learners import get
+
+    ppo, rl2 = get("ppo"), get("rl2")
 
     rows: list[BenchRow] = []
     table = Table(title=f"proteus bench train ({jax.default_backend()}, {jax.device_count()} device(s))")
@@ -441,9 +446,9 @@ def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, ro
                       "" if ratio is None else f"{ratio:.2f}", f">= {target:g} {ok}" if target is not None else "")
 
     # 1. RL² (GRU) on the bandit
-    c = default_config("rl2", bandit_env, num_envs=bandit_envs, total_steps=10**9)
+    c = rl2.default_config(bandit_env, num_envs=bandit_envs, total_steps=10**9)
     with console.status(f"RL² GRU-{c.core_size} on {bandit_env}, {bandit_envs} envs"):
-        rate = _train_rate(make_train(c, sim.make(bandit_env, batch_size=c.num_envs)), 3, repeats=2)
+        rate = _train_rate(rl2, c, sim.make(bandit_env, batch_size=c.num_envs, mode="trial"), 3, repeats=2)
     add(f"RL² GRU-{c.core_size} training, {bandit_env}", rate, 1e6, "target 1M env-steps/s", "env-steps/s", 1.0)
 
     # 2. RL² and PPO on the native robot against open-loop physics of the same models and batch
@@ -451,26 +456,27 @@ def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, ro
     nsub = ol["nsub"]
     with console.status(f"{robot_env}: open-loop mujoco.rollout, {robot_envs} models"):
         physics = open_loop_rate(ol, 200)
-    for algo in ("rl2", "ppo"):
-        c = default_config(algo, robot_env, num_envs=robot_envs, total_steps=10**9)
-        env = sim.make(robot_env, batch_size=c.num_envs, trial=algo == "rl2", backend="native")
+    for learner in (rl2, ppo):
+        algo = learner.name
+        c = learner.default_config(robot_env, num_envs=robot_envs, total_steps=10**9)
+        env = sim.make(robot_env, batch_size=c.num_envs, mode=learner.env_mode(c), backend="native")
         with console.status(f"{algo} on native {robot_env}, {robot_envs} envs (compiling, then timing)"):
-            rate = _train_rate(make_train(c, env), 2)
+            rate = _train_rate(learner, c, env, 2)
         add(f"{algo.upper()} training, native {robot_env} (physics steps/s)", rate * nsub, physics,
             "open-loop mujoco.rollout", "physics steps/s", 0.5)
 
     # 3. Proteus PPO vs Brax PPO on the same MJX env (and Proteus native, what a CPU user would run)
     if brax:
-        c = default_config("ppo", robot_env, num_envs=mjx_envs, num_steps=16, num_minibatches=4, update_epochs=4,
+        c = ppo.default_config(robot_env, num_envs=mjx_envs, num_steps=16, num_minibatches=4, update_epochs=4,
                            total_steps=10**9)
         with console.status(f"Brax PPO on the MJX {robot_env} ({mjx_envs} envs; compiling MJX takes minutes on CPU)"):
             brax_rate = _brax_ppo_rate(robot_env, c.num_envs, c.num_steps, c.num_minibatches, c.update_epochs,
                                        tuple(c.hidden), updates=1)
         with console.status(f"Proteus PPO on the MJX {robot_env}"):
-            mjx_rate = _train_rate(make_train(c, sim.make(robot_env, batch_size=c.num_envs, trial=False, backend="mjx")), 1)
+            mjx_rate = _train_rate(ppo, c, sim.make(robot_env, batch_size=c.num_envs, mode="fresh", backend="mjx"), 1)
         add(f"Proteus PPO, MJX {robot_env} (env-steps/s)", mjx_rate, brax_rate, "Brax PPO, same MJX env", "env-steps/s", 5.0)
         with console.status(f"Proteus PPO on the native {robot_env}"):
-            nat_rate = _train_rate(make_train(c, sim.make(robot_env, batch_size=c.num_envs, trial=False, backend="native")), 2)
+            nat_rate = _train_rate(ppo, c, sim.make(robot_env, batch_size=c.num_envs, mode="fresh", backend="native"), 2)
         add(f"Proteus PPO, native {robot_env} (env-steps/s)", nat_rate, brax_rate, "Brax PPO, MJX env", "env-steps/s", 5.0)
     console.print(table)
     if json_path:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
-
-from meta_rl.ppo import PPOConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,21 +95,13 @@ class BenchSim:
 
 
 @dataclasses.dataclass(frozen=True)
-class Train:
-    """Train a policy; the run folder (config, metrics, TensorBoard, checkpoints, policy) goes to --out.
+class TrainOptions:
+    """What every learner's ``proteus train NAME`` takes besides its own config (see :func:`train_command`)."""
 
-    ppo: feed-forward PPO under domain randomization (a new world every episode).
-    rl2: RL² (Duan et al. 2016): a recurrent policy over trials of K episodes in one world.
-    Defaults come from the preset for the algorithm and env (meta_rl/presets.py); run the same
-    command again to resume a killed run from its last checkpoint.
-    """
-
-    algo: tyro.conf.Positional[Literal["ppo", "rl2"]]
-    """Algorithm."""
     env: str = "pendulum-swingup"
     """Registered env id (proteus envs)."""
     out: Path | None = None
-    """Run folder (default runs/ALGO-ENV-sSEED)."""
+    """Run folder (default runs/LEARNER-ENV-sSEED)."""
     backend: str = "auto"
     """auto, jax, native or mjx."""
     seed: int = 0
@@ -120,17 +110,105 @@ class Train:
     """Updates between checkpoints (default: about 50 per run)."""
     progress: bool = True
     """Show the progress bar."""
-    config: tyro.conf.OmitArgPrefixes[PPOConfig] = PPOConfig()
-    """Learner hyperparameters."""
+
+    learner_name = ""  # set on each learner's subclass
 
     def run(self) -> None:
         from proteus.runs import RunSpec, train_run
 
-        out = self.out or Path("runs") / f"{self.algo}-{self.env}-s{self.seed}"
-        spec = RunSpec(self.algo, self.env, self.backend, self.seed, self.config)
+        out = self.out or Path("runs") / f"{self.learner_name}-{self.env}-s{self.seed}"
+        spec = RunSpec(self.learner_name, self.env, self.backend, self.seed, self.config)  # type: ignore[attr-defined]
         summary = train_run(spec, out, self.checkpoint_every, progress=self.progress)
+        final = summary["final_return"]
+        final = "n/a" if final is None else f"{final:.3f}"
         print(f"run folder: {summary['out']}  ({summary['updates']} updates, {summary['env_steps']:,} env steps, "
-              f"final return {summary['final_return']:.3f}, {summary['wall_s']:.0f} s)")
+              f"final return {final}, {summary['wall_s']:.0f} s)")
+
+
+def train_command(name: str) -> type:
+    """The ``proteus train NAME`` options of a registered learner: :class:`TrainOptions` plus the
+    learner's config dataclass as flags (built from the registry, so a new learner needs no CLI edit)."""
+    from meta_rl.learners import get
+
+    learner = get(name)
+    doc = (f"Train {learner.name}: {learner.description}\n\nThe run folder (config, metrics, TensorBoard, "
+           "checkpoints, policy) goes to --out. Defaults come from the learner's preset for --env; run the same "
+           "command again to resume a killed run from its last checkpoint.")
+    cls = dataclasses.make_dataclass(
+        f"Train{''.join(p.capitalize() for p in learner.name.replace('-', '_').split('_'))}",
+        [("config", tyro.conf.OmitArgPrefixes[learner.config], dataclasses.field(default_factory=learner.config))],
+        bases=(TrainOptions,), frozen=True, namespace={"learner_name": learner.name, "__doc__": doc},
+    )
+    return cls
+
+
+def _train_learner(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The learner named anywhere in ``proteus train`` arguments (``train rl2 --env E`` and
+    ``train --env E rl2`` alike), and the arguments without it. Option values are skipped, so an env
+    or folder named like a learner is never taken for one."""
+    from meta_rl.learners import names
+
+    known = names()
+    flags = {"--progress", "--no-progress", "-h", "--help"}
+    for n in known:  # boolean config fields are flags: they take no value
+        from meta_rl.learners import get
+
+        for f in dataclasses.fields(get(n).config):
+            if f.type in (bool, "bool"):
+                flag = f.name.replace("_", "-")
+                flags |= {f"--{flag}", f"--no-{flag}", f"--{f.name}", f"--no-{f.name}"}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-"):
+            i += 1 if ("=" in a or a in flags) else 2
+            continue
+        if a in known:
+            return a, argv[:i] + argv[i + 1:]
+        i += 1
+    return None, argv
+
+
+def _env_arg(argv: list[str]) -> str:
+    env = TrainOptions.env
+    for i, a in enumerate(argv):
+        if a == "--env" and i + 1 < len(argv):
+            env = argv[i + 1]
+        elif a.startswith("--env="):
+            env = a.split("=", 1)[1]
+    return env
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainHelp:
+    """Train a learner on an env: proteus train LEARNER --env ENV [options]; proteus train --help lists
+    the learners, proteus train LEARNER --help their options."""
+
+    def run(self) -> None:
+        train_main(["--help"])
+
+
+def train_main(argv: list[str]) -> Any:
+    """Parse ``proteus train ...`` (``argv`` without ``train``) into a learner's train command."""
+    from meta_rl.learners import get, names
+
+    name, rest = _train_learner(argv)
+    if name is None:  # no learner given: tyro lists them (help) or names the bad one
+        union = Union[tuple(Annotated[train_command(n), tyro.conf.subcommand(n)] for n in names())]  # type: ignore[misc]
+        return tyro.cli(union, args=argv, prog="proteus train", config=(tyro.conf.OmitSubcommandPrefixes,),
+                        description="Train a learner on an env: proteus train LEARNER --env ENV [options]. "
+                                    "Learners: " + "; ".join(f"{n}: {get(n).description}" for n in names()))
+    cls = train_command(name)
+    env = _env_arg(rest)
+    if "-h" in rest or "--help" in rest:
+        default = cls(env=env)
+        try:
+            default = cls(env=env, config=get(name).default_config(env))
+        except (KeyError, ValueError):
+            pass
+    else:
+        default = cls(env=env, config=get(name).default_config(env))
+    return tyro.cli(cls, args=rest, default=default, prog=f"proteus train {name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,8 +284,8 @@ class Eval:
     """Splits to evaluate."""
     tasks: int | None = None
     """Worlds per split (default 256 for robots, 1000 otherwise); one trial each."""
-    baseline: Path | None = None
-    """A DR baseline run folder on the same env (e.g. proteus train ppo)."""
+    baseline: tuple[Path, ...] = ()
+    """Baseline run folder(s) on the same env (e.g. proteus train ppo); give several after one --baseline."""
     oracle: Path | None = None
     """A run trained on the exact world, where no known optimum exists."""
     overwrite: bool = False
@@ -222,7 +300,7 @@ class Eval:
         from proteus.evaluation import evaluate_run
 
         det = {"auto": None, "mode": True, "sample": False}[self.actions]
-        evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=self.baseline,
+        evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=list(self.baseline),
                      oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det)
 
 
@@ -308,7 +386,7 @@ class Demo:
 
 
 Command = Union[
-    Annotated[Train, tyro.conf.subcommand("train")],
+    Annotated[TrainHelp, tyro.conf.subcommand("train")],
     Annotated[Eval, tyro.conf.subcommand("eval")],
     Annotated[Export, tyro.conf.subcommand("export")],
     Annotated[Deploy, tyro.conf.subcommand("deploy")],
@@ -318,28 +396,11 @@ Command = Union[
 ]
 
 
-def _train_default(argv: list[str]) -> Train | None:
-    """``proteus train ALGO --env ENV``: the preset for ALGO on ENV is the config's default."""
-    from meta_rl.presets import ALGOS, default_config
-
-    algo = argv[1] if len(argv) > 1 and argv[1] in ALGOS else None
-    if algo is None:
-        return None
-    env = Train.env
-    for i, a in enumerate(argv):
-        if a == "--env" and i + 1 < len(argv):
-            env = argv[i + 1]
-        elif a.startswith("--env="):
-            env = a.split("=", 1)[1]
-    return Train(algo=algo, env=env, config=default_config(algo, env))
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        default = _train_default(argv) if argv and argv[0] == "train" else None
-        if default is not None:
-            cmd = tyro.cli(Train, args=argv[1:], default=default, prog="proteus train")
+        if argv and argv[0] == "train":
+            cmd = train_main(argv[1:])
         else:
             cmd = tyro.cli(Command, args=argv, prog="proteus", config=(tyro.conf.OmitSubcommandPrefixes,),
                            description="Proteus: meta-RL and sim2real robotics.")

@@ -4,9 +4,10 @@ The run's latest policy (``policy/``) plays whole trials (K episodes per world) 
 its backend, on the shared evaluation tasks of :func:`meta_rl.evaluate.eval_tasks`, for each split.
 Every method is scored on the same worlds with the same random streams (common random numbers):
 
-* the **policy** of the run (an RL² policy keeps its memory through the trial; a DR-PPO policy sees
-  the base observation only, see :class:`meta_rl.evaluate.PolicyActor`);
-* an optional **DR baseline** run on the same env (``baseline_run``);
+* the **policy**: the run's agent, whatever its learner (:class:`meta_rl.agent.Agent`: an RL² agent
+  keeps its memory through the trial; a DR-PPO policy sees the base observation only, see
+  :class:`meta_rl.agent.PolicyAgent`);
+* optional **baseline** runs on the same env (``baseline_run``: one folder or several);
 * the **oracle**: a policy trained on the exact world (``oracle_run``) when given, else the known
   optimum where there is one: Gittins-index play for Bernoulli bandits (tuned discount, the
   Bayes-optimal baseline of Duan et al. 2016), the planner that knows the MDP for tabular MDPs, and
@@ -33,13 +34,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 import sim
-from meta_rl.evaluate import EVAL_SEED, PolicyActor, compiled_run_trials, eval_tasks, mean_ci95
+from meta_rl.baselines.oracles import known_oracle, known_references
+from meta_rl.evaluate import EVAL_SEED, compiled_run_trials, eval_tasks, mean_ci95
 from proteus.report import BenchRow
 from randomization.ranges import SPLITS, SplitRange, check_split
-from sim.core import State
 
 DEFAULT_TASKS_ROBOT = 256
 DEFAULT_TASKS_CHEAP = 1000
@@ -58,15 +58,13 @@ def read_run_config(run_dir: Path) -> dict:
 
 
 def _load(run_dir: Path, role: str) -> dict:
-    """A run folder's config and latest policy (``policy/``), ready to evaluate."""
-    from proteus.checkpoint import load_policy
+    """A run folder's config and latest agent parameters (``policy/``), ready to evaluate (any learner)."""
+    from proteus.runs import load_agent_params, make_env
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    policy, params, meta = load_policy(run_dir / "policy")
-    if meta.get("env", cfg["env"]) != cfg["env"]:
-        raise ValueError(f"{run_dir / 'policy'} was trained on {meta['env']!r} but {run_dir / 'config.json'} "
-                         f"names {cfg['env']!r}: corrupt run folder")
+    spec, params, _ = load_agent_params(run_dir)
+    policy_spec = spec.learner.policy_spec(spec.config, make_env(spec))
     progress: dict[str, Any] = {}
     try:
         from proteus.runs import read_metrics
@@ -76,12 +74,23 @@ def _load(run_dir: Path, role: str) -> dict:
             progress = {"updates": rows[-1].get("update"), "env_steps": rows[-1].get("env_steps")}
     except (FileNotFoundError, ValueError, KeyError):
         pass
-    return {"dir": run_dir, "role": role, "cfg": cfg, "policy": policy, "params": params, **progress}
+    return {"dir": run_dir, "role": role, "cfg": cfg, "spec": spec, "policy_spec": policy_spec, "params": params,
+            **progress}
+
+
+def _agent(loaded: dict, deterministic: bool | None):
+    """``(agent, deterministic)`` of a loaded run: by default the mode for continuous actions and a
+    sample for discrete ones."""
+    from proteus.runs import make_env
+
+    spec = loaded["spec"]
+    det = (not loaded["policy_spec"].discrete) if deterministic is None else bool(deterministic)
+    return spec.learner.make_agent(spec.config, make_env(spec), loaded["params"], det), det
 
 
 def _check_spaces(loaded: dict, env) -> None:
-    """The policy reads the env's (base) observation and writes its actions, by name."""
-    spec = loaded["policy"].spec
+    """The agent reads the env's (base) observation and writes its actions, by name."""
+    spec = loaded["policy_spec"]
     obs = tuple(env.observation_space.names[: spec.obs_dim])
     act = tuple(env.action_space.names)
     if obs != tuple(spec.obs_names) or act != tuple(spec.action_names):
@@ -91,89 +100,12 @@ def _check_spaces(loaded: dict, env) -> None:
         )
 
 
-# -- known optima ------------------------------------------------------------------------------------
-@struct.dataclass
-class PointNavOracle:
-    """The exact optimum of point navigation, knowing the target (``state.params``).
-
-    The action is a velocity clipped to ``[-max_v, max_v]`` per axis. ``goal``: step straight at the
-    goal, clipped per axis: after t steps this reaches the point of the reachable box (origin ± t·dt·max_v)
-    nearest the goal, so every step's distance, hence the return, is minimal. ``vel``: command the target
-    velocity clipped to the box, the closest reachable velocity.
-    """
-
-    family: str = struct.field(pytree_node=False)
-    dt: float = struct.field(pytree_node=False, default=0.1)
-    max_v: float = struct.field(pytree_node=False, default=1.0)
-
-    def label(self) -> str:
-        return f"exact optimum (point-{self.family})"
-
-    def init(self, batch_size: int, key: jax.Array) -> Any:
-        return jnp.zeros((batch_size, 0), jnp.float32)
-
-    def act(self, carry: Any, state: State, key: jax.Array):
-        target = state.params.target
-        if self.family == "goal":
-            v = (target - state.obs[..., :2]) / self.dt
-        else:
-            v = target
-        return carry, jnp.clip(v, -self.max_v, self.max_v).astype(jnp.float32)
-
-
-def _mdp_strategy(mdp, kind: str):
-    """A classic tabular-MDP strategy sized for ``mdp`` (a :class:`TabularMDP`)."""
-    from meta_rl.baselines.mdp import MDPStrategy
-
-    return MDPStrategy(kind, mdp.num_states, mdp.num_actions, mdp.episode_length)
-
-
-def known_oracle(env) -> tuple[Any, str, str] | None:
-    """``(batch policy, label, note)`` of a trial env's known optimum, or ``None`` (MuJoCo robots)."""
-    from sim.tasks.bandit import BernoulliBandit
-    from sim.tasks.point_nav import PointNav
-    from sim.tasks.tabular_mdp import TabularMDP
-
-    base = env.unwrapped
-    if isinstance(base, BernoulliBandit):
-        from meta_rl.baselines.tuned import tuned_strategy
-
-        strat = tuned_strategy("gittins", base.num_arms, env.episodes_per_trial)
-        return strat, strat.label(), ("Gittins index of the Beta(1, 1) posterior, discount tuned on tuning tasks: the "
-                                      "Bayes-optimal baseline for the training prior (arm probabilities U[0, 1])")
-    if isinstance(base, TabularMDP):
-        return _mdp_strategy(base, "oracle"), "knows the MDP", "finite-horizon optimal plan of the true MDP, every episode"
-    if isinstance(base, PointNav):
-        from sim.tasks import point_nav
-
-        strat = PointNavOracle(base.task, float(point_nav._DT), float(point_nav._MAX_V))
-        return strat, strat.label(), "knows the target; exactly optimal"
-    return None
-
-
-def known_references(env) -> dict[str, Any]:
-    """Classic strategies scored beside the policy on the same worlds (name -> batch policy): UCB1
-    and Thompson sampling (tuned) on bandits, PSRL on tabular MDPs, none elsewhere. The issue's
-    targets compare RL² to them; scoring them in the same evaluation makes the comparison paired."""
-    from sim.tasks.bandit import BernoulliBandit
-    from sim.tasks.tabular_mdp import TabularMDP
-
-    base = env.unwrapped
-    if isinstance(base, BernoulliBandit):
-        from meta_rl.baselines.tuned import tuned_strategy
-
-        return {kind: tuned_strategy(kind, base.num_arms, env.episodes_per_trial) for kind in ("ucb1", "thompson")}
-    if isinstance(base, TabularMDP):
-        return {"psrl": _mdp_strategy(base, "psrl")}
-    return {}
-
-
 # -- evaluation ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
 def eval_env(env_id: str, backend: str, tasks: int):
     """The batched trial env the evaluation runs on, one per (env, backend, tasks): the compiled
     :func:`compiled_run_trials` is cached per env object, so this cache shares it across calls."""
-    return sim.make(env_id, batch_size=tasks, trial=True, backend=backend)
+    return sim.make(env_id, batch_size=tasks, mode="trial", backend=backend)
 
 
 def default_tasks(env_id: str) -> int:
@@ -234,7 +166,7 @@ def evaluate_run(
     run_dir: Path | str,
     splits: tuple[str, ...] | list[str] | str = SPLITS,
     tasks: int | None = None,
-    baseline_run: Path | str | None = None,
+    baseline_run: Path | str | list | tuple | None = None,
     oracle_run: Path | str | None = None,
     deterministic: bool | None = None,
     json_path: Path | str | None = None,
@@ -249,7 +181,8 @@ def evaluate_run(
         splits: which splits to evaluate (``train``, ``interp``, ``extrap``).
         tasks: worlds per split (default: 256 for MuJoCo robots, 1000 otherwise); the same worlds for
             every method.
-        baseline_run: a domain-randomization baseline run folder on the same env, scored on the same worlds.
+        baseline_run: baseline run folder(s) on the same env (one path or several), scored on the same
+            worlds; the first is "the baseline" of the ratios, every one gets a paired difference.
         oracle_run: a run trained on the exact world, used as the oracle (else the env's known optimum).
         deterministic: act with the distribution's mode (default: yes for continuous actions, sample
             for discrete ones, per policy).
@@ -281,15 +214,24 @@ def evaluate_run(
     env_id, backend = main["cfg"]["env"], main["cfg"]["backend"]
     if backend == "auto":
         backend = sim.entry(env_id).backends[0]
+    baseline_paths = [] if baseline_run is None else (
+        [baseline_run] if isinstance(baseline_run, (str, Path)) else list(baseline_run))
     others = {}
-    for role, path in (("baseline", baseline_run), ("oracle", oracle_run)):
+    for role, path in [(f"baseline{i}", p) for i, p in enumerate(baseline_paths)] + [("oracle", oracle_run)]:
         if path is None:
             continue
         cfg = read_run_config(Path(path))
         if cfg["env"] != env_id:
-            raise ValueError(f"{role} run {path} is on {cfg['env']!r}, but {run_dir} is on {env_id!r}: "
-                             "a comparison needs the same env")
+            raise ValueError(f"{role.rstrip('0123456789')} run {path} is on {cfg['env']!r}, but {run_dir} is on "
+                             f"{env_id!r}: a comparison needs the same env")
         others[role] = _load(Path(path), role)
+    # baselines are named by folder (made unique); the first is "baseline" in ratios and plots
+    baseline_names: dict[str, str] = {}
+    for i in range(len(baseline_paths)):
+        name = Path(baseline_paths[i]).resolve().name or f"baseline{i}"
+        while name in baseline_names.values():
+            name += "'"
+        baseline_names[f"baseline{i}"] = name
 
     out_dir = run_dir / "eval"
     report_path = out_dir / "report.json"
@@ -311,24 +253,21 @@ def evaluate_run(
     for loaded in (main, *others.values()):
         _check_spaces(loaded, env)
 
-    # who plays: the policy, the baseline, the oracle (a run, or the known optimum)
-    def actor(loaded):
-        det = (not loaded["policy"].spec.discrete) if deterministic is None else bool(deterministic)
-        return PolicyActor(loaded["params"], loaded["policy"], det), det
+    # who plays: the policy, the baselines, the oracle (a run, or the known optimum): all Agents
+    def run_meta(loaded, det):
+        return {"run": str(loaded["dir"]), "algo": loaded["cfg"]["algo"], "deterministic": det,
+                "updates": loaded.get("updates"), "env_steps": loaded.get("env_steps")}
 
     players: dict[str, Any] = {}
-    players["policy"], det_policy = actor(main)
-    meta: dict[str, Any] = {"policy": {"run": str(run_dir), "algo": main["cfg"]["algo"], "deterministic": det_policy,
-                                       "updates": main.get("updates"), "env_steps": main.get("env_steps")}}
-    if "baseline" in others:
-        players["baseline"], det = actor(others["baseline"])
-        b = others["baseline"]
-        meta["baseline"] = {"run": str(b["dir"]), "algo": b["cfg"]["algo"], "deterministic": det,
-                            "updates": b.get("updates"), "env_steps": b.get("env_steps")}
-    else:
-        meta["baseline"] = None
+    players["policy"], det_policy = _agent(main, deterministic)
+    meta: dict[str, Any] = {"policy": run_meta(main, det_policy)}
+    meta["baselines"] = {}
+    for role, name in baseline_names.items():
+        players[role], det = _agent(others[role], deterministic)
+        meta["baselines"][name] = run_meta(others[role], det)
+    meta["baseline"] = next(iter(meta["baselines"].values()), None)
     if "oracle" in others:
-        players["oracle"], det = actor(others["oracle"])
+        players["oracle"], det = _agent(others["oracle"], deterministic)
         o = others["oracle"]
         meta["oracle"] = {"kind": "run", "label": f"run {o['dir']}", "run": str(o["dir"]), "algo": o["cfg"]["algo"],
                           "deterministic": det, "note": "a policy trained on the exact world (given as oracle_run)"}
@@ -398,8 +337,11 @@ def evaluate_run(
     is_bandit = isinstance(env.unwrapped, BernoulliBandit)
     for split, per in results.items():
         row: dict[str, Any] = {}
-        for role in ("policy", "baseline", "oracle"):
+        for role in ("policy", "oracle"):
             row[role] = _summary(per[role]["trial_return"], per[role]["episode_returns"]) if role in per else None
+        row["baselines"] = {name: _summary(per[role]["trial_return"], per[role]["episode_returns"])
+                            for role, name in baseline_names.items()}
+        row["baseline"] = next(iter(row["baselines"].values()), None)
         pm = row["policy"]["mean"]
         row["policy_over_oracle"] = _ratio(pm, row["oracle"] and row["oracle"]["mean"])
         row["policy_over_baseline"] = _ratio(pm, row["baseline"] and row["baseline"]["mean"])
@@ -409,7 +351,9 @@ def evaluate_run(
         # policy minus each other player, paired over the same worlds and random streams: the
         # per-world differences cancel most of the between-world spread that the separate CIs carry
         row["paired"] = {}
-        for other, role in {"oracle": "oracle", "baseline": "baseline", **ref_role}.items():
+        pairs = {"oracle": "oracle", **{("baseline" if i == 0 else f"baseline {name}"): role
+                                         for i, (role, name) in enumerate(baseline_names.items())}, **ref_role}
+        for other, role in pairs.items():
             if role in per:
                 m, ci = mean_ci95(per["policy"]["trial_return"] - per[role]["trial_return"])
                 row["paired"][other] = {"policy_minus": m, "ci95": ci}
@@ -474,8 +418,9 @@ def bench_rows(report: dict) -> list[BenchRow]:
         refs = []
         if r["oracle"] is not None:
             refs.append(("oracle", r["oracle"]["mean"], f"oracle: {report['oracle']['label']}"))
-        if r["baseline"] is not None:
-            refs.append(("DR baseline", r["baseline"]["mean"], f"DR baseline: {report['baseline']['run']}"))
+        for i, (bname, summary) in enumerate((r.get("baselines") or {}).items()):
+            tag = "DR baseline" if i == 0 else f"baseline {bname}"
+            refs.append((tag, summary["mean"], f"{tag}: {report['baselines'][bname]['run']}"))
         for ref, summary in r.get("references", {}).items():
             refs.append((ref, summary["mean"], f"{ref}: {report['references'][ref]}"))
         if not refs:
@@ -507,6 +452,9 @@ def print_report(report: dict, console) -> None:
         t.add_row(split, f"[dim]unavailable: {why}[/dim]", "", "", "", "", "")
     console.print(t)
     for split, r in report["splits"].items():
+        if len(r.get("baselines") or {}) > 1:
+            console.print(f"{split}, baselines on the same worlds: " + " · ".join(
+                f"{name} {fmt(b)}" for name, b in r["baselines"].items()))
         refs = r.get("references") or {}
         if refs:
             console.print(f"{split}, classic strategies on the same worlds: " + " · ".join(
@@ -545,8 +493,8 @@ def _plot_sweeps(out_dir: Path, series: dict, results: dict, report: dict) -> li
             c = SPLIT_COLORS.get(split)
             y = results[split]["policy"]["trial_return"]
             ax.scatter(x, y, s=8, alpha=0.5, color=c, marker="o", label=f"policy · {split}", zorder=2)
-            if "baseline" in results[split]:
-                ax.scatter(x, results[split]["baseline"]["trial_return"], s=12, alpha=0.45, color=c, marker="x",
+            if "baseline0" in results[split]:
+                ax.scatter(x, results[split]["baseline0"]["trial_return"], s=12, alpha=0.45, color=c, marker="x",
                            label=f"DR baseline · {split}", zorder=2)
             xs_all.append(x)
             ys_all.append(y)

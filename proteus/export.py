@@ -25,10 +25,11 @@ def randomization_summary(env) -> dict:
     return out
 
 
-def record_rollout(policy, params, env_id: str, algo: str, backend: str, steps: int = 64, batch: int = 8,
+def record_rollout(policy, params, env_id: str, mode: str, backend: str, steps: int = 64, batch: int = 8,
                    seed: int = 0) -> np.ndarray:
-    """Observations [steps, batch, obs_dim] of the policy acting (sampled) in its own env."""
-    env = sim.make(env_id, batch_size=batch, trial=algo == "rl2", backend=backend)
+    """Observations [steps, batch, obs_dim] of the policy acting (sampled) in its own env (``mode``:
+    the env mode its learner trains in)."""
+    env = sim.make(env_id, batch_size=batch, mode=mode, backend=backend)
     runner = start(env, policy, jax.random.key(seed))
     _, traj, _ = jax.jit(lambda r, k: collect(env, policy, params, r, k, steps))(runner, jax.random.key(seed + 1))
     return np.asarray(traj.obs[..., : policy.spec.obs_dim], np.float32)
@@ -44,22 +45,27 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     policy, params, meta = load_policy(run_dir / "policy")
+    from proteus.runs import make_env, read_run_spec
+
+    spec = read_run_spec(run_dir)
     env_id, algo, backend = meta["env"], meta["algo"], meta.get("backend", "auto")
+    mode = spec.learner.env_mode(spec.config)
     out = Path(out) if out is not None else run_dir / "policy.onnx"
     plot = out.with_name(out.stem + "_parity.png")
     for p in (out, plot):
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
-    env = sim.make(env_id, trial=algo == "rl2", backend=backend)
+    env = make_env(spec, mode=mode)
     with console.status(f"recording a rollout of {run_dir} for the parity check"):
-        recorded = record_rollout(policy, params, env_id, algo, backend)
+        recorded = record_rollout(policy, params, env_id, mode, backend)
     metadata = {
         # abstract tasks (bandits, MDPs) have no clock: one decision per step
         "control_dt": float(meta.get("control_dt", 1.0)),
         "env_id": env_id,
         "algo": algo,
         "randomization": randomization_summary(env),
-        "episodes_per_trial": int(sim.entry(env_id).episodes_per_trial) if algo == "rl2" else 1,
+        # agents that adapt within a trial: the runtime resets their state every trial, not every episode
+        "episodes_per_trial": int(sim.entry(env_id).episodes_per_trial) if mode in ("trial", "fixed") else 1,
     }
     with console.status(f"exporting {out} (parity check against JAX)"):
         report = export_onnx(policy, params, out, metadata, parity_obs=recorded, overwrite=overwrite)

@@ -2,15 +2,17 @@
 
 A run folder (DESIGN.md) holds::
 
-    config.json          algorithm, env, backend, seed and the full learner config
+    config.json          learner (``algo``), env, backend, seed and the full learner config
     metrics.jsonl        one line per update (env steps, wall time, returns, losses)
     tb/                  TensorBoard events (tensorboardX)
     checkpoints/         orbax checkpoints of the whole train state (the last two)
     policy/              the latest policy: spec.json + params.msgpack (what eval and export read)
     learning_curve.png   return against env steps
 
-Training runs in chunks of ``checkpoint_every`` updates, each one jitted ``lax.scan``; after each
-chunk the state is checkpointed. Started again with the same command, a run resumes from its last
+Everything learner-specific comes from the learner registry (:mod:`meta_rl.learners`): its config
+class, the env mode it trains in, its trainer and its agent; nothing here branches on a learner's name.
+Training runs in chunks of ``checkpoint_every`` updates, each one jitted ``lax.scan`` of the trainer's
+pure ``run``; after each chunk the state is checkpointed. Started again with the same command, a run resumes from its last
 checkpoint and ends exactly where an uninterrupted run would have (same chunks, same keys).
 A chunk with a non-finite loss is not saved: the run stops, the last good checkpoint stays.
 """
@@ -18,6 +20,7 @@ A chunk with a non-finite loss is not saved: the run stops, the last good checkp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -28,7 +31,8 @@ import jax
 import numpy as np
 
 import sim
-from meta_rl.ppo import PPOConfig, Trainer, make_train
+from meta_rl import learners
+from meta_rl.learners import Learner, Trainer
 from proteus.checkpoint import Checkpoints, save_policy
 
 
@@ -38,13 +42,18 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """What a run is: algorithm, env, backend, seed and learner config (``config.json``)."""
+    """What a run is: learner (``algo``, a registered name), env, backend, seed and the learner's
+    config (``config.json``)."""
 
     algo: str
     env: str
     backend: str
     seed: int
-    config: PPOConfig
+    config: Any
+
+    @property
+    def learner(self) -> Learner:
+        return learners.get(self.algo)
 
     def to_json(self) -> dict:
         return {"algo": self.algo, "env": self.env, "backend": self.backend, "seed": self.seed,
@@ -55,11 +64,33 @@ def _normalize_json(d):
     return json.loads(json.dumps(d))
 
 
+def make_env(spec: RunSpec, batch_size: int | None = None, mode: str | None = None):
+    """The run's env in the mode its learner trains in (or ``mode``), batched when asked."""
+    mode = mode or spec.learner.env_mode(spec.config)
+    return sim.make(spec.env, batch_size=batch_size, mode=mode, backend=spec.backend)
+
+
 def build(spec: RunSpec) -> Trainer:
     """The env and trainer a run spec describes."""
-    trial = spec.algo == "rl2"
-    env = sim.make(spec.env, batch_size=spec.config.num_envs, trial=trial, backend=spec.backend)
-    return make_train(spec.config, env)
+    learner = spec.learner
+    return learner.make_train(spec.config, make_env(spec, learner.env_batch(spec.config)))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_run(trainer: Trainer):
+    """``jit(trainer.run)`` with the number of updates static, one per trainer (cached)."""
+    return jax.jit(trainer.run, static_argnums=1)
+
+
+def run_chunk(trainer: Trainer, ts: Any, num_updates: int) -> tuple[Any, dict]:
+    """``num_updates`` updates of ``trainer`` from ``ts`` in one jitted call.
+
+    The state is committed to the device first: jit's cache tells uncommitted inputs (a fresh init, a
+    restored checkpoint) from the committed outputs of a previous chunk, and an MJX train step takes
+    minutes to compile twice on CPU.
+    """
+    ts = jax.device_put(ts, jax.devices()[0])
+    return compiled_run(trainer)(ts, int(num_updates))
 
 
 def _check_folder(out: Path, spec: RunSpec) -> None:
@@ -105,9 +136,10 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
 
     out = Path(out)
     _check_folder(out, spec)
-    c = spec.config
-    total = c.num_updates if max_updates is None else min(c.num_updates, int(max_updates))
-    every = max(1, int(checkpoint_every or math.ceil(c.num_updates / 50)))
+    learner = spec.learner
+    num_updates = learner.num_updates(spec.config)
+    total = num_updates if max_updates is None else min(num_updates, int(max_updates))
+    every = max(1, int(checkpoint_every or math.ceil(num_updates / 50)))
     trainer = trainer or build(spec)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(spec.to_json(), indent=2))
@@ -121,9 +153,9 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
         ts = ckpt.restore(ts)
         done = int(ts.update)
         if done >= total:
-            console.print(f"{out} is already trained ({done}/{c.num_updates} updates): nothing to do")
+            console.print(f"{out} is already trained ({done}/{num_updates} updates): nothing to do")
         else:
-            console.print(f"resuming {out} from its checkpoint at update {done}/{c.num_updates}")
+            console.print(f"resuming {out} from its checkpoint at update {done}/{num_updates}")
         _truncate_metrics(out / "metrics.jsonl", done)
     else:
         done = 0
@@ -134,7 +166,7 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
     if resumed:  # the latest return already logged (a finished run has nothing more to add)
         logged = [r["episode_return"] for r in read_metrics(out) if r.get("episode_return") is not None]
         last_return = logged[-1] if logged else last_return
-    steps_per_update = c.steps_per_update
+    steps_per_update = learner.steps_per_update(spec.config)
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
                       TextColumn("{task.fields[rate]}"), TextColumn("return {task.fields[ret]}"),
@@ -144,10 +176,10 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
             while done < total:
                 n = min(every, total - done)
                 tc = time.time()
-                new_ts, metrics = trainer.run(ts, n)
+                new_ts, metrics = run_chunk(trainer, ts, n)
                 metrics = jax.device_get(metrics)
                 dt = time.time() - tc
-                bad = int(np.sum(metrics["nonfinite"]))
+                bad = int(np.sum(metrics.get("nonfinite", 0)))
                 rows = _rows(metrics, done, steps_per_update, time.time() - t0)
                 _append_metrics(out / "metrics.jsonl", writer, rows)
                 if bad:
@@ -160,8 +192,9 @@ def train_run(spec: RunSpec, out: Path, checkpoint_every: int | None = None, pro
                 ts = new_ts
                 done += n
                 ckpt.save(done, ts)
-                save_policy(out / "policy", trainer.spec, ts.params, _policy_meta(spec, trainer))
-                rets = [r["episode_return"] for r in rows if r["episode_return"] is not None]
+                save_policy(out / "policy", learner.policy_spec(spec.config, trainer.env), trainer.agent_params(ts),
+                            _policy_meta(spec, trainer))
+                rets = [r["episode_return"] for r in rows if r.get("episode_return") is not None]
                 if rets:
                     last_return = rets[-1]
                 bar.update(task, completed=done * steps_per_update,
@@ -183,7 +216,7 @@ def _policy_meta(spec: RunSpec, trainer: Trainer) -> dict:
 
 
 def _rows(metrics: dict, done: int, steps_per_update: int, wall: float) -> list[dict]:
-    n = len(metrics["loss"])
+    n = len(next(iter(metrics.values()))) if metrics else 0
     rows = []
     for i in range(n):
         row = {"update": done + i + 1, "env_steps": (done + i + 1) * steps_per_update, "wall_s": round(wall, 3)}
@@ -231,7 +264,11 @@ def plot_learning_curve(out: Path) -> Path | None:
     except FileNotFoundError:
         return None
     cfg = json.loads((Path(out) / "config.json").read_text())
-    unit = "trial" if cfg["algo"] == "rl2" else "episode"
+    try:
+        spec = read_run_spec(out)
+        unit = "trial" if spec.learner.env_mode(spec.config) == "trial" else "episode"
+    except (KeyError, ValueError, FileNotFoundError):
+        unit = "episode"
     pts = [(r["env_steps"], r["episode_return"]) for r in rows if r.get("episode_return") is not None]
     ylabel = f"{unit} return"
     if not pts:  # no episode has finished yet (a short run): the mean reward per step instead
@@ -268,10 +305,15 @@ def read_run_spec(out: Path) -> RunSpec:
         raise FileNotFoundError(f"{cfg} is missing: {out} is not a run folder")
     try:
         d = json.loads(cfg.read_text())
-        conf = dict(d["config"])
-        conf["hidden"] = tuple(conf["hidden"])
-        spec = RunSpec(str(d["algo"]), str(d["env"]), str(d["backend"]), int(d["seed"]), PPOConfig(**conf))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        learner = learners.get(str(d["algo"]))
+        spec = RunSpec(str(d["algo"]), str(d["env"]), str(d["backend"]), int(d["seed"]),
+                       learner.config_from_dict(dict(d["config"])))
+    except KeyError as e:
+        msg = e.args[0] if e.args else str(e)
+        if isinstance(msg, str) and msg.startswith("unknown learner"):
+            raise ValueError(f"{cfg} names a learner this installation does not know: {msg}") from None
+        raise ValueError(f"corrupt {cfg}: missing {e}") from None
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"corrupt {cfg}: {e}") from None
     try:
         sim.entry(spec.env)
@@ -291,3 +333,41 @@ def load_run(out: Path) -> tuple[RunSpec, Any]:
     finally:
         ckpt.close()
     return spec, ts
+
+
+def load_agent_params(out: Path) -> tuple[RunSpec, Any, dict]:
+    """``(RunSpec, agent params, saved metadata)`` of a run folder's latest agent (``policy/``).
+
+    The params are read against the learner's own template, so any learner's agent loads; errors
+    name the file.
+    """
+    from flax import serialization
+
+    out = Path(out)
+    spec = read_run_spec(out)
+    directory = out / "policy"
+    spec_file, params_file = directory / "spec.json", directory / "params.msgpack"
+    for f in (spec_file, params_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"policy file missing: {f} (has {out} finished a training chunk?)")
+    try:
+        meta = json.loads(spec_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt policy spec {spec_file}: {e}") from None
+    if meta.get("env", spec.env) != spec.env:
+        raise ValueError(f"{directory} was trained on {meta['env']!r} but {out / 'config.json'} names {spec.env!r}: "
+                         "corrupt run folder")
+    env = make_env(spec)
+    template = spec.learner.init_agent_params(spec.config, env, jax.random.key(0))
+    try:
+        params = serialization.from_bytes(template, params_file.read_bytes())
+    except Exception as e:  # msgpack raises several types
+        raise ValueError(f"corrupt policy parameters {params_file}: {e}") from None
+    return spec, params, meta
+
+
+def load_agent(out: Path, deterministic: bool = True):
+    """``(RunSpec, Agent)``: a run folder's latest agent, acting with its mode or sampling."""
+    spec, params, _ = load_agent_params(out)
+    env = make_env(spec)
+    return spec, spec.learner.make_agent(spec.config, env, params, bool(deterministic))

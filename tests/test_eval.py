@@ -21,15 +21,15 @@ PPO = PPOConfig(total_steps=640, num_envs=64, num_steps=10, num_minibatches=2, n
 
 
 def _ppo_folder(env_id, out):
-    """An (untrained: no PPO compile) DR-PPO run folder, config.json + policy/, from the pieces
-    ``train_run`` uses. ``train_run`` itself cannot write one for an MLP policy yet: its train state
-    holds a zero-size carry ([B, 0]) that orbax refuses to checkpoint."""
+    """An untrained DR-PPO run folder, config.json + policy/, from the pieces ``train_run`` uses
+    (no PPO compile)."""
     spec = RunSpec("ppo", env_id, "auto", 0, PPO)
     trainer = build(spec)
     ts = trainer.init(jax.random.key(spec.seed))
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(spec.to_json(), indent=2))
-    save_policy(out / "policy", trainer.spec, ts.params, _policy_meta(spec, trainer))
+    save_policy(out / "policy", spec.learner.policy_spec(spec.config, trainer.env), trainer.agent_params(ts),
+                _policy_meta(spec, trainer))
     return out
 
 
@@ -192,3 +192,16 @@ def test_cli_actions_flag_chooses_mode_or_samples(runs, tmp_path):
     assert modes["sample"]["policy"]["deterministic"] is False
     # the untrained policy's Gaussian (std e^-0.5) moves the point where its mean does not
     assert modes["mode"]["splits"]["train"]["policy"]["mean"] != modes["sample"]["splits"]["train"]["policy"]["mean"]
+
+
+def test_several_baselines_are_each_paired_on_the_same_worlds(runs, tmp_path):
+    other = _ppo_folder(BANDIT, tmp_path / "ppo-b")
+    r = evaluate_run(runs / "rl2", tasks=TASKS, splits=("train",), baseline_run=[runs / "ppo", other],
+                     overwrite=True, progress=False)
+    row = r["splits"]["train"]
+    assert list(r["baselines"]) == ["ppo", "ppo-b"] and r["baseline"]["run"] == str(runs / "ppo")
+    assert set(row["baselines"]) == {"ppo", "ppo-b"} and row["baseline"] == row["baselines"]["ppo"]
+    assert {"baseline", "baseline ppo-b"} <= set(row["paired"])
+    # the same untrained policy twice: the same returns world by world
+    assert row["baselines"]["ppo"]["mean"] == row["baselines"]["ppo-b"]["mean"]
+    assert row["paired"]["baseline ppo-b"]["policy_minus"] == pytest.approx(row["paired"]["baseline"]["policy_minus"])

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import sim
-from meta_rl.evaluate import PolicyActor, run_trials
+from meta_rl.agent import PolicyAgent
+from meta_rl.evaluate import run_trials
+from proteus.runs import compiled_run
 from meta_rl.losses import gae, ppo_loss
 from meta_rl.networks import Policy, PolicySpec, reset_carry
 from meta_rl.ppo import PPOConfig, make_train
@@ -127,7 +129,7 @@ def test_config_refuses_impossible_values(kw, field):
 
 
 def test_recurrent_policy_on_non_trial_env_refused():
-    env = sim.make("bandit-k5-n10", batch_size=8, trial=False)
+    env = sim.make("bandit-k5-n10", batch_size=8, mode="fresh")
     with pytest.raises(ValueError, match="network='gru' is recurrent .* not a trial env"):
         make_train(PPOConfig(num_envs=8, num_steps=10, num_minibatches=2, network="gru", total_steps=80), env)
 
@@ -150,7 +152,7 @@ def test_rl2_learns_two_armed_bandit(two_arm):
     trainer, (params, metrics) = two_arm
     ev = Trial(VmapEnv(BernoulliBandit(2), 2000), episodes_per_trial=10)
     tasks = ev.sample_params(jax.random.key(99))
-    ret = lambda p: float(jax.jit(lambda p: run_trials(ev, PolicyActor(p, trainer.policy, True), tasks,  # noqa: E731
+    ret = lambda p: float(jax.jit(lambda p: run_trials(ev, PolicyAgent(p, trainer.policy, True), tasks,  # noqa: E731
                                                        jax.random.key(3)))(p).trial_return.mean())
     untrained = ret(trainer.policy.init(jax.random.key(0)))
     trained = ret(params)
@@ -173,9 +175,10 @@ def test_rl2_same_seed_same_run(two_arm):
 def test_chunked_run_equals_whole_scan(two_arm):
     trainer, _ = two_arm
     ts = trainer.init(jax.random.key(5))
-    whole, _ = trainer.run(ts, 4)
-    half, _ = trainer.run(ts, 2)
-    chunked, _ = trainer.run(half, 2)
+    run = compiled_run(trainer)
+    whole, _ = run(ts, 4)
+    half, _ = run(ts, 2)
+    chunked, _ = run(half, 2)
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(chunked.params)):
         np.testing.assert_array_equal(a, b)
 
@@ -193,7 +196,7 @@ def _train_and_play(env_id: str, steps: int, reference):
     ev = sim.make(env_id, batch_size=2000)
     tasks = eval_tasks(ev, 2000)
     run = compiled_run_trials(ev)
-    rl2 = run(PolicyActor(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return
+    rl2 = run(PolicyAgent(params, trainer.policy, False), tasks, jax.random.key(1)).trial_return
     return np.asarray(rl2), np.asarray(run(reference(ev), tasks, jax.random.key(1)).trial_return)
 
 
@@ -214,7 +217,7 @@ def test_rl2_beats_psrl_on_ten_episode_mdps():
     """The README's MDP n = 10 row: RL² from the preset (140M steps, about 35 minutes on one core)
     beats PSRL on the same worlds, the paired difference's 95% CI above zero (measured +12.5 ± 1.1)."""
     from meta_rl.evaluate import mean_ci95
-    from proteus.evaluation import known_references
+    from meta_rl.baselines.oracles import known_references
 
     rl2, psrl = _train_and_play("mdp-s10-a5-n10", 140_000_000, lambda ev: known_references(ev)["psrl"])
     diff, ci = mean_ci95(rl2 - psrl)

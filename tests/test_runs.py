@@ -13,7 +13,7 @@ import sim
 from meta_rl.ppo import PPOConfig, make_train
 from proteus.checkpoint import Checkpoints, load_policy
 from proteus.cli import main
-from proteus.runs import NonFiniteLoss, RunSpec, build, load_run, read_metrics, train_run
+from proteus.runs import NonFiniteLoss, RunSpec, build, compiled_run, load_run, read_metrics, run_chunk, train_run
 from sim.wrappers import Wrapper
 
 SMALL = PPOConfig(total_steps=4 * 64 * 10, num_envs=64, num_steps=10, num_minibatches=2, network="gru",
@@ -32,7 +32,7 @@ def _params(out):
 
 def test_checkpoint_round_trip(tmp_path, trainer):
     ts = trainer.init(jax.random.key(0))
-    ts, _ = trainer.run(ts, 1)
+    ts, _ = run_chunk(trainer, ts, 1)
     ck = Checkpoints(tmp_path / "ck")
     ck.save(1, ts)
     back = ck.restore(trainer.init(jax.random.key(1)))
@@ -129,31 +129,31 @@ def test_cli_train_names_the_bad_field(tmp_path, capsys):
 def test_learners_run_on_the_native_backend(algo):
     c = PPOConfig(total_steps=2 * 4 * 8, num_envs=4, num_steps=8, num_minibatches=2,
                   network="gru" if algo == "rl2" else "mlp", hidden=(16,), core_size=16)
-    env = sim.make("pendulum-swingup", batch_size=4, trial=algo == "rl2", backend="native")
+    env = sim.make("pendulum-swingup", batch_size=4, mode="trial" if algo == "rl2" else "fresh", backend="native")
     params, metrics = make_train(c, env)(jax.random.key(0))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
     assert np.all(np.isfinite(metrics["loss"]))
 
 
 def test_feed_forward_train_state_round_trips(tmp_path):
-    # an MLP policy's carry is an empty [B, 0] array, which orbax cannot store on its own
+    # an MLP policy's carry is an empty dict
     c = PPOConfig(total_steps=64, num_envs=4, num_steps=16, num_minibatches=2)
-    trainer = make_train(c, sim.make("point-goal", batch_size=4, trial=False))
+    trainer = make_train(c, sim.make("point-goal", batch_size=4, mode="fresh"))
     ts = trainer.init(jax.random.key(0))
     ck = Checkpoints(tmp_path / "ck")
     ck.save(0, ts)
     back = ck.restore(ts)
     ck.close()
-    assert back.runner.carry.shape == (4, 0)
+    assert back.runner.carry == {}
     np.testing.assert_array_equal(jax.tree.leaves(back.params)[0], jax.tree.leaves(ts.params)[0])
 
 
 def test_chunks_compile_once(trainer):
     # a fresh or restored state (uncommitted, or holding NumPy leaves as MJX's initial data does) and
     # the committed state a chunk returns must hit the same executable
-    trainer._run.clear_cache()
+    compiled_run(trainer).clear_cache()
     ts = trainer.init(jax.random.key(0))
     ts = ts.replace(update=np.asarray(ts.update))
-    ts, _ = trainer.run(ts, 1)
-    trainer.run(ts, 1)
-    assert trainer._run._cache_size() == 1
+    ts, _ = run_chunk(trainer, ts, 1)
+    run_chunk(trainer, ts, 1)
+    assert compiled_run(trainer)._cache_size() == 1

@@ -25,7 +25,7 @@ from flax import struct
 
 from meta_rl.baselines.gittins import gittins_table
 from randomization.sampling import beta_ge1
-from sim.core import State
+from meta_rl.agent import Agent
 
 KINDS = ("random", "greedy", "epsilon_greedy", "ucb1", "thompson", "gittins")
 
@@ -37,7 +37,7 @@ class BanditCarry:
 
 
 @struct.dataclass
-class BanditStrategy:
+class BanditStrategy(Agent):
     """One classic strategy with its hyperparameters (a pytree: hyperparameters are traced leaves,
     so one compiled evaluation serves a whole tuning grid). Build it with :func:`make_strategy`.
 
@@ -69,15 +69,15 @@ class BanditStrategy:
         }.get(self.kind)
         return f"{self.kind} ({extra})" if extra else self.kind
 
-    def init(self, batch_size: int, key: jax.Array) -> BanditCarry:
-        z = jnp.zeros((batch_size, self.num_arms), jnp.float32)
+    def initial_state(self, batch: int) -> BanditCarry:
+        z = jnp.zeros((batch, self.num_arms), jnp.float32)
         return BanditCarry(successes=z, pulls=z)
 
-    def act(self, carry: BanditCarry, state: State, key: jax.Array):
+    def act(self, carry: BanditCarry, obs: jax.Array, key: jax.Array):
         k = self.num_arms
         # obs = [bias, prev_action one-hot (k), prev_reward, prev_done]; all zero at trial start
-        prev_action = state.obs[:, 1 : 1 + k]
-        prev_reward = state.obs[:, 1 + k]
+        prev_action = obs[:, 1 : 1 + k]
+        prev_reward = obs[:, 1 + k]
         s = carry.successes + prev_action * prev_reward[:, None]
         n = carry.pulls + prev_action
         carry = BanditCarry(successes=s, pulls=n)
@@ -108,7 +108,14 @@ class BanditStrategy:
         if self.kind == "epsilon_greedy":
             explore = jax.random.uniform(k_explore, (shape[0],)) < self.epsilon
             action = jnp.where(explore, jax.random.randint(k_arm, (shape[0],), 0, k), action)
-        return carry, action
+        return action, carry
+
+    def policy_step(self, carry: BanditCarry, obs: jax.Array):
+        return self.act(carry, obs, jax.random.key(0))
+
+    @property
+    def policy_spec(self):
+        raise NotImplementedError("classic bandit strategies are evaluation baselines, not exportable policies")
 
 
 HYPERPARAMETERS = {"random": (), "greedy": (), "thompson": (), "epsilon_greedy": ("epsilon",), "ucb1": ("c", "prior"), "gittins": ("gamma",)}

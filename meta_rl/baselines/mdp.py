@@ -5,12 +5,12 @@
   Dirichlet(1) prior on every transition row, a Normal prior on each mean reward (mean 0, precision 1)
   with known unit-variance reward noise. At the start of every episode it samples one MDP from the
   posterior, solves it by finite-horizon value iteration and follows that plan for the episode.
-* ``oracle``: knows the MDP (``state.params``) and follows its finite-horizon optimal plan.
+* ``oracle``: knows the MDP (the world given to ``init``) and follows its finite-horizon optimal plan.
 
-Like the bandit strategies they run through the learners' trial env. They read the current state,
-previous action and reward from the observation, and, because an episode's last next-state is
-replaced by the reset state in the observation, the true final state from ``info["final_obs"]``
-(a classic full-information baseline; RL² agents see only the observation).
+Like the bandit strategies they are :class:`meta_rl.agent.Agent` s run through the learners' trial
+env. They read the current state from the observation and count each transition in ``observe``,
+whose ``next_obs`` is the true next state even where the episode ended (the observation then shows
+the reset state).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from randomization.sampling import dirichlet_ge1
-from sim.core import State
+from meta_rl.agent import Agent, Step, batch_size_of
 
 KINDS = ("random", "psrl", "oracle")
 
@@ -51,13 +51,11 @@ class MDPCarry:
     reward_sum: jax.Array  # [B, S, A]
     visits: jax.Array  # [B, S, A]
     q: jax.Array  # [B, H, S, A] plan for the current episode
-    prev_state: jax.Array  # [B] state the previous action was taken in
     h: jax.Array  # [B] step within the episode
-    started: jax.Array  # [B] a step has been taken in this trial
 
 
 @struct.dataclass
-class MDPStrategy:
+class MDPStrategy(Agent):
     """A classic tabular-MDP strategy.
 
     Attributes:
@@ -88,22 +86,27 @@ class MDPStrategy:
     def label(self) -> str:
         return self.kind
 
-    def init(self, batch_size: int, key: jax.Array) -> MDPCarry:
-        B, S, A, H = batch_size, self.num_states, self.num_actions, self.horizon
+    def initial_state(self, batch: int) -> MDPCarry:
+        B, S, A, H = batch, self.num_states, self.num_actions, self.horizon
         zi = jnp.zeros((B,), jnp.int32)
         return MDPCarry(
             trans_counts=jnp.zeros((B, S, A, S), jnp.float32),
             reward_sum=jnp.zeros((B, S, A), jnp.float32),
             visits=jnp.zeros((B, S, A), jnp.float32),
             q=jnp.zeros((B, H, S, A), jnp.float32),
-            prev_state=zi,
             h=zi,
-            started=jnp.zeros((B,), bool),
         )
 
-    def _plan(self, carry: MDPCarry, state: State, key: jax.Array) -> jax.Array:
+    def init(self, key: jax.Array, world) -> MDPCarry:
+        """Start a trial; the ``oracle`` reads the true MDP from ``world`` and plans once."""
+        carry = self.initial_state(batch_size_of(world))
         if self.kind == "oracle":
-            return finite_horizon_q(state.params.transition, state.params.reward_mean, self.horizon)
+            carry = carry.replace(q=finite_horizon_q(world.transition, world.reward_mean, self.horizon))
+        return carry
+
+    def _plan(self, carry: MDPCarry, key: jax.Array) -> jax.Array:
+        if self.kind == "oracle":
+            return carry.q
         k_p, k_r = jax.random.split(key)
         transition = dirichlet_ge1(k_p, self.dirichlet_prior + carry.trans_counts)
         precision = self.prior_precision + self.noise_precision * carry.visits
@@ -111,22 +114,9 @@ class MDPStrategy:
         reward = mean + jax.random.normal(k_r, mean.shape) / jnp.sqrt(precision)
         return finite_horizon_q(transition, reward, self.horizon)
 
-    def act(self, carry: MDPCarry, state: State, key: jax.Array):
+    def act(self, carry: MDPCarry, obs: jax.Array, key: jax.Array):
         S, A = self.num_states, self.num_actions
-        obs = state.obs  # [state one-hot (S), prev_action one-hot (A), prev_reward, prev_done]
-        s_now = jnp.argmax(obs[:, :S], -1).astype(jnp.int32)
-        prev_a = obs[:, S : S + A]
-        prev_r = obs[:, S + A]
-        prev_done = obs[:, S + A + 1] > 0.5
-        s_next = jnp.argmax(state.info["final_obs"][:, :S], -1)  # true next state, even at a reset
-        taken = carry.started.astype(jnp.float32)[:, None] * prev_a  # [B, A]
-        sa = jax.nn.one_hot(carry.prev_state, S)[:, :, None] * taken[:, None, :]  # [B, S, A]
-        carry = carry.replace(
-            trans_counts=carry.trans_counts + sa[..., None] * jax.nn.one_hot(s_next, S)[:, None, None, :],
-            reward_sum=carry.reward_sum + sa * prev_r[:, None, None],
-            visits=carry.visits + sa,
-            h=jnp.where(prev_done | ~carry.started, 0, carry.h + 1),
-        )
+        s_now = jnp.argmax(obs[:, :S], -1).astype(jnp.int32)  # obs = [state one-hot (S), RL² inputs]
         k_plan, k_act, k_tie = jax.random.split(key, 3)
         if self.kind == "random":
             action = jax.random.randint(k_act, s_now.shape, 0, A)
@@ -134,7 +124,7 @@ class MDPStrategy:
             new_episode = carry.h == 0
             q = jax.lax.cond(
                 jnp.any(new_episode),
-                lambda: jnp.where(new_episode[:, None, None, None], self._plan(carry, state, k_plan), carry.q),
+                lambda: jnp.where(new_episode[:, None, None, None], self._plan(carry, k_plan), carry.q),
                 lambda: carry.q,
             )
             carry = carry.replace(q=q)
@@ -143,5 +133,25 @@ class MDPStrategy:
             noise = jax.random.uniform(k_tie, q_now.shape)
             best = q_now.max(-1, keepdims=True)
             action = jnp.argmax(jnp.where(q_now >= best, noise + 1.0, noise - 1.0), -1)
-        carry = carry.replace(prev_state=s_now, started=jnp.ones_like(carry.started))
-        return carry, action.astype(jnp.int32)
+        return action.astype(jnp.int32), carry
+
+    def observe(self, carry: MDPCarry, step: Step) -> MDPCarry:
+        """Count the transition (the true next state even where the episode ended) and advance the
+        step within the episode (back to 0 after its last step)."""
+        S, A = self.num_states, self.num_actions
+        s = jnp.argmax(step.obs[:, :S], -1)
+        s_next = jnp.argmax(step.next_obs[:, :S], -1)
+        sa = jax.nn.one_hot(s, S)[:, :, None] * jax.nn.one_hot(step.action, A)[:, None, :]  # [B, S, A]
+        return carry.replace(
+            trans_counts=carry.trans_counts + sa[..., None] * jax.nn.one_hot(s_next, S)[:, None, None, :],
+            reward_sum=carry.reward_sum + sa * step.reward[:, None, None],
+            visits=carry.visits + sa,
+            h=jnp.where(step.done, 0, carry.h + 1),
+        )
+
+    def policy_step(self, carry: MDPCarry, obs: jax.Array):
+        return self.act(carry, obs, jax.random.key(0))
+
+    @property
+    def policy_spec(self):
+        raise NotImplementedError("classic MDP strategies are evaluation baselines, not exportable policies")
