@@ -168,13 +168,19 @@ class ResolvedSpec:
     def terms(self) -> tuple[Term, ...]:
         return self.spec.terms
 
-    def sample(self, key: jax.Array, split: str = "train") -> dict[str, jax.Array]:
-        """Draw one world's values: term name -> [size] array."""
+    def bounds(self) -> dict[str, dict[str, jax.Array]]:
+        """The ranges as data: term name -> :meth:`SplitRange.bounds` (what :meth:`sample` reads)."""
+        return {term.name: term.range.bounds() for term in self.terms}
+
+    def sample(self, key: jax.Array, split: str = "train", bounds: dict | None = None) -> dict[str, jax.Array]:
+        """Draw one world's values: term name -> [size] array, from ``bounds`` (the layout of
+        :meth:`bounds`, traced or not; ``None``: the declared ranges)."""
         check_split(split)
         keys = jax.random.split(key, max(len(self.terms), 1))
         out = {}
         for k, term in zip(keys, self.terms):
-            out[term.name] = term.range.sample(k, split, (term.size,))  # shared ranges ignore the split
+            b = None if bounds is None else bounds[term.name]
+            out[term.name] = term.range.sample(k, split, (term.size,), b)  # shared ranges ignore the split
         return out
 
     def nominal_values(self) -> dict[str, jax.Array]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from randomization.effects import Effects
 from randomization.ranges import check_split
-from sim.core import Env
+from sim.core import Env, draw_params
 from sim.wrappers import Wrapper
 
 
@@ -45,16 +45,23 @@ class SensorActuator(Wrapper):
             self._push_dofs = np.asarray(dofs, np.int32)
 
     # -- params ---------------------------------------------------------------------------------
-    def sample_params(self, key, split="train"):
+    def default_ranges(self):
+        inner = self.env.default_ranges()
+        if inner is None:
+            return None
+        return {"env": inner, "effects": {name: r.bounds() for name, r in self.effects.ranges().items()}}
+
+    def sample_params(self, key, split="train", ranges=None):
         check_split(split)
         k_env, k_eff = jax.random.split(key)
-        ranges = self.effects.ranges()
-        keys = jax.random.split(k_eff, max(len(ranges), 1))
-        eff = {name: r.sample(k, split) for k, (name, r) in zip(keys, ranges.items())}
+        declared = self.effects.ranges()
+        keys = jax.random.split(k_eff, max(len(declared), 1))
+        eff = {name: r.sample(k, split, (), None if ranges is None else ranges["effects"][name])
+               for k, (name, r) in zip(keys, declared.items())}
         for name in ("obs_latency.steps", "action_delay.steps"):
             if name in eff:  # step counts are discrete whatever the range's distribution
                 eff[name] = jnp.floor(eff[name]).astype(jnp.int32)
-        return {"env": self.env.sample_params(k_env, split), "effects": eff}
+        return {"env": draw_params(self.env, k_env, split, None if ranges is None else ranges["env"]), "effects": eff}
 
     def param_ranges(self):
         return {**self.env.param_ranges(), **self.effects.ranges()}

@@ -160,15 +160,20 @@ class MujocoEnv(Env):
             self._mx = mjx.put_model(m)
 
     # -- params ---------------------------------------------------------------------------------
-    def sample_params(self, key, split="train"):
+    def default_ranges(self):
+        """The randomization and task ranges as data: ``{"dynamics": {term: bounds}, "task": {name: bounds}}``."""
+        return {"dynamics": self.resolved.bounds(), "task": {n: r.bounds() for n, r in self.task.task_ranges.items()}}
+
+    def sample_params(self, key, split="train", ranges=None):
         check_split(split)
         k_dyn, k_task = jax.random.split(key)
         keys = jax.random.split(k_task, max(len(self.task.task_ranges), 1))
         task = {
-            name: r.sample(k, split)
+            name: r.sample(k, split, (), None if ranges is None else ranges["task"][name])
             for k, (name, r) in zip(keys, self.task.task_ranges.items())
         }
-        return {"dynamics": self.resolved.sample(k_dyn, split), "task": task}
+        dyn = self.resolved.sample(k_dyn, split, None if ranges is None else ranges["dynamics"])
+        return {"dynamics": dyn, "task": task}
 
     def nominal_params(self):
         """The unrandomized world (task parameters at the middle of their training range)."""
@@ -219,12 +224,12 @@ class MujocoEnv(Env):
 
             def host(packed):
                 packed = np.asarray(packed)
-                single = packed.ndim == 1
-                packed = packed[None] if single else packed
+                lead = packed.shape[:-1]  # any leading batch shape (nested vmaps: tasks x envs)
+                packed = packed.reshape(-1, packed.shape[-1])
                 parts = np.split(packed, splits, axis=-1)
                 values = dict(zip(names, parts[: len(names)]))
                 out = pool.step(values, parts[-2], parts[-1], nstep).astype(np.float32)
-                return out[0] if single else out
+                return out.reshape(lead + out.shape[-1:])
 
             out_type = jax.ShapeDtypeStruct(physics.shape, jnp.float32)
             return jax.pure_callback(host, out_type, packed, vmap_method="expand_dims")

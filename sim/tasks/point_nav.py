@@ -57,11 +57,17 @@ class PointNav(Env):
                 "direction_deg": SplitRange("direction_deg", train=(0.0, 360.0), unit="°"),
             }
 
-    def sample_params(self, key, split="train"):
+    def default_ranges(self):
+        """The target's ranges as data: name -> :meth:`SplitRange.bounds`."""
+        return {n: r.bounds() for n, r in self.ranges.items()}
+
+    def sample_params(self, key, split="train", ranges=None):
         check_split(split)
         k_mag, k_ang = jax.random.split(key)
-        mag_range, ang_range = self.ranges.values()  # (magnitude, angle in degrees)
-        mag, rad = mag_range.sample(k_mag, split), jnp.deg2rad(ang_range.sample(k_ang, split))
+        (mag_name, mag_range), (ang_name, ang_range) = self.ranges.items()  # (magnitude, angle in degrees)
+        b = (lambda n: None) if ranges is None else (lambda n: ranges[n])  # noqa: E731
+        mag = mag_range.sample(k_mag, split, (), b(mag_name))
+        rad = jnp.deg2rad(ang_range.sample(k_ang, split, (), b(ang_name)))
         return PointParams(target=mag * jnp.stack([jnp.cos(rad), jnp.sin(rad)]))
 
     def param_values(self, params: PointParams) -> dict[str, jax.Array]:
