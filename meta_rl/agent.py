@@ -110,9 +110,9 @@ class PolicyAgent(Agent):
     """A :class:`meta_rl.networks.Policy` as an Agent: its state is the recurrent carry (``{}`` for a
     feed-forward policy), reset only by ``init``; the carry runs through every episode of a world.
 
-    The policy reads the first ``obs_dim`` elements of the observation: a policy trained without
-    trial inputs (DR PPO) evaluated on a trial env sees its base observation only, so both kinds are
-    scored on the same trials. ``deterministic`` acts with the distribution's mode (what export
+    The policy reads its own part of the observation (:meth:`PolicySpec.select_obs`): a policy
+    trained without trial inputs (DR PPO) evaluated on a trial env sees its base observation only,
+    so both kinds are scored on the same trials. ``deterministic`` acts with the distribution's mode (what export
     deploys), else samples.
     """
 
@@ -128,7 +128,7 @@ class PolicyAgent(Agent):
         return self.policy.init_carry(batch)
 
     def _dist(self, state, obs):
-        obs = obs[..., : self.policy.spec.obs_dim]
+        obs = self.policy.spec.select_obs(obs)
         state, dist, _ = self.policy.apply(self.params, state, obs)
         return state, dist
 

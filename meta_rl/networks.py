@@ -9,6 +9,11 @@ Layout of one step, whatever the kind::
         ─► MLP torso (tanh, ``spec.hidden``) ─► [GRU | LSTM core of ``spec.core_size``]
         ─► policy head (logits, or Gaussian mean + state-independent log std) and value head
 
+Structured observations (a :class:`sim.core.Dict` space, ``spec.obs_parts``): one torso per part, an
+MLP for a vector part, a small CNN (two stride-2 3×3 convolutions, ReLU, then a dense projection) for
+an H×W×C uint8 image part (scaled to [0, 1]); their features are concatenated in the parts' order
+and go on to the core and heads. Vector parts are normalized, each with its own statistics.
+
 Continuous actions: the Gaussian lives in normalized units ``u``; the env receives
 ``offset + scale * clip(u, -1, 1)`` (:meth:`Policy.env_action`), with scale and offset from the
 action space's bounds. The deterministic action is the Gaussian's mean (the categorical's mode).
@@ -25,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim.core import Box, Discrete, Env
+from sim.core import Box, Dict, Discrete, Env
 from sim.normalize import RunningStats, normalize
+
+PART_KINDS = ("vector", "image")
 
 KINDS = ("mlp", "gru", "lstm")
 
@@ -46,6 +53,9 @@ class PolicySpec:
         normalize_obs: normalize observations with running statistics inside the policy.
         init_log_std: initial log standard deviation of the Gaussian.
         obs_clip: clip of normalized observations.
+        obs_parts: for a dict observation, ``(name, shape, kind)`` per part (``kind``: ``vector`` or
+            ``image``), in order; ``obs_names`` then names the vector parts' elements as
+            ``part.element``. Empty for a flat vector observation.
     """
 
     kind: str
@@ -59,8 +69,16 @@ class PolicySpec:
     normalize_obs: bool = True
     init_log_std: float = -0.5
     obs_clip: float = 10.0
+    obs_parts: tuple = ()
 
     def __post_init__(self):
+        parts = tuple((str(n), tuple(int(d) for d in shape), str(k)) for n, shape, k in self.obs_parts)
+        object.__setattr__(self, "obs_parts", parts)
+        for n, shape, k in parts:
+            if k not in PART_KINDS:
+                raise ValueError(f"PolicySpec obs part {n!r}: kind must be one of {PART_KINDS}, got {k!r}")
+            if (k == "image") != (len(shape) == 3) or (k == "vector" and len(shape) != 1):
+                raise ValueError(f"PolicySpec obs part {n!r}: a vector is 1-D and an image H x W x C, got {k} {shape}")
         if self.kind not in KINDS:
             raise ValueError(f"PolicySpec.kind must be one of {KINDS}, got {self.kind!r}")
         if any(int(h) < 1 for h in self.hidden):
@@ -76,7 +94,34 @@ class PolicySpec:
 
     @property
     def obs_dim(self) -> int:
+        """Vector elements read (all the observation for a flat one; the vector parts for a dict)."""
         return len(self.obs_names)
+
+    @property
+    def structured(self) -> bool:
+        """The observation is a dict of parts (:attr:`obs_parts`)."""
+        return bool(self.obs_parts)
+
+    def select_obs(self, obs: Any) -> Any:
+        """The part of an env observation this policy reads: the first :attr:`obs_dim` elements of a
+        flat one (a trial env appends the RL² inputs after the base observation), or its own parts
+        of a dict one."""
+        if self.structured:
+            return {n: obs[n] for n, _, _ in self.obs_parts}
+        return obs[..., : self.obs_dim]
+
+    def dummy_obs(self, batch: int = 1) -> Any:
+        """Zero observations of the spec's layout (for initialization and tracing)."""
+        if self.structured:
+            return {n: jnp.zeros((batch,) + shape, jnp.uint8 if k == "image" else jnp.float32)
+                    for n, shape, k in self.obs_parts}
+        return jnp.zeros((batch, self.obs_dim), jnp.float32)
+
+    def create_stats(self):
+        """Fresh observation statistics: one over a flat observation, one per vector part of a dict."""
+        if self.structured:
+            return {n: RunningStats.create(shape[0]) for n, shape, k in self.obs_parts if k == "vector"}
+        return RunningStats.create(self.obs_dim)
 
     @property
     def action_dim(self) -> int:
@@ -100,17 +145,32 @@ class PolicySpec:
         d = dict(d)
         for k in ("obs_names", "action_names", "hidden", "action_low", "action_high"):
             d[k] = tuple(d[k])
+        d["obs_parts"] = tuple((n, tuple(shape), k) for n, shape, k in d.get("obs_parts", ()))
         return cls(**d)
 
     @classmethod
     def for_env(cls, env: Env, kind: str, **kw) -> "PolicySpec":
         """The spec matching ``env``'s named observation and action spaces."""
         obs, act = env.observation_space, env.action_space
-        if not isinstance(obs, Box):
-            raise ValueError(f"{env.id}: policies need a Box observation space, got {obs}")
+        if isinstance(obs, Dict):
+            parts = []
+            for n, sp in obs.items():
+                if sp.is_vector:
+                    parts.append((n, sp.shape, "vector"))
+                elif len(sp.shape) == 3:
+                    parts.append((n, sp.shape, "image"))
+                else:
+                    raise ValueError(f"{env.id}: obs part {n!r} is {sp.describe()}; policies read 1-D float vectors "
+                                     "and H x W x C images")
+            names = tuple(f"{n}.{e}" for n, sp in obs.items() if sp.is_vector for e in sp.names)
+            kw = {**kw, "obs_parts": tuple(parts)}
+        elif isinstance(obs, Box) and obs.is_vector:
+            names = obs.names
+        else:
+            raise ValueError(f"{env.id}: policies need a 1-D float Box or a Dict observation space, got {obs.describe()}")
         if isinstance(act, Discrete):
-            return cls(kind=kind, obs_names=obs.names, action_names=act.names, discrete=True, **kw)
-        return cls(kind=kind, obs_names=obs.names, action_names=act.names, discrete=False,
+            return cls(kind=kind, obs_names=names, action_names=act.names, discrete=True, **kw)
+        return cls(kind=kind, obs_names=names, action_names=act.names, discrete=False,
                    action_low=act.low, action_high=act.high, **kw)
 
 
@@ -123,8 +183,26 @@ class ActorCritic(nn.Module):
     def __call__(self, carry, x):
         s = self.spec
         orth = nn.initializers.orthogonal
-        for i, w in enumerate(s.hidden):
-            x = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"torso_{i}")(x))
+        if s.structured:  # one torso per part, features concatenated
+            feats = []
+            for name, _, kind in s.obs_parts:
+                v = x[name]
+                if kind == "image":
+                    v = v.astype(jnp.float32) / 255.0
+                    for j, f in enumerate((16, 32)):
+                        v = nn.relu(nn.Conv(f, (3, 3), strides=(2, 2), kernel_init=orth(np.sqrt(2)),
+                                            name=f"{name}_conv_{j}")(v))
+                    v = v.reshape(v.shape[:-3] + (-1,))
+                    v = nn.relu(nn.Dense(s.hidden[-1] if s.hidden else 64, kernel_init=orth(np.sqrt(2)),
+                                         name=f"{name}_proj")(v))
+                else:
+                    for i, w in enumerate(s.hidden):
+                        v = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"{name}_torso_{i}")(v))
+                feats.append(v)
+            x = jnp.concatenate(feats, -1)
+        else:
+            for i, w in enumerate(s.hidden):
+                x = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"torso_{i}")(x))
         if s.kind == "gru":
             h, x = nn.GRUCell(s.core_size, name="core")(carry["h"], x)
             carry = {"h": h}
@@ -171,17 +249,20 @@ class Policy:
         return {}
 
     def init(self, key: jax.Array) -> dict:
-        obs = jnp.zeros((1, self.spec.obs_dim), jnp.float32)
-        net = self.net.init(key, self.init_carry(1), obs)
-        return {"net": net, "obs_norm": RunningStats.create(self.spec.obs_dim)}
+        net = self.net.init(key, self.init_carry(1), self.spec.dummy_obs(1))
+        return {"net": net, "obs_norm": self.spec.create_stats()}
 
     def normalize(self, params, obs):
+        if self.spec.structured:  # vector parts as float32 (normalized when asked); images as they are
+            obs = {n: obs[n] if k == "image" else obs[n].astype(jnp.float32) for n, _, k in self.spec.obs_parts}
+            return normalize(params["obs_norm"], obs, self.spec.obs_clip) if self.spec.normalize_obs else obs
         if not self.spec.normalize_obs:
             return obs.astype(jnp.float32)
         return normalize(params["obs_norm"], obs, self.spec.obs_clip)
 
     def apply(self, params, carry, obs) -> tuple[Any, distrax.Distribution, jax.Array]:
-        """One step over a batch: ``obs`` [B, obs_dim] -> (carry, distribution over ``u``, value [B])."""
+        """One step over a batch: ``obs`` [B, obs_dim] (or a dict of parts [B, ...]) -> (carry,
+        distribution over ``u``, value [B])."""
         carry, out, value = self.net.apply(params["net"], carry, self.normalize(params, obs))
         if self.spec.discrete:
             return carry, distrax.Categorical(logits=out), value

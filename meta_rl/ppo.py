@@ -211,7 +211,7 @@ def ppo_update(
         if spec.recurrent:
             log_prob, entropy, value = evaluate_sequence(policy, p, mb["carry0"], mb["obs"], mb["first"], mb["action"])
         else:
-            _, dist, value = policy.apply(p, policy.init_carry(mb["obs"].shape[0]), mb["obs"])
+            _, dist, value = policy.apply(p, policy.init_carry(mb["adv"].shape[0]), mb["obs"])
             log_prob, entropy = dist.log_prob(mb["action"]), dist.entropy()
         a = mb["adv"]
         a = (a - a.mean()) / (a.std() + 1e-8)

@@ -137,7 +137,7 @@ def evaluate_sequence(policy: Policy, params: Any, carry0: Any, obs: jax.Array, 
     Returns:
         (log_prob [T, B], entropy [T, B], value [T, B]) of ``action`` under ``params``.
     """
-    batch = obs.shape[1]
+    batch = first.shape[1]
     fresh = policy.init_carry(batch)
 
     def f(carry, x):

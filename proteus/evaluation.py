@@ -91,7 +91,15 @@ def _agent(loaded: dict, deterministic: bool | None):
 def _check_spaces(loaded: dict, env) -> None:
     """The agent reads the env's (base) observation and writes its actions, by name."""
     spec = loaded["policy_spec"]
-    obs = tuple(env.observation_space.names[: spec.obs_dim])
+    space = env.observation_space
+    if spec.structured:  # a dict observation: every part the policy reads, by name and shape
+        have = dict(space.items()) if hasattr(space, "items") else {}
+        bad = [n for n, shape, _ in spec.obs_parts if n not in have or tuple(have[n].shape) != tuple(shape)]
+        if bad or tuple(env.action_space.names) != tuple(spec.action_names):
+            raise ValueError(f"the policy in {loaded['dir'] / 'policy'} does not fit {env.id} as this version builds it "
+                             f"(policy parts {[(n, s) for n, s, _ in spec.obs_parts]}, env {space.describe()})")
+        return
+    obs = tuple(space.names[: spec.obs_dim])
     act = tuple(env.action_space.names)
     if obs != tuple(spec.obs_names) or act != tuple(spec.action_names):
         raise ValueError(
