@@ -284,8 +284,9 @@ class Eval:
     """Splits to evaluate."""
     tasks: int | None = None
     """Worlds per split (default 256 for robots, 1000 otherwise); one trial each."""
-    baseline: tuple[Path, ...] = ()
-    """Baseline run folder(s) on the same env (e.g. proteus train ppo); give several after one --baseline."""
+    baseline: Annotated[tuple[Path, ...], tyro.conf.UseAppendAction] = ()
+    """A baseline run folder on the same env (e.g. proteus train ppo); repeat --baseline to compare several
+    on the same worlds."""
     oracle: Path | None = None
     """A run trained on the exact world, where no known optimum exists."""
     overwrite: bool = False

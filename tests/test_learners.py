@@ -133,10 +133,13 @@ def test_a_new_learner_trains_resumes_evaluates_and_exports_through_the_cli(hill
     assert a["algo"] == "hill" and a["config"]["sigma"] == 0.05
     assert (out / "policy" / "params.msgpack").read_bytes() == (whole / "policy" / "params.msgpack").read_bytes()
 
-    main(["eval", str(out), "--tasks", "16", "--split", "train"])
+    main(["eval", str(out), "--tasks", "16", "--split", "train", "--baseline", str(whole), "--baseline", str(whole)])
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["algo"] == "hill" and report["oracle"]["kind"] == "known"
-    assert np.isfinite(report["splits"]["train"]["policy"]["mean"])
+    row = report["splits"]["train"]
+    assert list(row["baselines"]) == ["whole", "whole'"]  # two --baseline flags, named by folder
+    # the same weights as the resumed run: identical returns world by world
+    assert row["paired"]["baseline"]["policy_minus"] == 0.0 and row["paired"]["baseline"]["ci95"] == 0.0
 
     main(["export", str(out)])
     assert (out / "policy.onnx").is_file() and "max |action error|" in capsys.readouterr().out
