@@ -1,7 +1,10 @@
 """Deployment: ONNX export with a parity check, and a fixed-rate controller runtime with a safety layer.
 
-- :mod:`deploy.export` — :func:`export_onnx` (JAX policy -> ONNX, checked against JAX before writing),
-  :func:`read_metadata`. Needs ``onnx`` and ``onnxruntime``; JAX only for the export itself.
+- :mod:`deploy.export` — :func:`export_onnx` / :func:`export_agent` (an agent's JAX step traced to
+  ONNX, checked against JAX before writing), :func:`read_metadata`. Needs ``onnx`` and
+  ``onnxruntime``; JAX only for the export itself.
+- :mod:`deploy.rl2_inputs` — :class:`RL2Inputs`: the RL² inputs (previous action, reward, done,
+  trial time) a robot driver appends to its observations, NumPy only.
 - :mod:`deploy.runtime` — :class:`Controller`, :class:`RobotInterface`, :class:`SafetyConfig`,
   :class:`SafetyEvents`, :class:`OnnxPolicy`. Needs ``numpy`` and ``onnxruntime`` only.
 - :mod:`deploy.bench` — :func:`bench_export` (onnxruntime vs jitted JAX latency per control step).
@@ -22,6 +25,10 @@ _EXPORTS = {
     "build_onnx": "deploy.export",
     "ExportReport": "deploy.export",
     "ParityError": "deploy.export",
+    "export_agent": "deploy.export",
+    "UnsupportedPrimitive": "deploy.export",
+    "RL2Inputs": "deploy.rl2_inputs",
+    "is_rl2": "deploy.rl2_inputs",
     "Controller": "deploy.runtime",
     "ControllerStopped": "deploy.runtime",
     "ContractMismatch": "deploy.runtime",
@@ -42,6 +49,10 @@ __all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
     "build_onnx",
     "ExportReport",
     "ParityError",
+    "export_agent",
+    "UnsupportedPrimitive",
+    "RL2Inputs",
+    "is_rl2",
     "Controller",
     "ControllerStopped",
     "ContractMismatch",

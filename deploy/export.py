@@ -1,36 +1,39 @@
-"""ONNX export of a :class:`~meta_rl.networks.Policy`, with an onnxruntime-vs-JAX parity check.
+"""ONNX export of an agent's deterministic step, traced from the JAX function, with an onnxruntime-vs-JAX parity check.
+
+What is exported is :meth:`meta_rl.agent.Agent.policy_step` (a :class:`~meta_rl.networks.Policy` is
+exported as the deterministic :class:`~meta_rl.agent.PolicyAgent` over its params). The graph comes
+from the function itself: ``jax.make_jaxpr`` over a symbolic batch axis, then each equation written
+as ONNX nodes by a small tracer (:class:`_Tracer`; the primitives it knows are
+:data:`SUPPORTED_PRIMITIVES`, any other raises :class:`UnsupportedPrimitive` naming it). The params
+are closed-over constants: whatever is computed from them alone (``sqrt(var + 1e-8)``, ``exp(log_std)``,
+broadcast biases) is evaluated by JAX at export time and stored as initializers. Equations no output
+needs (the value head, the distribution's unused parts) are skipped. Two rewrites keep the graph
+lean: ``x @ W + b`` with constant ``W``, ``b`` becomes one ``Gemm``, and ``jnp.clip``'s ``max``/``min``
+one ``Clip``.
 
 The ONNX contract (DESIGN.md)::
 
-    inputs   obs   float32 [B, obs_dim]        (raw sensor units; normalization is in the graph)
-             h_in  float32 [B, core_size]      (gru, lstm)
-             c_in  float32 [B, core_size]      (lstm)
-    outputs  action  float32 [B, act_dim]      continuous: deterministic, in actuator units
-                     int64   [B]               discrete: argmax of the logits
-             h_out float32 [B, core_size]      (gru, lstm)
-             c_out float32 [B, core_size]      (lstm)
+    inputs   obs            float32 [B, obs_dim]   (raw sensor units; normalization is in the graph)
+             <path>_in      one per leaf of ``agent.initial_state(B)``, named by its pytree path
+                            (GRU: ``h_in``; LSTM: ``c_in``, ``h_in``; a learner's ``{"latent", "mem":
+                            {"keys"}}``: ``latent_in``, ``mem.keys_in``; MLP: none), in tree order
+    outputs  action         float32 [B, act_dim]   continuous: deterministic, in actuator units
+                            int64   [B]            discrete: the chosen index
+             <path>_out     the next state, leaf for leaf
 
-The graph is written op by op with :mod:`onnx.helper` from the policy's own params, so nothing is
-declared twice: observation normalization (``clip((obs - mean) / sqrt(var + 1e-8), ±obs_clip)``),
-the tanh torso (``Gemm`` + ``Tanh``), the recurrent core as elementary ops (``Gemm``, ``Split``,
-``Add``, ``Mul``, ``Sub``, ``Sigmoid``, ``Tanh``: exactly flax's ``GRUCell``/``LSTMCell`` equations,
-gate matrices concatenated so each step is two matrix products), and the action mapping
-``offset + scale * clip(mean, -1, 1)`` (or ``ArgMax`` for discrete policies).
-
-flax cell equations reproduced here (``flax.linen.recurrent``)::
-
-    GRUCell   r = σ(x W_ir + b_ir + h W_hr)            z = σ(x W_iz + b_iz + h W_hz)
-              n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))      h' = (1 - z) ⊙ n + z ⊙ h
-    LSTMCell  carry (c, h); i, f, o = σ(x W_i* + h W_h* + b_h*), g = tanh(x W_ig + h W_hg + b_hg)
-              c' = f ⊙ c + i ⊙ g       h' = o ⊙ tanh(c')
+The metadata (``metadata_props``, JSON values) states everything a robot needs to build the inputs:
+observation and action names, ``state`` (per leaf: path, input and output names, per-row shape,
+dtype, initial value), ``control_dt``, ``episodes_per_trial`` / ``episode_length`` /
+``max_trial_steps`` (the denominator of ``trial_time``), action bounds and scale.
 
 Every export runs the parity check *before* anything is written: the onnxruntime session built from
-the exact bytes to be written and the jitted JAX ``Policy.deterministic`` step are both stepped
-``steps`` times over random observations (and over recorded ``parity_obs`` when given), each side
-feeding its own carry forward. Any error above ``tol`` raises :class:`ParityError`.
+the exact bytes to be written and the jitted JAX ``policy_step`` are both stepped ``steps`` times
+over random observations (and over recorded ``parity_obs`` when given), each side feeding its own
+state forward from the initial state (the ONNX side's built from the metadata, as a robot would).
+Any error above ``tol`` raises :class:`ParityError`.
 
-JAX is imported lazily (only by :func:`export_onnx`), so :func:`read_metadata` works on a robot
-computer that has ``onnx`` but no JAX.
+JAX is imported lazily (only by :func:`export_onnx` and :func:`build_onnx`), so :func:`read_metadata`
+works on a robot computer that has ``onnx`` but no JAX.
 """
 
 from __future__ import annotations
@@ -40,20 +43,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-if TYPE_CHECKING:  # pragma: no cover
-    from meta_rl.networks import Policy
-
 OPSET = 17
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: state inputs named from the agent state's pytree paths
+TRIAL_TIME = "trial_time"  # the RL² input read as trial steps / max_trial_steps (sim.wrappers.TRIAL_TIME)
 PARITY_BATCH = 4  # observations per parity step (the batch axis is dynamic in the graph)
 
-__all__ = ["OPSET", "ExportReport", "ParityError", "build_onnx", "export_onnx", "obs_layout", "read_metadata"]
+__all__ = ["OPSET", "SUPPORTED_PRIMITIVES", "ExportReport", "ParityError", "UnsupportedPrimitive", "build_onnx",
+           "export_agent", "export_onnx", "initial_state", "obs_layout", "read_metadata"]
 
 
 class ParityError(RuntimeError):
@@ -71,8 +72,8 @@ class ExportReport:
         max_action_error: continuous: max |action_onnx - action_jax| in actuator units over every
             step and input checked. Discrete: max over inputs of ``logit[argmax_jax] -
             logit[argmax_onnx]`` (JAX logits), i.e. 0 unless the chosen actions differ, and then
-            how far from a tie the disagreement was.
-        max_carry_error: max |h_out - h_jax| (and |c_out - c_jax|); 0.0 for MLP policies.
+            how far from a tie the disagreement was (an agent without logits: 0 or inf).
+        max_carry_error: max |state_out - state_jax| over every state leaf; 0.0 for stateless agents.
         steps: recurrent steps checked (random sequence + recorded sequence).
         inputs_checked: observations checked in all (steps × batch, summed over sequences).
         tol: the tolerance the errors were checked against.
@@ -93,77 +94,541 @@ class ExportReport:
 
 
 # --------------------------------------------------------------------------------------------------
-# Graph construction
+# The tracer: jaxpr -> ONNX
 # --------------------------------------------------------------------------------------------------
 
 
-class _Graph:
-    """A small builder around ``onnx.helper``: float32 initializers and uniquely named nodes."""
+class UnsupportedPrimitive(NotImplementedError):
+    """The traced function uses a JAX primitive the exporter cannot write as ONNX."""
 
-    def __init__(self):
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self._n = 0
 
-    def const(self, name: str, value, dtype=np.float32) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(np.asarray(value, dtype)), name))
-        return name
+_ONNX_DTYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
+               np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.int32): TensorProto.INT32,
+               np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int8): TensorProto.INT8,
+               np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.bool_): TensorProto.BOOL}
+_UNARY = {"neg": "Neg", "tanh": "Tanh", "logistic": "Sigmoid", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
+          "abs": "Abs", "sign": "Sign", "floor": "Floor", "ceil": "Ceil", "sin": "Sin", "cos": "Cos",
+          "erf": "Erf", "not": "Not", "round": "Round"}
+_BINARY = {"add": "Add", "add_any": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
+           "pow": "Pow", "and": "And", "or": "Or", "xor": "Xor", "eq": "Equal", "lt": "Less", "gt": "Greater",
+           "le": "LessOrEqual", "ge": "GreaterOrEqual"}
+_IDENTITY = {"stop_gradient", "copy", "copy_p", "reduce_precision"}
+_CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
+          "checkpoint", "remat"}
+_REDUCE_ATTR = {"reduce_max": "ReduceMax", "reduce_min": "ReduceMin", "reduce_prod": "ReduceProd"}
+_OTHER = {"dot_general", "reduce_sum", "argmax", "argmin", "convert_element_type", "broadcast_in_dim", "reshape",
+          "squeeze", "expand_dims", "concatenate", "slice", "gather", "transpose", "select_n", "clamp", "integer_pow",
+          "square", "rsqrt", "exp2", "log1p", "expm1", "ne", "is_finite", "split", "conv_general_dilated"}
+SUPPORTED_PRIMITIVES = tuple(sorted(set(_UNARY) | set(_BINARY) | _IDENTITY | _CALLS | set(_REDUCE_ATTR) | _OTHER))
 
-    def op(self, op_type: str, inputs: list[str], out: str | list[str] | None = None, **attrs) -> Any:
-        self._n += 1
-        outs = [out] if isinstance(out, str) else (out or [f"{op_type.lower()}_{self._n}"])
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs))
-        return outs[0] if len(outs) == 1 else outs
+
+def _onnx_dtype(dtype) -> int:
+    try:
+        return _ONNX_DTYPE[np.dtype(dtype)]
+    except KeyError:
+        raise UnsupportedPrimitive(f"dtype {np.dtype(dtype)} has no ONNX export") from None
 
 
 def _f32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _dense(g: _Graph, x: str, p: dict, name: str, out: str | None = None, bias=None) -> str:
-    """``x @ kernel + bias`` as one Gemm (bias optional)."""
-    w = g.const(f"{name}.kernel", _f32(p["kernel"]))
-    b = p.get("bias") if bias is None else bias
-    ins = [x, w] if b is None else [x, w, g.const(f"{name}.bias", _f32(b))]
-    return g.op("Gemm", ins, out)
+def _concrete(shape) -> bool:
+    return all(isinstance(d, (int, np.integer)) for d in shape)
 
 
-def _gru(g: _Graph, x: str, h: str, p: dict, size: int) -> str:
-    """flax ``GRUCell``; returns the name of ``h_out``."""
-    wi = np.concatenate([_f32(p[k]["kernel"]) for k in ("ir", "iz", "in")], axis=1)
-    bi = np.concatenate([_f32(p[k]["bias"]) for k in ("ir", "iz", "in")])
-    wh = np.concatenate([_f32(p[k]["kernel"]) for k in ("hr", "hz", "hn")], axis=1)
-    bh = np.concatenate([np.zeros(2 * size, np.float32), _f32(p["hn"]["bias"])])  # + 0 is exact
-    gi = _dense(g, x, {"kernel": wi, "bias": bi}, "core.input")
-    gh = _dense(g, h, {"kernel": wh, "bias": bh}, "core.hidden")
-    split = g.const("core.split_rz_n", [2 * size, size], np.int64)
-    gi_rz, gi_n = g.op("Split", [gi, split], ["core.gi_rz", "core.gi_n"], axis=1)
-    gh_rz, gh_n = g.op("Split", [gh, split], ["core.gh_rz", "core.gh_n"], axis=1)
-    rz = g.op("Sigmoid", [g.op("Add", [gi_rz, gh_rz])])
-    r, z = g.op("Split", [rz, g.const("core.split_r_z", [size, size], np.int64)], ["core.r", "core.z"], axis=1)
-    n = g.op("Tanh", [g.op("Add", [gi_n, g.op("Mul", [r, gh_n])])])
-    one_minus_z = g.op("Sub", [g.const("core.one", 1.0), z])
-    return g.op("Add", [g.op("Mul", [one_minus_z, n]), g.op("Mul", [z, h])], "h_out")
+def _same_dim(a, b) -> bool:
+    return str(a) == str(b)
 
 
-def _lstm(g: _Graph, x: str, h: str, c: str, p: dict, size: int) -> tuple[str, str]:
-    """flax ``LSTMCell`` (carry order (c, h)); returns the names of ``h_out``, ``c_out``."""
-    order = ("i", "f", "o", "g")  # sigmoid gates first, so one Sigmoid covers i, f, o
-    wi = np.concatenate([_f32(p[f"i{k}"]["kernel"]) for k in order], axis=1)
-    wh = np.concatenate([_f32(p[f"h{k}"]["kernel"]) for k in order], axis=1)
-    bh = np.concatenate([_f32(p[f"h{k}"]["bias"]) for k in order])
-    gi = g.op("Gemm", [x, g.const("core.input.kernel", wi)])
-    gh = _dense(g, h, {"kernel": wh, "bias": bh}, "core.hidden")
-    pre = g.op("Add", [gi, gh])
-    ifo_pre, g_pre = g.op("Split", [pre, g.const("core.split_ifo_g", [3 * size, size], np.int64)],
-                          ["core.ifo_pre", "core.g_pre"], axis=1)
-    ifo = g.op("Sigmoid", [ifo_pre])
-    i, f, o = g.op("Split", [ifo, g.const("core.split_i_f_o", [size] * 3, np.int64)],
-                   ["core.i", "core.f", "core.o"], axis=1)
-    gg = g.op("Tanh", [g_pre])
-    c_out = g.op("Add", [g.op("Mul", [f, c]), g.op("Mul", [i, gg])], "c_out")
-    h_out = g.op("Mul", [o, g.op("Tanh", [c_out])], "h_out")
-    return h_out, c_out
+class _Tracer:
+    """Writes the equations of a jaxpr as ONNX nodes.
+
+    Values are either ``np.ndarray`` (known at export time: the closed-over params and everything
+    computed from them alone, evaluated by JAX itself, so folded constants are JAX's own numbers) or
+    ``str`` (the name of an ONNX tensor computed at run time). Call-like primitives (``jit``,
+    ``custom_jvp_call``...) are inlined; equations whose results are unused are skipped.
+    """
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.const_value: dict[str, np.ndarray] = {}
+        self.shape: dict[str, tuple] = {}
+        self.dims: dict[str, tuple[str, int]] = {}  # symbolic dim -> (graph input, axis)
+        self._const_names: dict[int, str] = {}
+        self._keep: list[np.ndarray] = []  # keeps the cached constants alive (their ids are the cache keys)
+        self._dim_tensors: dict[str, str] = {}
+        self._n = 0
+
+    # ---- building blocks -------------------------------------------------------------------------
+
+    def fresh(self, base: str) -> str:
+        self._n += 1
+        return f"{base}_{self._n}"
+
+    def const(self, value) -> str:
+        arr = np.asarray(value)
+        key = id(value) if isinstance(value, np.ndarray) else None
+        if key is not None and key in self._const_names:
+            return self._const_names[key]
+        name = self.fresh("const")
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.const_value[name] = arr
+        if key is not None:
+            self._const_names[key] = name
+            self._keep.append(value)
+        return name
+
+    def name(self, v) -> str:
+        return v if isinstance(v, str) else self.const(v)
+
+    def op(self, op_type: str, inputs, n_out: int = 1, **attrs):
+        outs = [self.fresh(op_type.lower()) for _ in range(n_out)]
+        node = helper.make_node(op_type, [self.name(i) for i in inputs], outs, name=self.fresh(op_type), **attrs)
+        self.nodes.append(node)
+        for o in outs:
+            self.producer[o] = node
+        return outs[0] if n_out == 1 else outs
+
+    def dim_tensor(self, d) -> str:
+        """int64 [1]: the run-time size of symbolic dimension ``d`` (read off the graph input that has it)."""
+        key = str(d)
+        if key not in self._dim_tensors:
+            if key not in self.dims:
+                raise UnsupportedPrimitive(f"dimension {d} is not the size of any input's axis")
+            src, axis = self.dims[key]
+            self._dim_tensors[key] = self.op("Shape", [src], start=axis, end=axis + 1)
+        return self._dim_tensors[key]
+
+    def shape_tensor(self, shape, minus_one: bool = False) -> str:
+        """int64 [rank]: ``shape``, with symbolic dims read at run time (or -1 for Reshape's one unknown)."""
+        if _concrete(shape):
+            return self.const(np.array([int(d) for d in shape], np.int64))
+        symbolic = [i for i, d in enumerate(shape) if not isinstance(d, (int, np.integer))]
+        if minus_one and len(symbolic) == 1:
+            return self.const(np.array([-1 if i in symbolic else int(d) for i, d in enumerate(shape)], np.int64))
+        parts = [self.dim_tensor(d) if i in symbolic else np.array([int(d)], np.int64) for i, d in enumerate(shape)]
+        return self.op("Concat", parts, axis=0)
+
+    def scalar_const(self, v) -> np.ndarray | None:
+        """The value of ``v`` when it is a known scalar (a folded constant or a scalar initializer)."""
+        arr = v if isinstance(v, np.ndarray) else self.const_value.get(v)
+        return arr if arr is not None and arr.size == 1 else None
+
+    # ---- jaxpr evaluation ------------------------------------------------------------------------
+
+    def run(self, jaxpr, consts, args, needed):
+        from jax.extend.core import DropVar, Literal
+
+        env = {}
+
+        def read(a):
+            if isinstance(a, Literal):
+                return np.asarray(a.val, dtype=a.aval.dtype)
+            return env[a]
+
+        for v, c in zip(jaxpr.constvars, consts):
+            env[v] = np.asarray(c)
+        for v, a in zip(jaxpr.invars, args):
+            env[v] = a
+        need = {v for v, n in zip(jaxpr.outvars, needed) if n and not isinstance(v, Literal)}
+        live = []
+        for eqn in reversed(jaxpr.eqns):  # skip what no output needs (e.g. the value head)
+            if any(v in need for v in eqn.outvars if not isinstance(v, DropVar)):
+                live.append(eqn)
+                need.update(v for v in eqn.invars if not isinstance(v, Literal))
+        for eqn in reversed(live):
+            outs = self.eqn(eqn, [read(a) for a in eqn.invars], [v in need for v in eqn.outvars])
+            for v, o in zip(eqn.outvars, outs):
+                if not isinstance(v, DropVar) and o is not None:
+                    env[v] = o
+                    if isinstance(o, str):
+                        self.shape[o] = tuple(v.aval.shape)
+        return [read(v) if n else None for v, n in zip(jaxpr.outvars, needed)]
+
+    def eqn(self, eqn, ins, out_needed):
+        import jax.numpy as jnp
+        from jax.extend.core import ClosedJaxpr
+
+        prim = eqn.primitive.name
+        p = eqn.params
+        if prim in _CALLS:
+            sub = next((p[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in p), None)
+            if sub is None:
+                raise UnsupportedPrimitive(f"call primitive {prim!r} without a jaxpr")
+            jaxpr, consts = (sub.jaxpr, sub.consts) if isinstance(sub, ClosedJaxpr) else (sub, [])
+            return self.run(jaxpr, consts, ins[len(ins) - len(jaxpr.invars):], out_needed)
+        if all(isinstance(x, np.ndarray) for x in ins) and all(_concrete(v.aval.shape) for v in eqn.outvars):
+            out = eqn.primitive.bind(*[jnp.asarray(x) for x in ins], **p)  # folded by JAX itself
+            out = out if eqn.primitive.multiple_results else [out]
+            return [np.asarray(o) for o in out]
+        in_avals = [v.aval for v in eqn.invars]
+        out_aval = eqn.outvars[0].aval
+        handler = getattr(self, f"_p_{prim}", None)
+        if prim in _UNARY:
+            return [self.op(_UNARY[prim], ins)]
+        if prim in _BINARY:
+            return [self._binary(prim, ins)]
+        if prim in _IDENTITY:
+            return list(ins)
+        if prim in _REDUCE_ATTR:
+            return [self.op(_REDUCE_ATTR[prim], ins, axes=[int(a) for a in p["axes"]], keepdims=0)]
+        if handler is None:
+            raise UnsupportedPrimitive(
+                f"the exporter cannot write JAX primitive {prim!r} as ONNX (in {eqn}); supported primitives: "
+                f"{', '.join(SUPPORTED_PRIMITIVES)}")
+        out = handler(ins, p, in_avals, out_aval)
+        return out if isinstance(out, list) else [out]
+
+    # ---- primitives ------------------------------------------------------------------------------
+
+    def _binary(self, prim, ins):
+        a, b = ins
+        if prim == "min":  # jnp.clip is max(lo, x) then min(hi, ·): one Clip
+            for t, hi in ((a, b), (b, a)):
+                hi_v = self.scalar_const(hi)
+                node = self.producer.get(t) if isinstance(t, str) else None
+                if hi_v is not None and node is not None and node.op_type == "Max":
+                    x, lo = node.input
+                    if self.scalar_const(x) is not None:
+                        x, lo = lo, x
+                    lo_v = self.scalar_const(lo)
+                    if lo_v is not None and lo_v.dtype.kind == "f" and float(lo_v) <= float(hi_v):
+                        return self.op("Clip", [x, lo_v.reshape(()), hi_v.reshape(()).astype(lo_v.dtype)])
+        if prim == "add":  # x @ W + b with constant W, b: one Gemm
+            for t, bias in ((a, b), (b, a)):
+                node = self.producer.get(t) if isinstance(t, str) else None
+                if (node is not None and node.op_type == "MatMul" and isinstance(bias, np.ndarray)
+                        and len(self.shape.get(node.input[0], ())) == 2 and node.input[1] in self.const_value):
+                    n = self.const_value[node.input[1]].shape[1]
+                    row = bias.ndim < 2 or (bias.ndim == 2 and bias.shape[0] == 1)
+                    if bias.dtype == np.float32 and bias.size in (1, n) and row:
+                        c = np.broadcast_to(bias.reshape(-1), (n,)).copy()
+                        return self.op("Gemm", [node.input[0], node.input[1], c])
+        return self.op(_BINARY[prim], [a, b])
+
+    def _p_ne(self, ins, p, in_avals, out_aval):
+        return self.op("Not", [self.op("Equal", ins)])
+
+    def _p_is_finite(self, ins, p, in_avals, out_aval):
+        return self.op("Not", [self.op("Or", [self.op("IsNaN", ins), self.op("IsInf", ins)])])
+
+    def _p_square(self, ins, p, in_avals, out_aval):
+        return self.op("Mul", [ins[0], ins[0]])
+
+    def _p_integer_pow(self, ins, p, in_avals, out_aval):
+        x, y = ins[0], int(p["y"])
+        if y == 2:
+            return self.op("Mul", [x, x])
+        if y == 3:
+            return self.op("Mul", [self.op("Mul", [x, x]), x])
+        return self.op("Pow", [x, np.array(y, np.dtype(in_avals[0].dtype))])
+
+    def _p_rsqrt(self, ins, p, in_avals, out_aval):
+        return self.op("Reciprocal", [self.op("Sqrt", ins)])
+
+    def _p_exp2(self, ins, p, in_avals, out_aval):
+        return self.op("Pow", [np.array(2, np.dtype(out_aval.dtype)), ins[0]])
+
+    def _p_log1p(self, ins, p, in_avals, out_aval):
+        return self.op("Log", [self.op("Add", [ins[0], np.array(1, np.dtype(out_aval.dtype))])])
+
+    def _p_expm1(self, ins, p, in_avals, out_aval):
+        return self.op("Sub", [self.op("Exp", ins), np.array(1, np.dtype(out_aval.dtype))])
+
+    def _p_convert_element_type(self, ins, p, in_avals, out_aval):
+        if np.dtype(in_avals[0].dtype) == np.dtype(out_aval.dtype):
+            return ins[0]
+        return self.op("Cast", ins, to=_onnx_dtype(out_aval.dtype))
+
+    def _p_clamp(self, ins, p, in_avals, out_aval):
+        lo, x, hi = ins
+        lo_v, hi_v = self.scalar_const(lo), self.scalar_const(hi)
+        if lo_v is not None and hi_v is not None:
+            return self.op("Clip", [x, lo_v.reshape(()), hi_v.reshape(())])
+        return self.op("Min", [self.op("Max", [x, lo]), hi])
+
+    def _p_select_n(self, ins, p, in_avals, out_aval):
+        pred, *cases = ins
+        if len(cases) == 1:
+            return cases[0]
+        if len(cases) != 2:
+            raise UnsupportedPrimitive(f"select_n with {len(cases)} cases (2 are supported)")
+        if np.dtype(in_avals[0].dtype) != np.bool_:
+            pred = self.op("Cast", [pred], to=TensorProto.BOOL)
+        return self.op("Where", [pred, cases[1], cases[0]])
+
+    def _p_dot_general(self, ins, p, in_avals, out_aval):
+        (lc, rc), (lb, rb) = p["dimension_numbers"]
+        lhs, rhs = ins
+        lr, rr = len(in_avals[0].shape), len(in_avals[1].shape)
+        out_dt = np.dtype(out_aval.dtype)
+        lhs, rhs = [x if np.dtype(a.dtype) == out_dt else
+                    (x.astype(out_dt) if isinstance(x, np.ndarray) else self.op("Cast", [x], to=_onnx_dtype(out_dt)))
+                    for x, a in zip((lhs, rhs), in_avals)]
+        if not lb and rr == 2 and tuple(lc) == (lr - 1,) and tuple(rc) in ((0,), (1,)):
+            if tuple(rc) == (1,):
+                rhs = rhs.T.copy() if isinstance(rhs, np.ndarray) else self.op("Transpose", [rhs], perm=[1, 0])
+            return self.op("MatMul", [lhs, rhs])
+        letters = iter("abcdefghijklmnopqrstuvwxyz")
+        ls = [next(letters) for _ in range(lr)]
+        rs = [None] * rr
+        for i, j in zip(lc, rc):
+            rs[j] = ls[i]
+        for i, j in zip(lb, rb):
+            rs[j] = ls[i]
+        rs = [r or next(letters) for r in rs]
+        out = ([ls[i] for i in lb] + [ls[i] for i in range(lr) if i not in lc and i not in lb]
+               + [rs[j] for j in range(rr) if j not in rc and j not in rb])
+        return self.op("Einsum", [lhs, rhs], equation=f"{''.join(ls)},{''.join(rs)}->{''.join(out)}")
+
+    def _p_reduce_sum(self, ins, p, in_avals, out_aval):
+        return self.op("ReduceSum", [ins[0], np.array(p["axes"], np.int64)], keepdims=0)
+
+    def _arg(self, op_type, ins, p, out_aval):
+        (axis,) = p["axes"]
+        out = self.op(op_type, ins, axis=int(axis), keepdims=0)
+        if np.dtype(out_aval.dtype) != np.int64:
+            out = self.op("Cast", [out], to=_onnx_dtype(out_aval.dtype))
+        return out
+
+    def _p_argmax(self, ins, p, in_avals, out_aval):
+        return self._arg("ArgMax", ins, p, out_aval)
+
+    def _p_argmin(self, ins, p, in_avals, out_aval):
+        return self._arg("ArgMin", ins, p, out_aval)
+
+    def _p_broadcast_in_dim(self, ins, p, in_avals, out_aval):
+        x, shape, bdims = ins[0], tuple(p["shape"]), tuple(p["broadcast_dimensions"])
+        in_shape = tuple(in_avals[0].shape)
+        mid = tuple(in_shape[bdims.index(i)] if i in bdims else 1 for i in range(len(shape)))
+        if isinstance(x, np.ndarray):
+            x = x.reshape(mid) if _concrete(mid) else x
+        elif len(mid) != len(in_shape):
+            x = self.op("Unsqueeze", [x, np.array([i for i in range(len(shape)) if i not in bdims], np.int64)])
+        if all(_same_dim(a, b) for a, b in zip(mid, shape)):
+            return x if isinstance(x, str) else self.const(x)
+        target = tuple(1 if _same_dim(m, s) else s for m, s in zip(mid, shape))
+        return self.op("Expand", [x, self.shape_tensor(target)])
+
+    def _p_reshape(self, ins, p, in_avals, out_aval):
+        if p.get("dimensions") is not None:
+            raise UnsupportedPrimitive("reshape with dimensions (a transposing reshape)")
+        return self.op("Reshape", [ins[0], self.shape_tensor(tuple(p["new_sizes"]), minus_one=True)])
+
+    def _p_squeeze(self, ins, p, in_avals, out_aval):
+        return self.op("Squeeze", [ins[0], np.array(p["dimensions"], np.int64)])
+
+    def _p_expand_dims(self, ins, p, in_avals, out_aval):
+        return self.op("Unsqueeze", [ins[0], np.array(p["dimensions"], np.int64)])
+
+    def _p_concatenate(self, ins, p, in_avals, out_aval):
+        return self.op("Concat", ins, axis=int(p["dimension"]))
+
+    def _p_split(self, ins, p, in_avals, out_aval):
+        sizes = [int(s) for s in p["sizes"]]
+        return self.op("Split", [ins[0], np.array(sizes, np.int64)], n_out=len(sizes), axis=int(p["axis"]))
+
+    def _p_slice(self, ins, p, in_avals, out_aval):
+        shape = in_avals[0].shape
+        starts = [int(s) for s in p["start_indices"]]
+        ends = []
+        for lim, dim in zip(p["limit_indices"], shape):
+            if isinstance(lim, (int, np.integer)):
+                ends.append(int(lim))
+            elif _same_dim(lim, dim):
+                ends.append(np.iinfo(np.int64).max)
+            else:
+                raise UnsupportedPrimitive(f"slice to a symbolic limit {lim}")
+        steps = [1] * len(starts) if p.get("strides") is None else [int(s) for s in p["strides"]]
+        axes = [i for i in range(len(starts))
+                if not (starts[i] == 0 and steps[i] == 1 and _same_dim(p["limit_indices"][i], shape[i]))]
+        if not axes:
+            return ins[0]
+        pick = lambda v: np.array([v[i] for i in axes], np.int64)  # noqa: E731
+        return self.op("Slice", [ins[0], pick(starts), pick(ends), np.array(axes, np.int64), pick(steps)])
+
+    def _p_gather(self, ins, p, in_avals, out_aval):
+        """The gather of static basic indexing (``x[:, 2:5]``, ``x[..., 0]`` with a symbolic batch): a
+        Slice (and a Squeeze of the indexed-away axes). Other gathers are not supported."""
+        x, idx = ins
+        dn = p["dimension_numbers"]
+        shape = in_avals[0].shape
+        rank = len(shape)
+        collapsed = tuple(dn.collapsed_slice_dims)
+        if (not isinstance(idx, np.ndarray) or idx.ndim != 1 or getattr(dn, "operand_batching_dims", ())
+                or tuple(dn.offset_dims) != tuple(range(rank - len(collapsed)))):
+            raise UnsupportedPrimitive("gather other than static basic indexing (x[:, a:b], x[..., i])")
+        axes, starts, ends = [], [], []
+        for axis, start in zip(dn.start_index_map, idx.tolist()):
+            size, dim = p["slice_sizes"][axis], shape[axis]
+            if not isinstance(size, (int, np.integer)) or not isinstance(dim, (int, np.integer)):
+                raise UnsupportedPrimitive("gather along a symbolic axis")
+            start = min(max(int(start), 0), int(dim) - int(size))  # JAX clamps constant indices into range
+            axes.append(int(axis)), starts.append(start), ends.append(start + int(size))
+        for axis in range(rank):
+            if axis not in dn.start_index_map and not _same_dim(p["slice_sizes"][axis], shape[axis]):
+                raise UnsupportedPrimitive("gather with a partial slice along an unindexed axis")
+        y = self.op("Slice", [x, np.array(starts, np.int64), np.array(ends, np.int64), np.array(axes, np.int64)])
+        return self.op("Squeeze", [y, np.array(collapsed, np.int64)]) if collapsed else y
+
+    def _p_transpose(self, ins, p, in_avals, out_aval):
+        return self.op("Transpose", ins, perm=[int(i) for i in p["permutation"]])
+
+    def _p_conv_general_dilated(self, ins, p, in_avals, out_aval):
+        lhs, rhs = ins
+        dn = p["dimension_numbers"]
+        if p.get("batch_group_count", 1) != 1 or p.get("lhs_dilation") and any(d != 1 for d in p["lhs_dilation"]):
+            raise UnsupportedPrimitive("conv_general_dilated with batch groups or input dilation")
+        lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec  # (batch/out, feature/in, spatial...)
+        if list(lhs_spec) != list(range(len(lhs_spec))):
+            lhs = self.op("Transpose", [lhs], perm=list(lhs_spec))
+        rhs = (np.transpose(rhs, rhs_spec).copy() if isinstance(rhs, np.ndarray)
+               else self.op("Transpose", [rhs], perm=list(rhs_spec)))
+        pads = [int(lo) for lo, _ in p["padding"]] + [int(hi) for _, hi in p["padding"]]
+        y = self.op("Conv", [lhs, rhs], strides=[int(s) for s in p["window_strides"]], pads=pads,
+                    dilations=[int(d) for d in (p.get("rhs_dilation") or [1] * (len(lhs_spec) - 2))],
+                    group=int(p.get("feature_group_count", 1)))
+        if list(out_spec) != list(range(len(out_spec))):
+            y = self.op("Transpose", [y], perm=[int(i) for i in np.argsort(out_spec)])
+        return y
+
+
+def _path_name(path) -> str:
+    """``h`` for ``{"h": ..}``, ``mem.keys`` for ``{"mem": {"keys": ..}}``, ``0.c`` for a tuple's first dict."""
+    import jax
+
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            parts.append(str(k.name))
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        else:
+            parts.append(str(getattr(k, "key", k)))
+    return ".".join(parts)
+
+
+def _as_agent(policy, params):
+    """An Agent (``policy_step``/``initial_state``) as given, or a Policy + params as a deterministic PolicyAgent."""
+    if hasattr(policy, "policy_step") and hasattr(policy, "initial_state"):
+        if params is not None:
+            raise ValueError("export an Agent with params=None (its params are inside it)")
+        return policy
+    from meta_rl.agent import PolicyAgent
+
+    return PolicyAgent(params, policy, deterministic=True)
+
+
+def _state_layout(agent) -> list[dict]:
+    """One entry per leaf of ``agent.initial_state``: its path name, ONNX input/output names, per-row shape,
+    dtype and initial value (``"zeros"`` or the batch-1 row as nested lists)."""
+    import jax
+
+    one = agent.initial_state(1)
+    two = agent.initial_state(2)
+    leaves = jax.tree_util.tree_flatten_with_path(one)[0]
+    if jax.tree.structure(one) != jax.tree.structure(two):
+        raise ValueError("the agent's initial_state structure depends on the batch size")
+    out = []
+    for (path, leaf), leaf2 in zip(leaves, jax.tree.leaves(two)):
+        arr, arr2 = np.asarray(leaf), np.asarray(leaf2)
+        if arr.ndim < 1 or arr.shape[0] != 1 or arr2.shape[0] != 2:
+            raise ValueError(f"state leaf {_path_name(path) or '<root>'} has no leading batch axis (shape {arr.shape})")
+        if not np.array_equal(arr2, np.broadcast_to(arr, arr2.shape)):
+            raise ValueError(f"state leaf {_path_name(path)}: initial_state differs between batch rows")
+        name = _path_name(path) or "state"
+        out.append({"path": name, "input": f"{name}_in", "output": f"{name}_out", "shape": list(arr.shape[1:]),
+                    "dtype": str(arr.dtype), "init": "zeros" if not np.any(arr) else arr[0].tolist()})
+    names = [s["input"] for s in out] + [s["output"] for s in out]
+    if len(set(names)) != len(names) or {"obs", "action"} & set(names):
+        raise ValueError(f"state leaf names collide: {[s['path'] for s in out]}")
+    return out
+
+
+def _trace(agent, state_layout, obs_dim: int):
+    """``agent.policy_step`` as ONNX nodes over a symbolic batch: (tracer, input infos, output infos)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export as jax_export
+
+    (batch,) = jax_export.symbolic_shape("batch")
+    init = agent.initial_state(1)
+    treedef = jax.tree.structure(init)
+    state_specs = [jax.ShapeDtypeStruct((batch, *s["shape"]), np.dtype(s["dtype"])) for s in state_layout]
+    obs_spec = jax.ShapeDtypeStruct((batch, obs_dim), jnp.float32)
+
+    def flat_step(obs, *state_leaves):
+        action, state = agent.policy_step(jax.tree.unflatten(treedef, state_leaves), obs)
+        if jax.tree.structure(state) != treedef:
+            raise ValueError(f"policy_step returned a state of structure {jax.tree.structure(state)}, "
+                             f"not initial_state's {treedef}")
+        return [action, *jax.tree.leaves(state)]
+
+    closed = jax.make_jaxpr(flat_step)(obs_spec, *state_specs)
+    t = _Tracer()
+    names = ["obs"] + [s["input"] for s in state_layout]
+    specs = [obs_spec, *state_specs]
+    inputs = []
+    for name, spec in zip(names, specs):
+        for axis, d in enumerate(spec.shape):
+            if not isinstance(d, (int, np.integer)):
+                t.dims.setdefault(str(d), (name, axis))
+        t.shape[name] = tuple(spec.shape)
+        dims = [d if isinstance(d, (int, np.integer)) else str(d) for d in spec.shape]
+        inputs.append(helper.make_tensor_value_info(name, _onnx_dtype(spec.dtype), dims))
+    results = t.run(closed.jaxpr, closed.consts, names, [True] * len(closed.jaxpr.outvars))
+
+    out_names = ["action"] + [s["output"] for s in state_layout]
+    outputs, claimed = [], set(names)
+    renamed: dict[str, str] = {}
+    for name, value, var in zip(out_names, results, closed.jaxpr.outvars):
+        aval = var.aval
+        if isinstance(value, str):
+            value = renamed.get(value, value)
+        dtype = np.dtype(aval.dtype)
+        if name == "action" and dtype.kind in "iu":
+            dtype = np.dtype(np.int64)  # the contract: a discrete action is int64
+        if isinstance(value, np.ndarray):  # a constant output: broadcast to the batch
+            value = t.op("Expand", [value, t.shape_tensor(tuple(aval.shape))]) if not _concrete(aval.shape) else \
+                t.op("Identity", [value])
+        if np.dtype(aval.dtype) != dtype:
+            cast = t.producer.get(value)
+            src = t.producer.get(cast.input[0]) if cast is not None and cast.op_type == "Cast" else None
+            if src is not None and src.op_type in ("ArgMax", "ArgMin") and dtype == np.int64:
+                value = cast.input[0]  # ArgMax is int64 already: drop the int64 -> int32 -> int64 round trip
+            else:
+                value = t.op("Cast", [value], to=_onnx_dtype(dtype))
+        node = t.producer.get(value)
+        if node is not None and value not in claimed:
+            for n in t.nodes:  # rename the producing node's output (no Identity on the hot path)
+                n.output[:] = [name if o == value else o for o in n.output]
+                n.input[:] = [name if i == value else i for i in n.input]
+            t.producer[name] = node
+            renamed[value] = name
+        else:
+            t.nodes.append(helper.make_node("Identity", [value], [name], name=t.fresh("Identity")))
+        claimed.add(name)
+        dims = [d if isinstance(d, (int, np.integer)) else str(d) for d in aval.shape]
+        outputs.append(helper.make_tensor_value_info(name, _onnx_dtype(dtype), dims))
+    _prune(t, out_names)
+    return t, inputs, outputs
+
+
+def _prune(t: _Tracer, outputs: list[str]) -> None:
+    """Drop nodes and initializers no output depends on (e.g. a fused MatMul whose Add became a Gemm)."""
+    need = set(outputs)
+    keep = []
+    for node in reversed(t.nodes):
+        if any(o in need for o in node.output):
+            keep.append(node)
+            need.update(node.input)
+    t.nodes = keep[::-1]
+    t.inits = [i for i in t.inits if i.name in need]
 
 
 def obs_layout(obs_names) -> list[dict]:
@@ -205,17 +670,31 @@ def _jsonable(v):
     raise TypeError(f"metadata value of type {type(v).__name__} is not JSON-serializable")
 
 
-def _metadata(policy: Policy, metadata: dict) -> dict:
-    """The full metadata: what the spec defines, then the caller's keys (which must not contradict it)."""
-    s = policy.spec
+def _metadata(agent, layout: list[dict], metadata: dict) -> dict:
+    """The full metadata: what the agent defines, then the caller's keys (which must not contradict it)."""
+    s = agent.policy_spec
     metadata = dict(metadata or {})
     if "control_dt" not in metadata:
         raise ValueError("export metadata needs 'control_dt' (seconds per control step)")
     dt = float(metadata["control_dt"])
     if not np.isfinite(dt) or dt <= 0:
         raise ValueError(f"export metadata 'control_dt' must be a positive number of seconds, got {metadata['control_dt']!r}")
+    trial = {k: metadata.get(k) for k in ("episodes_per_trial", "episode_length", "max_trial_steps")}
+    for k, v in trial.items():
+        if v is not None and (int(v) != v or int(v) < 1):
+            raise ValueError(f"export metadata {k!r} must be a positive integer, got {v!r}")
+    if trial["episodes_per_trial"] is not None and trial["episode_length"] is not None:
+        steps = int(trial["episodes_per_trial"]) * int(trial["episode_length"])
+        if trial["max_trial_steps"] is not None and int(trial["max_trial_steps"]) != steps:
+            raise ValueError(f"export metadata max_trial_steps={trial['max_trial_steps']} is not episodes_per_trial "
+                             f"× episode_length = {steps}")
+        trial["max_trial_steps"] = steps
+    if TRIAL_TIME in s.obs_names and trial["max_trial_steps"] is None:
+        raise ValueError(f"the policy reads {TRIAL_TIME!r} (trial steps / max_trial_steps): export metadata needs "
+                         "'max_trial_steps' (or 'episodes_per_trial' and 'episode_length')")
     derived = {
         "contract_version": CONTRACT_VERSION,
+        "agent": type(agent).__name__,
         "policy_kind": s.kind,
         "discrete": s.discrete,
         "core_size": s.core_size if s.recurrent else 0,
@@ -223,8 +702,9 @@ def _metadata(policy: Policy, metadata: dict) -> dict:
         "action_names": list(s.action_names),
         "obs_normalized_in_graph": bool(s.normalize_obs),
         "obs_clip": float(s.obs_clip),
-        "inputs": ["obs"] + (["h_in"] if s.recurrent else []) + (["c_in"] if s.kind == "lstm" else []),
-        "outputs": ["action"] + (["h_out"] if s.recurrent else []) + (["c_out"] if s.kind == "lstm" else []),
+        "inputs": ["obs"] + [st["input"] for st in layout],
+        "outputs": ["action"] + [st["output"] for st in layout],
+        "state": layout,
         "policy_spec": s.to_dict(),
     }
     if not s.discrete:
@@ -243,60 +723,30 @@ def _metadata(policy: Policy, metadata: dict) -> dict:
                 raise ValueError(f"export metadata {k!r}={given!r} contradicts the policy spec ({expected!r})")
         else:
             out[k] = v
+    out.update({k: (None if v is None else int(v)) for k, v in trial.items()})
     out["control_dt"] = dt
     return out
 
 
-def build_onnx(policy: Policy, params: dict, metadata: dict | None = None, *, opset: int = OPSET) -> onnx.ModelProto:
-    """The ONNX model of ``policy``'s deterministic step under ``params`` (no parity check, nothing written).
+def build_onnx(policy, params: dict | None, metadata: dict | None = None, *, opset: int = OPSET) -> onnx.ModelProto:
+    """The ONNX model of the deterministic step (no parity check, nothing written).
 
-    ``metadata`` must hold ``control_dt``; see :func:`export_onnx` for the keys written.
+    ``policy`` is a :class:`~meta_rl.networks.Policy` with its ``params`` (exported as the
+    deterministic :class:`~meta_rl.agent.PolicyAgent`), or any :class:`~meta_rl.agent.Agent` with
+    ``params=None``: its ``policy_step`` is traced. ``metadata`` must hold ``control_dt``; see
+    :func:`export_onnx` for the keys written.
     """
-    s = policy.spec
-    meta = _metadata(policy, metadata or {})
-    net = params["net"]["params"]
-    g = _Graph()
-    batch = "batch"
-    inputs = [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [batch, s.obs_dim])]
-
-    x = "obs"
-    if s.normalize_obs:
-        stats = params["obs_norm"]
-        mean, var = _f32(stats.mean), _f32(stats.var)
-        std = np.sqrt(var + np.float32(1e-8)).astype(np.float32)  # as sim.normalize, in float32
-        x = g.op("Sub", [x, g.const("obs_norm.mean", mean)])
-        x = g.op("Div", [x, g.const("obs_norm.std", std)])
-        x = g.op("Clip", [x, g.const("obs_norm.lo", -s.obs_clip), g.const("obs_norm.hi", s.obs_clip)], "obs_normalized")
-    for i in range(len(s.hidden)):
-        x = g.op("Tanh", [_dense(g, x, net[f"torso_{i}"], f"torso_{i}")])
-
-    outputs_carry = []
-    if s.kind == "gru":
-        inputs.append(helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [batch, s.core_size]))
-        x = _gru(g, x, "h_in", net["core"], s.core_size)
-        outputs_carry.append(helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [batch, s.core_size]))
-    elif s.kind == "lstm":
-        inputs.append(helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [batch, s.core_size]))
-        inputs.append(helper.make_tensor_value_info("c_in", TensorProto.FLOAT, [batch, s.core_size]))
-        x, _ = _lstm(g, x, "h_in", "c_in", net["core"], s.core_size)
-        outputs_carry.append(helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [batch, s.core_size]))
-        outputs_carry.append(helper.make_tensor_value_info("c_out", TensorProto.FLOAT, [batch, s.core_size]))
-
-    if s.discrete:
-        logits = _dense(g, x, net["logits"], "logits")
-        g.op("ArgMax", [logits], "action", axis=1, keepdims=0)
-        action = helper.make_tensor_value_info("action", TensorProto.INT64, [batch])
-    else:
-        u = g.op("Clip", [_dense(g, x, net["mean"], "mean"), g.const("action.lo", -1.0), g.const("action.hi", 1.0)])
-        scaled = g.op("Mul", [g.const("action.scale", s.action_scale), u])
-        g.op("Add", [g.const("action.offset", s.action_offset), scaled], "action")
-        action = helper.make_tensor_value_info("action", TensorProto.FLOAT, [batch, s.action_dim])
-
-    graph = helper.make_graph(g.nodes, f"proteus_{s.kind}_policy", inputs, [action, *outputs_carry], g.inits)
+    agent = _as_agent(policy, params)
+    s = agent.policy_spec
+    layout = _state_layout(agent)
+    meta = _metadata(agent, layout, metadata or {})
+    t, inputs, outputs = _trace(agent, layout, s.obs_dim)
+    graph = helper.make_graph(t.nodes, f"proteus_{type(agent).__name__}_{s.kind}", inputs, outputs, t.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="proteus", producer_version=str(meta["package_version"]))
     model.ir_version = min(model.ir_version, 8)  # readable by older onnxruntime builds on robots
-    model.doc_string = f"Proteus {s.kind} policy: obs -> deterministic action (ONNX contract v{CONTRACT_VERSION})"
+    model.doc_string = (f"Proteus {type(agent).__name__} ({s.kind}) policy_step: obs, state -> deterministic action, "
+                        f"state (ONNX contract v{CONTRACT_VERSION})")
     helper.set_model_props(model, {k: json.dumps(v, default=_jsonable) for k, v in meta.items()})
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -317,74 +767,81 @@ def _ort_session(model_bytes: bytes):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def _parity(policy: Policy, params: dict, model_bytes: bytes, sequences: list[np.ndarray]) -> tuple[float, float, int, int]:
-    """Step JAX and onnxruntime side by side over each [T, B, obs_dim] sequence from zero carries.
+def initial_state(layout: list[dict], batch: int) -> dict[str, np.ndarray]:
+    """The ONNX state inputs at trial start, by input name, from the metadata's ``state`` entries."""
+    out = {}
+    for st in layout:
+        dtype = np.dtype(st["dtype"])
+        shape = (batch, *st["shape"])
+        out[st["input"]] = (np.zeros(shape, dtype) if st["init"] == "zeros"
+                            else np.ascontiguousarray(np.broadcast_to(np.asarray(st["init"], dtype), shape)))
+    return out
 
-    Returns (max action error, max carry error, steps, observations checked).
+
+def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.ndarray]) -> tuple[float, float, int, int]:
+    """Step JAX and onnxruntime side by side over each [T, B, obs_dim] sequence from the initial state,
+    each feeding its own state forward.
+
+    Returns (max action error, max state error, steps, observations checked). Discrete actions of a
+    policy with logits: the JAX logit gap between the two choices (0 when they agree); of any other
+    agent: 0 when they agree, else inf.
     """
     import jax
     import jax.numpy as jnp
 
-    s = policy.spec
-
-    @jax.jit
-    def jax_step(params, carry, obs):
-        carry, dist, _ = policy.apply(params, carry, obs)
-        action = policy.deterministic(dist)
-        return carry, action, (dist.logits if s.discrete else action)
+    s = agent.policy_spec
+    jax_step = jax.jit(lambda state, obs: agent.policy_step(state, obs))
+    logits_fn = None
+    if s.discrete and hasattr(agent, "policy") and hasattr(agent, "params"):
+        logits_fn = jax.jit(lambda state, obs: agent.policy.apply(agent.params, state, obs[..., : s.obs_dim])[1].logits)
 
     sess = _ort_session(model_bytes)
-    act_err = carry_err = 0.0
+    out_names = ["action"] + [st["output"] for st in layout]
+    act_err = state_err = 0.0
     steps = inputs = 0
     for seq in sequences:
         T, B = seq.shape[:2]
-        j_carry = policy.init_carry(B)
-        zeros = np.zeros((B, s.core_size), np.float32)
-        o_h, o_c = zeros, zeros
+        j_state = agent.initial_state(B)
+        o_state = initial_state(layout, B)
         for t in range(T):
             obs = np.ascontiguousarray(seq[t], np.float32)
-            j_carry, j_act, j_extra = jax_step(params, j_carry, jnp.asarray(obs))
-            feed = {"obs": obs}
-            if s.recurrent:
-                feed["h_in"] = o_h
-            if s.kind == "lstm":
-                feed["c_in"] = o_c
-            out = sess.run(None, feed)
-            o_act = out[0]
-            j_act = np.asarray(j_act)
-            if s.discrete:
-                logits = np.asarray(j_extra, np.float64)
+            if logits_fn is not None:
+                logits = np.asarray(logits_fn(j_state, jnp.asarray(obs)), np.float64)
+            j_act, j_state = jax_step(j_state, jnp.asarray(obs))
+            out = sess.run(out_names, {"obs": obs, **o_state})
+            o_act, j_act = out[0], np.asarray(j_act)
+            if o_act.shape[:1] != (B,) or o_act.shape != j_act.shape:
+                err = float("inf")
+            elif s.discrete and logits_fn is not None:
                 rows = np.arange(B)
-                gap = logits[rows, j_act.astype(np.int64)] - logits[rows, o_act.astype(np.int64)]
-                err = float(np.max(np.abs(gap)))
+                err = float(np.max(np.abs(logits[rows, j_act.astype(np.int64)] - logits[rows, o_act.astype(np.int64)])))
+            elif s.discrete:
+                err = 0.0 if np.array_equal(o_act, j_act) else float("inf")
             else:
                 err = float(np.max(np.abs(o_act.astype(np.float64) - j_act))) if o_act.size else 0.0
-            if not np.isfinite(err) or o_act.shape[0] != B:
-                err = float("inf")
-            act_err = max(act_err, err)
-            if s.kind == "gru":
-                o_h = out[1]
-                carry_err = max(carry_err, float(np.max(np.abs(o_h - np.asarray(j_carry["h"])))))
-            elif s.kind == "lstm":
-                o_h, o_c = out[1], out[2]
-                j_c, j_h = j_carry["c"], j_carry["h"]
-                carry_err = max(carry_err, float(np.max(np.abs(o_h - np.asarray(j_h)))),
-                                float(np.max(np.abs(o_c - np.asarray(j_c)))))
-            if not np.isfinite(carry_err):
-                carry_err = float("inf")
+            act_err = max(act_err, err if np.isfinite(err) else float("inf"))
+            for st, o_leaf, j_leaf in zip(layout, out[1:], jax.tree.leaves(j_state)):
+                j_leaf = np.asarray(j_leaf)
+                e = (float(np.max(np.abs(o_leaf.astype(np.float64) - j_leaf), initial=0.0))
+                     if o_leaf.shape == j_leaf.shape else float("inf"))
+                state_err = max(state_err, e if np.isfinite(e) else float("inf"))
+                o_state[st["input"]] = o_leaf
             steps += 1
             inputs += B
-    return act_err, carry_err, steps, inputs
+    return act_err, state_err, steps, inputs
 
 
-def _random_sequence(policy: Policy, params: dict, steps: int, seed: int = 0) -> np.ndarray:
-    """[steps, PARITY_BATCH, obs_dim] observations around the normalizer's statistics: mostly within a
-    few standard deviations, some far enough out to hit the normalized-observation clip."""
-    s = policy.spec
+def _random_sequence(agent, steps: int, seed: int = 0) -> np.ndarray:
+    """[steps, PARITY_BATCH, obs_dim] observations around the normalizer's statistics (a Policy's, when
+    the agent has one): mostly within a few standard deviations, some far enough out to hit the
+    normalized-observation clip."""
+    s = agent.policy_spec
     rng = np.random.default_rng(seed)
-    if s.normalize_obs:
-        mean = _f32(params["obs_norm"].mean)
-        std = np.sqrt(_f32(params["obs_norm"].var) + np.float32(1e-8))
+    stats = getattr(agent, "params", None)
+    stats = stats.get("obs_norm") if isinstance(stats, dict) else None
+    if s.normalize_obs and stats is not None and hasattr(stats, "mean"):
+        mean = _f32(stats.mean)
+        std = np.sqrt(_f32(stats.var) + np.float32(1e-8))
     else:
         mean, std = np.zeros(s.obs_dim, np.float32), np.ones(s.obs_dim, np.float32)
     spread = rng.choice([0.5, 2.0, 4.0, 3 * s.obs_clip], size=(steps, PARITY_BATCH, 1), p=[0.3, 0.4, 0.2, 0.1])
@@ -396,25 +853,32 @@ def _random_sequence(policy: Policy, params: dict, steps: int, seed: int = 0) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def export_onnx(policy: Policy, params: dict, path, metadata: dict, *, parity_obs: np.ndarray | None = None,
+def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs: np.ndarray | None = None,
                 steps: int = 64, tol: float = 1e-5, overwrite: bool = False) -> ExportReport:
-    """Export ``policy`` under ``params`` to ONNX at ``path`` after checking parity with JAX.
+    """Export a policy's deterministic step to ONNX at ``path`` after checking parity with JAX.
 
     Args:
-        policy: the :class:`~meta_rl.networks.Policy` (its spec defines the graph).
-        params: ``{"net": flax params, "obs_norm": RunningStats}``.
+        policy: a :class:`~meta_rl.networks.Policy` (with ``params``), or any
+            :class:`~meta_rl.agent.Agent` (with ``params=None``; see :func:`export_agent`): its
+            ``policy_step`` is traced, with one ONNX input/output pair per leaf of
+            ``initial_state`` named after the leaf's path (``h_in``/``h_out``, ``mem.keys_in``...).
+        params: ``{"net": flax params, "obs_norm": RunningStats}`` for a Policy; ``None`` for an Agent.
         path: where to write the ``.onnx`` file (parent folders are created).
         metadata: must hold ``control_dt`` (seconds); usually also ``env_id``, ``randomization``
-            (a JSON-able summary), ``pd_gains`` where the robot uses PD control, and ``obs_layout``
-            (default: :func:`obs_layout` of the names). Every key is written JSON-encoded into the
-            model's ``metadata_props`` next to the keys derived from the spec (``obs_names``,
-            ``action_names``, ``action_scale``/``offset``/``low``/``high``, ``policy_kind``,
-            ``core_size``, ``discrete``, ``package_version``, ``policy_spec``...). A caller key that
-            contradicts a derived one raises ``ValueError``.
+            (a JSON-able summary), ``pd_gains`` where the robot uses PD control, ``obs_layout``
+            (default: :func:`obs_layout` of the names), and for agents adapting over trials
+            ``episodes_per_trial`` and ``episode_length`` (giving ``max_trial_steps``, the
+            denominator of ``trial_time``; needed when the policy reads ``trial_time``). Every key
+            is written JSON-encoded into the model's ``metadata_props`` next to the keys derived from
+            the agent (``obs_names``, ``action_names``, ``action_scale``/``offset``/``low``/``high``,
+            ``policy_kind``, ``core_size``, ``discrete``, ``inputs``, ``outputs``, ``state`` (name,
+            input, output, per-row shape, dtype and initial value of every state leaf),
+            ``package_version``, ``policy_spec``...). A caller key that contradicts a derived one
+            raises ``ValueError``.
         parity_obs: optional recorded observations [T, B, obs_dim] (or [T, obs_dim]) also checked,
-            from zero carries, after the random sequence.
+            from the initial state, after the random sequence.
         steps: recurrent steps of the random parity sequence (batch of ``PARITY_BATCH``).
-        tol: max allowed absolute error of actions and carries.
+        tol: max allowed absolute error of actions and state.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
 
     Returns:
@@ -423,6 +887,7 @@ def export_onnx(policy: Policy, params: dict, path, metadata: dict, *, parity_ob
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false (checked before and at the write).
         ParityError: onnxruntime and JAX differ by more than ``tol``; nothing is written.
+        UnsupportedPrimitive: the step uses a JAX primitive with no ONNX translation (named).
     """
     path = Path(path)
     if tol < 0 or not np.isfinite(tol):
@@ -434,11 +899,13 @@ def export_onnx(policy: Policy, params: dict, path, metadata: dict, *, parity_ob
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
 
-    s = policy.spec
+    agent = _as_agent(policy, params)
+    s = agent.policy_spec
     model = build_onnx(policy, params, metadata)
     data = model.SerializeToString()
+    layout = json.loads(next(p.value for p in model.metadata_props if p.key == "state"))
 
-    sequences = [_random_sequence(policy, params, steps)]
+    sequences = [_random_sequence(agent, steps)]
     if parity_obs is not None:
         rec = np.asarray(parity_obs, np.float32)
         if rec.ndim == 2:
@@ -448,10 +915,10 @@ def export_onnx(policy: Policy, params: dict, path, metadata: dict, *, parity_ob
         if not np.all(np.isfinite(rec)):
             raise ValueError("parity_obs holds NaN or inf")
         sequences.append(rec)
-    act_err, carry_err, n_steps, n_inputs = _parity(policy, params, data, sequences)
+    act_err, carry_err, n_steps, n_inputs = _parity(agent, layout, data, sequences)
     if not (act_err <= tol and carry_err <= tol):
         raise ParityError(
-            f"ONNX/JAX parity failed for the {s.kind} policy: max action error {act_err:.3g}, "
+            f"ONNX/JAX parity failed for the {type(agent).__name__} ({s.kind}) policy: max action error {act_err:.3g}, "
             f"max carry error {carry_err:.3g} > tolerance {tol:g} over {n_steps} steps "
             f"({n_inputs} observations); {path} was not written"
         )
@@ -482,6 +949,11 @@ def export_onnx(policy: Policy, params: dict, path, metadata: dict, *, parity_ob
     return ExportReport(path=path, kind=s.kind, discrete=s.discrete, max_action_error=act_err,
                         max_carry_error=carry_err, steps=n_steps, inputs_checked=n_inputs, tol=tol,
                         opset=OPSET, metadata=meta)
+
+
+def export_agent(agent, path, metadata: dict, **kw) -> ExportReport:
+    """Export any :class:`~meta_rl.agent.Agent`'s ``policy_step`` (see :func:`export_onnx`)."""
+    return export_onnx(agent, None, path, metadata, **kw)
 
 
 def read_metadata(path) -> dict:

@@ -5,7 +5,7 @@ Runs on the robot computer: imports ``numpy`` and ``onnxruntime`` only (no JAX, 
 One control step (:meth:`Controller.step`)::
 
     robot.read_observation() ─► watchdog (stale / repeated / backwards timestamp)
-        ─► finite check ─► ONNX policy (recurrent carry h/c kept across steps)
+        ─► finite check ─► ONNX policy (its state, e.g. the recurrent carry, kept across steps)
         ─► finite check ─► clip to bounds ─► rate limit ─► robot.write_command()
 
 On a stale or non-finite observation, or a non-finite policy output, the controller writes the
@@ -127,9 +127,18 @@ class SafetyEvents:
 class OnnxPolicy:
     """An exported policy in onnxruntime: decoded metadata and a pure ``step(obs, carry)``.
 
+    The state inputs and outputs are read from the metadata's ``state`` entries (one per leaf of the
+    agent's state, named after its pytree path: ``h_in``/``h_out`` for a GRU, ``latent_in``... for
+    other learners), so any agent's export runs without code here knowing its state. Models without
+    ``state`` metadata (contract v1) fall back to the ``h_in``/``c_in`` inputs.
+
     Args:
         path: the ``.onnx`` file.
         threads: onnxruntime intra-op threads (1 is fastest for policy-sized graphs).
+
+    Attributes:
+        carry_names: the state input names, in graph order.
+        state: the metadata's ``state`` entries (path, input, output, shape, dtype, init).
     """
 
     def __init__(self, path, threads: int = 1):
@@ -154,11 +163,27 @@ class OnnxPolicy:
             raise ValueError(f"{path}: metadata is not JSON ({e})") from e
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.carry_names = [n for n in ("h_in", "c_in") if n in self.input_names]
-        self._carry_out = [n.replace("_in", "_out") for n in self.carry_names]
         shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        state = self.metadata.get("state")
+        if state is None:  # contract v1: h/c carries of core_size
+            size = shapes["h_in"][1] if "h_in" in shapes else 0
+            state = [{"path": n[:-3], "input": n, "output": n[:-3] + "_out", "shape": [size], "dtype": "float32",
+                      "init": "zeros"} for n in ("h_in", "c_in") if n in self.input_names]
+        missing = [s["input"] for s in state if s["input"] not in self.input_names]
+        missing += [s["output"] for s in state if s["output"] not in self.output_names]
+        if missing:
+            raise ValueError(f"{path}: the metadata's state names {missing} are not graph inputs/outputs")
+        self.state = state
+        self.carry_names = [s["input"] for s in state]
+        self._carry_out = [s["output"] for s in state]
+        self._run_names = [self.output_names[0], *self._carry_out]
+        self._init = []
+        for s in state:
+            dtype = np.dtype(s["dtype"])
+            row = np.zeros(s["shape"], dtype) if s["init"] == "zeros" else np.asarray(s["init"], dtype)
+            self._init.append((s["input"], row))
         self.obs_dim = shapes["obs"][1] if "obs" in shapes else None
-        self.core_size = shapes["h_in"][1] if "h_in" in shapes else 0
+        self.core_size = int(self.metadata.get("core_size", 0) or 0)
         self._run_opts = ort.RunOptions()
 
     @property
@@ -166,14 +191,14 @@ class OnnxPolicy:
         return bool(self.carry_names)
 
     def init_carry(self, batch: int = 1) -> dict[str, np.ndarray]:
-        """Zero carries by input name (``{}`` for an MLP)."""
-        return {n: np.zeros((batch, self.core_size), np.float32) for n in self.carry_names}
+        """The state at trial start by input name (``{}`` for a stateless policy), from the metadata."""
+        return {n: np.ascontiguousarray(np.broadcast_to(row, (batch, *row.shape))) for n, row in self._init}
 
     def step(self, obs: np.ndarray, carry: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``obs`` [B, obs_dim] float32, carry by input name -> (action [B, act_dim] or [B], new carry)."""
+        """``obs`` [B, obs_dim] float32, state by input name -> (action [B, act_dim] or [B], new state)."""
         feed = {"obs": obs, **carry}
-        out = self.session.run(self.output_names, feed, self._run_opts)
-        return out[0], {n: out[self.output_names.index(o)] for n, o in zip(self.carry_names, self._carry_out)}
+        out = self.session.run(self._run_names, feed, self._run_opts)
+        return out[0], dict(zip(self.carry_names, out[1:]))
 
 
 def _names_mismatch(what: str, robot: Sequence[str], policy: Sequence[str]) -> list[str]:
@@ -289,7 +314,7 @@ class Controller:
 
     @property
     def carry(self) -> dict[str, np.ndarray]:
-        """A copy of the recurrent state by input name (``h_in``, ``c_in``; empty for MLP policies)."""
+        """A copy of the policy's state by input name (``h_in``, ``c_in``, ...; empty for MLP policies)."""
         return {k: v.copy() for k, v in self._carry.items()}
 
     @property
