@@ -1,30 +1,36 @@
 """A MuJoCo stand-in for the robot hardware, and the sim2sim report (``proteus deploy POLICY.onnx --standin ENV``).
 
-:class:`MujocoStandIn` is a :class:`~deploy.runtime.RobotInterface` over native MuJoCo (the ``mujoco``
-C bindings and NumPy; the task's jnp observation/reward/termination functions are jitted once per
-task). It is the robot of a registered env id with
+:class:`MujocoStandIn` is a :class:`~deploy.runtime.RobotInterface` over the project's own native
+MuJoCo env: one unbatched :class:`sim.mujoco_env.MujocoEnv` (``backend="native"``, the physics in
+MuJoCo C), stepped once per control step by its jitted ``step``, so the task's observation, reward,
+termination and instability rule are the training env's. What the stand-in adds are the deployment
+overrides, none of which the training env draws:
 
 * hidden dynamics: a friction scale (sliding friction of every geom), a mass scale (mass and inertia
   of every body) and an actuator gain scale (gain and bias of every actuator: motor strength), each
-  ``None`` for nominal, applied on top of the env's nominal model (its randomization spec's nominal
-  values, as the training backend applies them);
+  ``None`` for nominal, written into the env's model (a task copy whose ``load_model`` applies them;
+  the randomization spec then sits at its nominal values on top, as :meth:`MujocoEnv.nominal_params`
+  gives them);
 * an optional physics timestep other than the training one; the control period is kept
   (``substeps = round(control_dt / timestep)``, the timestep used is ``control_dt / substeps``);
-* sensor latency: :meth:`~MujocoStandIn.read_observation` returns the state sampled ``latency``
-  ago, at physics-step resolution, with a timestamp that old (``time.monotonic()`` minus the
-  sample's age: the simulation runs faster than real time and is mapped onto the wall clock at
-  the moment of each read, so the controller's stale check sees the true age);
-* Gaussian observation noise;
-* the task's reward, termination and (where the task has one) a tracking error, each control step.
+* sensor latency: :meth:`~MujocoStandIn.read_observation` returns the env's observation from
+  ``latency`` ago, at physics-step resolution (the env is built to step ``gcd(substeps,
+  latency_steps)`` physics steps per call and is called as often as a control period needs; with
+  no latency, or a whole number of control periods of it, that is one call of the training env's
+  own ``n_substeps``), with a timestamp that old (``time.monotonic()`` minus the sample's age: the
+  simulation runs faster than real time and is mapped onto the wall clock at the moment of each
+  read, so the controller's stale check sees the true age);
+* Gaussian observation noise (NumPy, on the observation read, not on the RL² inputs);
+* a tracking error per control step where the task has a natural one.
 
-When the policy is an RL² policy (its ``obs_names`` end with ``prev_action.*``, ``prev_reward``,
-``prev_done``, as :class:`sim.wrappers.Trial` names them), the stand-in appends those inputs itself
-(it knows the reward) and runs trials of ``episodes_per_trial`` episodes (from the registry): the
-physics state is reset at every episode end (the next observation carries ``prev_done = 1``), the
-RL² inputs are zeroed and :attr:`MujocoStandIn.trial_done` is raised only at trial ends, where the
-driver calls :meth:`Controller.reset() <deploy.runtime.Controller.reset>` (:func:`run_episodes`).
-A policy without RL² inputs sees one-episode "trials" (the controller's carry resets every episode,
-as the learner's does on the domain-randomized env).
+When the policy is an RL² policy (its ``obs_names`` end with the inputs :class:`sim.wrappers.Trial`
+appends), the stand-in appends them with :class:`deploy.rl2_inputs.RL2Inputs` (what a real robot's
+driver uses too) and runs trials of ``episodes_per_trial`` episodes (from the registry): the physics
+state is reset at every episode end (the next observation carries ``prev_done = 1``), the RL² inputs
+are zeroed and :attr:`MujocoStandIn.trial_done` is raised only at trial ends, where the driver calls
+:meth:`Controller.reset() <deploy.runtime.Controller.reset>` (:func:`run_episodes`). A policy without
+RL² inputs sees one-episode "trials" (the controller's carry resets every episode, as the learner's
+does on the domain-randomized env).
 
 Everything runs in simulated time: :func:`run_episodes` calls :meth:`Controller.step` back to back.
 
@@ -36,7 +42,6 @@ return of the same JAX policy on nominal dynamics (the reference the stand-in is
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import functools
 import json
@@ -50,28 +55,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import mujoco
 import numpy as np
 
+from deploy.rl2_inputs import RL2Inputs, is_rl2, rl2_input_names
 from deploy.runtime import ContractMismatch, Controller, ControllerStopped, SafetyConfig
-from sim.mujoco_env import UNSTABLE_QVEL  # a runaway simulation ends the episode, as in the env
-from sim.wrappers import RL2_TAIL, rl2_input_names  # the names the Trial wrapper gives its inputs
 
 __all__ = [
-    "MujocoStandIn", "jax_episode_returns", "rl2_input_names", "run_episodes", "run_standin",
+    "MujocoStandIn", "is_rl2", "jax_episode_returns", "rl2_input_names", "run_episodes", "run_standin",
 ]
 
 REPORT_JSON, REPORT_PNG = "sim2sim.json", "sim2sim.png"
 
 
-def is_rl2(obs_names: Sequence[str]) -> bool:
-    """Whether observation names end with the RL² inputs (previous action, reward and done flag)."""
-    names = list(obs_names)
-    return len(names) >= 3 and tuple(names[-2:]) == RL2_TAIL and str(names[-3]).startswith("prev_action")
-
-
 # --------------------------------------------------------------------------------------------------
-# The robot of an env id: nominal model, task functions (jitted once), tracking metric
+# The robot of an env id, and the native env of one deployment world
 # --------------------------------------------------------------------------------------------------
 
 
@@ -93,12 +90,11 @@ def _tracking_fn(env_id: str):
 
 
 class _Robot:
-    """What every stand-in of one env id shares: the nominal model and the jitted task functions."""
+    """What every stand-in of one env id shares: the registry entry and the training env's contract."""
 
     def __init__(self, env_id: str):
         import sim
-        from robots.task import PhysicsView
-        from sim.mujoco_env import MujocoEnv, prepare_model
+        from sim.mujoco_env import MujocoEnv
 
         entry = sim.entry(env_id)
         if "native" not in entry.backends:
@@ -109,50 +105,85 @@ class _Robot:
         if not isinstance(base, MujocoEnv):
             raise TypeError(f"{env_id}: expected a MuJoCo env, got {type(base).__name__}")
         self.env_id = env_id
-        self.task = task = base.task
+        self.task = base.task
+        self.model = base.model  # the training model (its timestep is the training one)
         self.episodes_per_trial = int(entry.episodes_per_trial)
-        self.episode_length = int(task.episode_length)
+        self.trial_time = bool(entry.trial_time)
+        self.episode_length = int(base.episode_length)
         self.control_dt = float(base.control_dt)
-        self.n_substeps = int(task.n_substeps)
+        self.n_substeps = int(base.task.n_substeps)
         self.obs_names = tuple(env.observation_space.names)
         self.action_names = tuple(env.action_space.names)
-        self.action_low = np.asarray(env.action_space.low, np.float32)
-        self.action_high = np.asarray(env.action_space.high, np.float32)
-        self.ctrl_mid = np.asarray(base._ctrl_mid, np.float64)
-        self.ctrl_half = np.asarray(base._ctrl_half, np.float64)
-        # the nominal world exactly as the training backend builds it: the spec's nominal values
-        # written through ResolvedSpec.apply_native (which ends with mj_setConst)
-        model = prepare_model(task.load_model())
-        data = mujoco.MjData(model)
-        nominal = {k: np.asarray(v) for k, v in base.resolved.nominal_values().items()}
-        base.resolved.apply_native(model, data, nominal)
-        self.model = model
-        self.nominal_task = {n: float(sum(r.train) / 2) for n, r in task.task_ranges.items()}
-        self.task_ranges = task.task_ranges
-        self.qpos0 = np.asarray(model.qpos0, np.float32)
-        self.qvel0 = np.zeros(model.nv, np.float32)
-
-        def view(qpos, qvel, t):
-            return PhysicsView(qpos=qpos, qvel=qvel, time=t)
-
-        self.obs_fn = jax.jit(lambda q, v, t, tp: task.obs_fn(view(q, v, t), tp).astype(jnp.float32))
-        tracking = _tracking_fn(env_id)
-        self.tracking_label = tracking[0] if tracking else None
-
-        def after_step(q, v, t, action, tp):
-            vw = view(q, v, t)
-            reward = task.reward_fn(vw, action, tp).astype(jnp.float32)
-            terminated = task.terminated_fn(vw, tp)
-            err = tracking[1](vw, tp).astype(jnp.float32) if tracking else jnp.float32(jnp.nan)
-            return reward, terminated, err
-
-        self.after_step = jax.jit(after_step)
-        self.init_fn = jax.jit(task.init_fn)
+        self.nominal_task = {n: float(v) for n, v in base.nominal_params()["task"].items()}
+        self.tracking = _tracking_fn(env_id)
+        self.tracking_label = self.tracking[0] if self.tracking else None
 
 
 @functools.cache
 def _robot(env_id: str) -> _Robot:
     return _Robot(env_id)
+
+
+class _World:
+    """The native env of one deployment world (a task copy: the overridden model, ``chunk`` physics
+    steps per env step) with its jitted reset and control step."""
+
+    def __init__(self, robot: _Robot, substeps: int, chunk: int, friction, mass, gain):
+        from robots.task import PhysicsView
+        from sim.mujoco_env import MujocoEnv
+
+        task = robot.task
+        timestep = robot.control_dt / substeps
+
+        def load_model():
+            m = task.load_model()
+            if substeps != task.n_substeps:
+                m.opt.timestep = timestep
+            if friction is not None:
+                m.geom_friction[:, 0] *= friction
+            if mass is not None:
+                m.body_mass[1:] *= mass
+                m.body_inertia[1:] *= mass
+            if gain is not None:
+                m.actuator_gainprm[:, 0] *= gain
+                m.actuator_biasprm[:, :3] *= gain
+            return m
+
+        # the env's pool writes the spec's (nominal) values into its model copy and calls mj_setConst
+        self.env = env = MujocoEnv(dataclasses.replace(task, load_model=load_model, n_substeps=chunk), "native")
+        nq, nv = env.model.nq, env.model.nv
+        calls = substeps // chunk
+        tracking = robot.tracking
+
+        def view(physics):  # the native env's physics layout (mjSTATE_FULLPHYSICS: time, qpos, qvel, ...)
+            return PhysicsView(qpos=physics[1:1 + nq], qvel=physics[1 + nq:1 + nq + nv], time=physics[0])
+
+        def control_step(state, action):
+            def call(s, _):
+                s = env.step(s, action)
+                return s, s.obs
+
+            state, obs = jax.lax.scan(call, state, None, length=calls)
+            unstable = state.metrics["unstable"] > 0
+            err = jnp.float32(jnp.nan)
+            if tracking is not None:
+                err = jnp.where(unstable, jnp.nan, tracking[1](view(state.env_state["physics"]), state.params["task"]))
+            return state, (obs, state.reward, state.terminated, unstable, err.astype(jnp.float32))
+
+        def reset_to(key, params, qpos, qvel):
+            s = env.reset(key, params)
+            physics = s.env_state["physics"].at[1:1 + nq].set(qpos).at[1 + nq:1 + nq + nv].set(qvel)
+            obs = task.obs_fn(view(physics), params["task"]).astype(jnp.float32)
+            return s.replace(obs=obs, env_state={**s.env_state, "physics": physics})
+
+        self.step = jax.jit(control_step)
+        self.reset = jax.jit(env.reset)
+        self.reset_to = jax.jit(reset_to)
+
+
+@functools.lru_cache(maxsize=8)  # worlds with the same overrides share an env and its compiled functions
+def _world(env_id: str, substeps: int, chunk: int, friction, mass, gain) -> _World:
+    return _World(_robot(env_id), substeps, chunk, friction, mass, gain)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,12 +216,14 @@ def _range(value, what: str) -> tuple[float, float]:
 
 
 class MujocoStandIn:
-    """The robot of a registered MuJoCo env id, in native MuJoCo, behind :class:`~deploy.runtime.RobotInterface`.
+    """The robot of a registered MuJoCo env id, its native env with deployment overrides, behind
+    :class:`~deploy.runtime.RobotInterface`.
 
     Args:
         env_id: a registered MuJoCo robot env (``proteus envs``).
         rl2: the policy takes the RL² inputs; observations gain ``prev_action.*``, ``prev_reward``,
-            ``prev_done`` and episodes run in trials of the registry's ``episodes_per_trial``.
+            ``prev_done`` (and ``trial_time`` where the env has it) and episodes run in trials of the
+            registry's ``episodes_per_trial``.
         friction: sliding-friction scale of every geom; a number, a ``(lo, hi)`` range drawn from
             with ``seed``, or ``None`` (nominal).
         mass: mass-and-inertia scale of every body (same forms).
@@ -201,12 +234,13 @@ class MujocoStandIn:
         task: task parameters (e.g. ``{"target_vel": 1.5}``); missing ones take the middle of their
             training range (the env's nominal task).
         initial_states: ``(qpos, qvel)`` per episode, used in order (e.g. recorded from the JAX env);
-            then, or without them, each episode starts from the task's own ``init_fn`` with a key
-            folded from ``seed`` and the episode's index.
+            then, or without them, each episode starts from the env's own reset with a key folded
+            from ``seed`` and the episode's index.
         seed: seeds the range draws, the observation noise and the initial states.
 
     Attributes:
         obs_names, action_names, control_dt: the contract the controller checks against the policy.
+        env: the native :class:`~sim.mujoco_env.MujocoEnv` of this world; ``model`` its ``MjModel``.
         world: the hidden values in use (``friction``, ``mass``, ``gain``, ``latency_ms``,
             ``latency_steps``, ``noise_std``, ``timestep``, ``substeps``, ``task``).
         episodes: one dict per finished episode (``return``, ``length``, ``terminated``,
@@ -222,8 +256,10 @@ class MujocoStandIn:
         self.env_id = env_id
         self.rl2 = bool(rl2)
         self.episodes_per_trial = r.episodes_per_trial if self.rl2 else 1
+        self.rl2_inputs = (RL2Inputs(r.action_names, r.episodes_per_trial, time_input=r.trial_time,
+                                     episode_length=r.episode_length) if self.rl2 else None)
         self.action_names = r.action_names
-        self.obs_names = r.obs_names + (rl2_input_names(r.action_names) if self.rl2 else ())
+        self.obs_names = r.obs_names + (self.rl2_inputs.names if self.rl2 else ())
         self.control_dt = r.control_dt
         self.episode_length = r.episode_length
         rng = np.random.default_rng(seed)
@@ -248,124 +284,83 @@ class MujocoStandIn:
         self.timestep = self.control_dt / substeps  # exactly the training timestep when substeps match
         self.latency_steps = math.floor(latency_ms * 1e-3 / self.timestep + 0.5)
         self.latency_s = self.latency_steps * self.timestep
+        chunk = math.gcd(substeps, self.latency_steps)  # physics steps per env step (substeps without latency)
 
         unknown = sorted(set(task or {}) - set(r.nominal_task))
         if unknown:
             raise ValueError(f"{env_id} has no task parameter(s) {unknown}; its task parameters: "
                              f"{sorted(r.nominal_task) or 'none'}")
         self.task = {**r.nominal_task, **{k: float(v) for k, v in (task or {}).items()}}
-        self._task_j = {k: jnp.float32(v) for k, v in self.task.items()}
 
-        m = self.model = copy.copy(r.model)  # an independent mj_copyModel copy of the nominal world
-        if timestep is not None:
-            m.opt.timestep = self.timestep
-        if friction is not None:
-            m.geom_friction[:, 0] *= friction
-        if mass is not None:
-            m.body_mass[1:] *= mass
-            m.body_inertia[1:] *= mass
-        if gain is not None:
-            m.actuator_gainprm[:, 0] *= gain
-            m.actuator_biasprm[:, :3] *= gain
-        self.data = mujoco.MjData(m)
-        if friction is not None or mass is not None or gain is not None:
-            mujoco.mj_setConst(m, self.data)
+        self._world = w = _world(env_id, substeps, chunk, friction, mass, gain)
+        self.env, self.model = w.env, w.env.model
+        params = w.env.nominal_params()  # the spec's nominal dynamics on the overridden model
+        self._params = {**params, "task": {k: jnp.float32(v) for k, v in self.task.items()}}
         self.world = {"friction": friction, "mass": mass, "gain": gain, "latency_ms": self.latency_s * 1e3,
                       "latency_ms_requested": float(latency_ms), "latency_steps": self.latency_steps,
                       "noise_std": self.noise_std, "timestep": self.timestep, "substeps": substeps, "task": dict(self.task)}
 
         self._initial_states = list(initial_states or [])
-        self._buf: collections.deque = collections.deque(maxlen=self.latency_steps + 1)
-        self._phys_step = 0  # physics steps since construction (the stand-in's clock)
+        # the observations of the last latency_steps physics steps (one per env step of `chunk` of them)
+        self._buf: collections.deque = collections.deque(maxlen=self.latency_steps // chunk + 1)
+        self._age = (self._buf.maxlen - 1) * chunk * self.timestep
         self._last_ts = -math.inf
         self.last_sample_age_s = 0.0
         self.episodes: list[dict] = []
         self.steps = 0
         self.trials = 0
         self._episode_index = 0
+        self._episode_in_trial = 0
         self.episode_done = self.trial_done = False
-        self._start_trial()
+        self._start_episode()
 
     # -- episodes and trials ------------------------------------------------------------------------
 
-    def _next_initial_state(self) -> tuple[np.ndarray, np.ndarray]:
+    def _start_episode(self) -> None:
         i = self._episode_index
         self._episode_index += 1
+        key = jax.random.fold_in(jax.random.key(self._seed), i)
         if i < len(self._initial_states):
             q, v = self._initial_states[i]
-            return np.asarray(q, np.float64), np.asarray(v, np.float64)
-        key = jax.random.fold_in(jax.random.key(self._seed), i)
-        q, v = self._robot.init_fn(key, jnp.asarray(self._robot.qpos0), jnp.asarray(self._robot.qvel0))
-        return np.asarray(q, np.float64), np.asarray(v, np.float64)
-
-    def _start_episode(self) -> None:
-        m, d = self.model, self.data
-        qpos, qvel = self._next_initial_state()
-        mujoco.mj_resetData(m, d)
-        d.qpos[:] = qpos
-        d.qvel[:] = qvel
-        # the latency line starts full of the initial state: as if the robot had rested there for
-        # the whole latency (distinct, increasing sample times; what the env's latency wrapper sees)
+            self._state = self._world.reset_to(key, self._params, jnp.asarray(q, jnp.float32), jnp.asarray(v, jnp.float32))
+        else:
+            self._state = self._world.reset(key, self._params)
+        # the latency line starts full of the initial observation: as if the robot had rested there
+        # for the whole latency (what the env's latency wrapper sees)
+        obs = np.asarray(self._state.obs, np.float32)
         self._buf.clear()
-        sample = (d.qpos.copy(), d.qvel.copy(), float(d.time))
-        for _ in range(self.latency_steps + 1):
-            self._buf.append(sample)
+        self._buf.extend([obs] * self._buf.maxlen)
         self._t = 0
         self._ret = 0.0
         self._tracking: list[float] = []
         self._dact: list[float] = []
         self._prev_cmd: np.ndarray | None = None
-        self._episode_terminated = self._episode_unstable = False
-
-    def _start_trial(self) -> None:
-        n = len(self.action_names)
-        self._prev_action = np.zeros(n, np.float32)
-        self._prev_reward = 0.0
-        self._prev_done = 0.0
-        self._episode_in_trial = 0
-        self._start_episode()
 
     # -- RobotInterface ------------------------------------------------------------------------------
 
     def read_observation(self) -> tuple[np.ndarray, float]:
         """The observation sampled ``latency`` ago (noise added; RL² inputs appended) and its time."""
-        qpos, qvel, t = self._buf[0]
-        if np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel)) and not np.any(np.abs(qvel) > UNSTABLE_QVEL):
-            obs = np.asarray(self._robot.obs_fn(qpos.astype(np.float32), qvel.astype(np.float32), np.float32(t),
-                                                self._task_j))
-        else:  # as the env: a runaway simulation is observed as zeros
-            obs = np.zeros(len(self._robot.obs_names), np.float32)
+        obs = self._buf[0]
         if self.noise_std > 0:
             obs = (obs + self.noise_std * self._rng.standard_normal(obs.shape)).astype(np.float32)
         if self.rl2:
-            obs = np.concatenate([obs, self._prev_action, np.float32([self._prev_reward, self._prev_done])])
-        age = (len(self._buf) - 1) * self.timestep
-        ts = time.monotonic() - age
+            obs = self.rl2_inputs.append(obs)
+        ts = time.monotonic() - self._age
         if ts <= self._last_ts:  # two reads within the clock's resolution: keep timestamps increasing
             ts = math.nextafter(self._last_ts, math.inf)
         self._last_ts = ts
-        self.last_sample_age_s = age
-        return obs.astype(np.float32), ts
+        self.last_sample_age_s = self._age
+        return np.array(obs, np.float32), ts
 
     def write_command(self, action: np.ndarray) -> None:
         """Apply ``action`` (env action units) for one control period; reward, termination, auto-reset."""
-        r, m, d = self._robot, self.model, self.data
         a = np.asarray(action, np.float32).reshape(len(self.action_names))
-        u = np.clip(a, r.action_low, r.action_high)
-        d.ctrl[:] = r.ctrl_mid + r.ctrl_half * u
-        for _ in range(self.substeps):
-            mujoco.mj_step(m, d)
-            self._phys_step += 1
-            self._buf.append((d.qpos.copy(), d.qvel.copy(), float(d.time)))
+        self._state, out = self._world.step(self._state, a)
+        obs, reward, terminated, unstable, err = jax.device_get(out)
+        self._buf.extend(np.asarray(obs, np.float32))
         self.steps += 1
         self._t += 1
-        unstable = not (np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel))) or bool(np.any(np.abs(d.qvel) > UNSTABLE_QVEL))
-        if unstable:
-            reward, terminated, err = 0.0, True, math.nan
-        else:
-            rw, term, er = r.after_step(d.qpos.astype(np.float32), d.qvel.astype(np.float32), np.float32(d.time), u,
-                                        self._task_j)
-            reward, terminated, err = float(rw), bool(term), float(er)
+        reward, terminated, unstable, err = float(reward), bool(terminated), bool(unstable), float(err)
         self._ret += reward
         if math.isfinite(err):
             self._tracking.append(err)
@@ -373,14 +368,14 @@ class MujocoStandIn:
             self._dact.append(float(np.mean((a.astype(np.float64) - self._prev_cmd) ** 2)))
         self._prev_cmd = a.astype(np.float64)
         done = terminated or self._t >= self.episode_length
-        self._prev_action, self._prev_reward, self._prev_done = a.copy(), reward, float(done)
-        self.episode_done, self.trial_done = done, False
+        trial_done = self.rl2_inputs.step(a, reward, done) if self.rl2 else done
+        self.episode_done, self.trial_done = done, trial_done
         if not done:
             return
         self.episodes.append({
             "return": self._ret,
             "length": self._t,
-            "terminated": bool(terminated),
+            "terminated": terminated,
             "unstable": unstable,
             "tracking_error": float(np.mean(self._tracking)) if self._tracking else None,
             "action_change": float(np.mean(self._dact)) if self._dact else None,
@@ -388,12 +383,10 @@ class MujocoStandIn:
             "episode_in_trial": self._episode_in_trial,
         })
         self._episode_in_trial += 1
-        if self._episode_in_trial >= self.episodes_per_trial:
-            self.trial_done = True
+        if trial_done:
             self.trials += 1
-            self._start_trial()
-        else:
-            self._start_episode()
+            self._episode_in_trial = 0
+        self._start_episode()
 
 
 def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int) -> dict:
