@@ -29,10 +29,12 @@ class TrialResult:
     Attributes:
         trial_return: [B] total reward of the trial.
         episode_returns: [B, K] reward of each episode of the trial (within-trial adaptation).
+        obs: with ``record_obs``, the observations acted on, [max_trial_steps, B, ...] (else ``None``).
     """
 
     trial_return: jax.Array
     episode_returns: jax.Array
+    obs: Any = None  # [T, B, ...] the observations the agent acted on, when asked (record_obs)
 
 
 def eval_tasks(env: Env, num_tasks: int, split: str = "train", seed: int = EVAL_SEED) -> Any:
@@ -52,14 +54,15 @@ def _trial_step_done(state: State) -> jax.Array:
     return state.terminated | state.truncated
 
 
-def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array) -> TrialResult:
+def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array, record_obs: bool = False) -> TrialResult:
     """Run one full trial of ``agent`` in each world of ``params``.
 
     ``env`` is a batched env in ``trial`` or ``fixed`` mode (K episodes per world); ``agent`` any
     :class:`meta_rl.agent.Agent`: ``init`` once per world, then every step ``act``, ``observe`` the
     transition and, where the episode ended, ``end_episode``. The env's observation goes to the agent
     as is (a policy trained without the RL² inputs slices its own part, see
-    :class:`meta_rl.agent.PolicyAgent`).
+    :class:`meta_rl.agent.PolicyAgent`). ``record_obs`` (static) also returns every observation
+    acted on (export records its parity inputs so).
     """
     k_reset, k_init, k_run = jax.random.split(key, 3)
     batch = env.batch_shape[0]
@@ -87,12 +90,12 @@ def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array) -> TrialResu
         r = jnp.where(live, nxt.reward, 0.0)
         ep_ret = ep_ret + jax.nn.one_hot(episode, num_eps) * r[:, None]
         live = live & ~nxt.info["trial_done"]
-        return (nxt, agent_state, live, ep_ret), None
+        return (nxt, agent_state, live, ep_ret), (state.obs if record_obs else None)
 
     init = (state, agent_state, jnp.ones((batch,), bool), jnp.zeros((batch, num_eps), jnp.float32))
     keys = jax.random.split(k_run, env.max_trial_steps)
-    (_, _, _, ep_ret), _ = jax.lax.scan(body, init, keys)
-    return TrialResult(trial_return=ep_ret.sum(-1), episode_returns=ep_ret)
+    (_, _, _, ep_ret), obs = jax.lax.scan(body, init, keys)
+    return TrialResult(trial_return=ep_ret.sum(-1), episode_returns=ep_ret, obs=obs)
 
 
 @functools.lru_cache(maxsize=64)

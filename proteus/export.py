@@ -13,8 +13,6 @@ import jax
 import numpy as np
 
 import sim
-from meta_rl.rollout import collect, start
-from proteus.checkpoint import load_policy
 
 
 def randomization_summary(env) -> dict:
@@ -25,52 +23,58 @@ def randomization_summary(env) -> dict:
     return out
 
 
-def record_rollout(policy, params, env_id: str, mode: str, backend: str, steps: int = 64, batch: int = 8,
-                   seed: int = 0) -> np.ndarray:
-    """Observations [steps, batch, obs_dim] of the policy acting (sampled) in its own env (``mode``:
-    the env mode its learner trains in)."""
-    env = sim.make(env_id, batch_size=batch, mode=mode, backend=backend)
-    runner = start(env, policy, jax.random.key(seed))
-    _, traj, _ = jax.jit(lambda r, k: collect(env, policy, params, r, k, steps))(runner, jax.random.key(seed + 1))
-    return np.asarray(traj.obs[..., : policy.spec.obs_dim], np.float32)
+def record_observations(spec, params, steps: int = 64, batch: int = 8, seed: int = 0) -> np.ndarray:
+    """Observations [steps, batch, obs_dim] the run's agent reads while acting (sampled) through trials
+    of its env (the evaluation's loop, :func:`meta_rl.evaluate.run_trials`)."""
+    from meta_rl.evaluate import run_trials
+    from proteus.runs import make_env
+
+    env = make_env(spec, batch_size=batch, mode="trial")
+    agent = spec.learner.make_agent(spec.config, make_env(spec), params, False)
+    worlds = env.sample_params(jax.random.key(seed))
+    r = jax.jit(lambda a, w, k: run_trials(env, a, w, k, record_obs=True))(agent, worlds, jax.random.key(seed + 1))
+    obs = agent.policy_spec.select_obs(r.obs)
+    return np.asarray(obs, np.float32)[:steps]
 
 
 def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, console=None) -> dict:
-    """Export a run folder's latest policy; returns the export report as a dict."""
-    from deploy.export import export_onnx
+    """Export a run folder's latest agent (any learner: its deterministic ``policy_step``); returns the
+    export report as a dict."""
+    from deploy.export import export_agent
     from proteus.console import make_console
+    from proteus.runs import load_agent_params, make_env
 
     console = console or make_console()
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    policy, params, meta = load_policy(run_dir / "policy")
-    from proteus.runs import make_env, read_run_spec
-
-    spec = read_run_spec(run_dir)
-    env_id, algo, backend = meta["env"], meta["algo"], meta.get("backend", "auto")
+    spec, params, meta = load_agent_params(run_dir)
     mode = spec.learner.env_mode(spec.config)
+    env = make_env(spec)
+    agent = spec.learner.make_agent(spec.config, env, params, True)
     out = Path(out) if out is not None else run_dir / "policy.onnx"
     plot = out.with_name(out.stem + "_parity.png")
     for p in (out, plot):
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
-    env = make_env(spec, mode=mode)
     with console.status(f"recording a rollout of {run_dir} for the parity check"):
-        recorded = record_rollout(policy, params, env_id, mode, backend)
+        recorded = record_observations(spec, params)
     metadata = {
         # abstract tasks (bandits, MDPs) have no clock: one decision per step
         "control_dt": float(meta.get("control_dt", 1.0)),
-        "env_id": env_id,
-        "algo": algo,
+        "env_id": spec.env,
+        "algo": spec.algo,
         "randomization": randomization_summary(env),
         # agents that adapt within a trial: the runtime resets their state every trial, not every episode
-        "episodes_per_trial": int(sim.entry(env_id).episodes_per_trial) if mode in ("trial", "fixed") else 1,
+        "episodes_per_trial": int(sim.entry(spec.env).episodes_per_trial) if mode in ("trial", "fixed") else 1,
+        # control steps of one episode at most; with episodes_per_trial it gives max_trial_steps, the
+        # denominator of the trial_time input
+        "episode_length": int(env.unwrapped.episode_length),
     }
     with console.status(f"exporting {out} (parity check against JAX)"):
-        report = export_onnx(policy, params, out, metadata, parity_obs=recorded, overwrite=overwrite)
-    _plot_parity(policy, params, out, recorded, plot)
-    console.print(f"wrote {out}: {policy.spec.kind} policy, max |action error| {report.max_action_error:.2g}, "
+        report = export_agent(agent, out, metadata, parity_obs=recorded, overwrite=overwrite)
+    _plot_parity(agent, out, recorded, plot)
+    console.print(f"wrote {out}: {report.kind} policy, max |action error| {report.max_action_error:.2g}, "
                   f"max |carry error| {report.max_carry_error:.2g} over {report.steps} steps "
                   f"({report.inputs_checked} observations; tolerance {report.tol:g})")
     console.print(f"parity plot: {plot}")
@@ -78,7 +82,7 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
             "max_carry_error": report.max_carry_error, "steps": report.steps, "inputs_checked": report.inputs_checked}
 
 
-def _plot_parity(policy, params, onnx_path: Path, recorded: np.ndarray, path: Path) -> None:
+def _plot_parity(agent, onnx_path: Path, recorded: np.ndarray, path: Path) -> None:
     """ONNX vs JAX deterministic actions along the first recorded trajectory."""
     import matplotlib
 
@@ -89,11 +93,11 @@ def _plot_parity(policy, params, onnx_path: Path, recorded: np.ndarray, path: Pa
 
     ort_pol = OnnxPolicy(onnx_path)
     obs = recorded[:, :1]  # [T, 1, obs_dim]
-    carry_j, carry_o = policy.init_carry(1), ort_pol.init_carry(1)
-    step = jax.jit(lambda c, o: (lambda c2, d, v: (c2, policy.deterministic(d)))(*policy.apply(params, c, o)))
+    carry_j, carry_o = agent.initial_state(1), ort_pol.init_carry(1)
+    step = jax.jit(lambda a, c, o: a.policy_step(c, o)[::-1])
     a_j, a_o = [], []
     for t in range(obs.shape[0]):
-        carry_j, aj = step(carry_j, obs[t])
+        carry_j, aj = step(agent, carry_j, obs[t])
         ao, carry_o = ort_pol.step(obs[t], carry_o)
         a_j.append(np.asarray(aj, np.float64).reshape(-1))
         a_o.append(np.asarray(ao, np.float64).reshape(-1))
@@ -102,7 +106,7 @@ def _plot_parity(policy, params, onnx_path: Path, recorded: np.ndarray, path: Pa
     for i in range(a_j.shape[1]):
         ax1.plot(a_j[:, i], lw=2, alpha=0.5, color=f"C{i}")
         ax1.plot(a_o[:, i], lw=0.8, ls="--", color=f"C{i}")
-    ax1.set(ylabel="action", title=f"ONNX (dashed) vs JAX (solid): {policy.spec.kind}, recorded rollout")
+    ax1.set(ylabel="action", title=f"ONNX (dashed) vs JAX (solid): {agent.policy_spec.kind}, recorded rollout")
     err = np.abs(a_j - a_o).max(axis=1)
     ax2.semilogy(np.maximum(err, 1e-12))
     ax2.axhline(1e-5, color="r", ls=":", label="tolerance 1e-5")
