@@ -13,7 +13,8 @@ one ``Clip``.
 
 The ONNX contract (DESIGN.md)::
 
-    inputs   obs            float32 [B, obs_dim]   (raw sensor units; normalization is in the graph)
+    inputs   obs            float32 [B, obs_dim]   (raw sensor units; normalization is in the graph);
+                            a dict observation: ``obs.<part>`` per part (float32 [B, n], uint8 [B, H, W, C])
              <path>_in      one per leaf of ``agent.initial_state(B)``, named by its pytree path
                             (GRU: ``h_in``; LSTM: ``c_in``, ``h_in``; a learner's ``{"latent", "mem":
                             {"keys"}}``: ``latent_in``, ``mem.keys_in``; MLP: none), in tree order
@@ -54,7 +55,7 @@ TRIAL_TIME = "trial_time"  # the RL² input read as trial steps / max_trial_step
 PARITY_BATCH = 4  # observations per parity step (the batch axis is dynamic in the graph)
 
 __all__ = ["OPSET", "SUPPORTED_PRIMITIVES", "ExportReport", "ParityError", "UnsupportedPrimitive", "build_onnx",
-           "export_agent", "export_onnx", "initial_state", "obs_layout", "read_metadata"]
+           "export_agent", "export_onnx", "initial_state", "obs_inputs", "obs_layout", "read_metadata"]
 
 
 class ParityError(RuntimeError):
@@ -550,29 +551,49 @@ def _state_layout(agent) -> list[dict]:
     return out
 
 
-def _trace(agent, state_layout, obs_dim: int):
+def obs_inputs(spec) -> list[tuple[str, str | None, tuple[int, ...], np.dtype]]:
+    """The graph's observation inputs of a policy spec: ``(input name, part, per-row shape, dtype)``.
+    A flat observation is one ``obs`` input [B, obs_dim]; a dict one (``spec.obs_parts``) is one input
+    per part named ``obs.<part>`` (an image part keeps its uint8 H x W x C)."""
+    if getattr(spec, "obs_parts", ()):
+        return [(f"obs.{n}", n, tuple(shape), np.dtype(np.uint8 if k == "image" else np.float32))
+                for n, shape, k in spec.obs_parts]
+    return [("obs", None, (spec.obs_dim,), np.dtype(np.float32))]
+
+
+def _obs_feed(spec, obs) -> dict[str, np.ndarray]:
+    """ONNX feed of one step's observation (an array, or a dict of parts)."""
+    feed = {}
+    for name, part, _, dtype in obs_inputs(spec):
+        feed[name] = np.ascontiguousarray(obs if part is None else obs[part], dtype)
+    return feed
+
+
+def _trace(agent, state_layout, spec):
     """``agent.policy_step`` as ONNX nodes over a symbolic batch: (tracer, input infos, output infos)."""
     import jax
-    import jax.numpy as jnp
     from jax import export as jax_export
 
     (batch,) = jax_export.symbolic_shape("batch")
     init = agent.initial_state(1)
     treedef = jax.tree.structure(init)
     state_specs = [jax.ShapeDtypeStruct((batch, *s["shape"]), np.dtype(s["dtype"])) for s in state_layout]
-    obs_spec = jax.ShapeDtypeStruct((batch, obs_dim), jnp.float32)
+    obs_in = obs_inputs(spec)
+    obs_specs = [jax.ShapeDtypeStruct((batch, *shape), dtype) for _, _, shape, dtype in obs_in]
 
-    def flat_step(obs, *state_leaves):
+    def flat_step(*leaves):
+        obs_leaves, state_leaves = leaves[: len(obs_in)], leaves[len(obs_in):]
+        obs = obs_leaves[0] if obs_in[0][1] is None else {part: x for (_, part, _, _), x in zip(obs_in, obs_leaves)}
         action, state = agent.policy_step(jax.tree.unflatten(treedef, state_leaves), obs)
         if jax.tree.structure(state) != treedef:
             raise ValueError(f"policy_step returned a state of structure {jax.tree.structure(state)}, "
                              f"not initial_state's {treedef}")
         return [action, *jax.tree.leaves(state)]
 
-    closed = jax.make_jaxpr(flat_step)(obs_spec, *state_specs)
+    closed = jax.make_jaxpr(flat_step)(*obs_specs, *state_specs)
     t = _Tracer()
-    names = ["obs"] + [s["input"] for s in state_layout]
-    specs = [obs_spec, *state_specs]
+    names = [n for n, _, _, _ in obs_in] + [s["input"] for s in state_layout]
+    specs = [*obs_specs, *state_specs]
     inputs = []
     for name, spec in zip(names, specs):
         for axis, d in enumerate(spec.shape):
@@ -702,7 +723,7 @@ def _metadata(agent, layout: list[dict], metadata: dict) -> dict:
         "action_names": list(s.action_names),
         "obs_normalized_in_graph": bool(s.normalize_obs),
         "obs_clip": float(s.obs_clip),
-        "inputs": ["obs"] + [st["input"] for st in layout],
+        "inputs": [n for n, _, _, _ in obs_inputs(s)] + [st["input"] for st in layout],
         "outputs": ["action"] + [st["output"] for st in layout],
         "state": layout,
         "policy_spec": s.to_dict(),
@@ -740,7 +761,7 @@ def build_onnx(policy, params: dict | None, metadata: dict | None = None, *, ops
     s = agent.policy_spec
     layout = _state_layout(agent)
     meta = _metadata(agent, layout, metadata or {})
-    t, inputs, outputs = _trace(agent, layout, s.obs_dim)
+    t, inputs, outputs = _trace(agent, layout, s)
     graph = helper.make_graph(t.nodes, f"proteus_{type(agent).__name__}_{s.kind}", inputs, outputs, t.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="proteus", producer_version=str(meta["package_version"]))
@@ -793,22 +814,24 @@ def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.nd
     jax_step = jax.jit(lambda state, obs: agent.policy_step(state, obs))
     logits_fn = None
     if s.discrete and hasattr(agent, "policy") and hasattr(agent, "params"):
-        logits_fn = jax.jit(lambda state, obs: agent.policy.apply(agent.params, state, obs[..., : s.obs_dim])[1].logits)
+        logits_fn = jax.jit(lambda state, obs: agent.policy.apply(agent.params, state, s.select_obs(obs))[1].logits)
 
     sess = _ort_session(model_bytes)
     out_names = ["action"] + [st["output"] for st in layout]
     act_err = state_err = 0.0
     steps = inputs = 0
     for seq in sequences:
-        T, B = seq.shape[:2]
+        T, B = jax.tree.leaves(seq)[0].shape[:2]
         j_state = agent.initial_state(B)
         o_state = initial_state(layout, B)
         for t in range(T):
-            obs = np.ascontiguousarray(seq[t], np.float32)
+            feed = _obs_feed(s, jax.tree.map(lambda x: x[t], seq))
+            obs = (feed["obs"] if "obs" in feed else
+                   {part: jnp.asarray(feed[name]) for name, part, _, _ in obs_inputs(s)})
             if logits_fn is not None:
-                logits = np.asarray(logits_fn(j_state, jnp.asarray(obs)), np.float64)
-            j_act, j_state = jax_step(j_state, jnp.asarray(obs))
-            out = sess.run(out_names, {"obs": obs, **o_state})
+                logits = np.asarray(logits_fn(j_state, jnp.asarray(obs) if "obs" in feed else obs), np.float64)
+            j_act, j_state = jax_step(j_state, jnp.asarray(obs) if "obs" in feed else obs)
+            out = sess.run(out_names, {**feed, **o_state})
             o_act, j_act = out[0], np.asarray(j_act)
             if o_act.shape[:1] != (B,) or o_act.shape != j_act.shape:
                 err = float("inf")
@@ -831,21 +854,33 @@ def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.nd
     return act_err, state_err, steps, inputs
 
 
-def _random_sequence(agent, steps: int, seed: int = 0) -> np.ndarray:
+def _random_sequence(agent, steps: int, seed: int = 0):
     """[steps, PARITY_BATCH, obs_dim] observations around the normalizer's statistics (a Policy's, when
     the agent has one): mostly within a few standard deviations, some far enough out to hit the
-    normalized-observation clip."""
+    normalized-observation clip. A dict observation gets one such array per vector part and uniform
+    uint8 pixels per image part."""
     s = agent.policy_spec
     rng = np.random.default_rng(seed)
     stats = getattr(agent, "params", None)
     stats = stats.get("obs_norm") if isinstance(stats, dict) else None
-    if s.normalize_obs and stats is not None and hasattr(stats, "mean"):
-        mean = _f32(stats.mean)
-        std = np.sqrt(_f32(stats.var) + np.float32(1e-8))
-    else:
-        mean, std = np.zeros(s.obs_dim, np.float32), np.ones(s.obs_dim, np.float32)
-    spread = rng.choice([0.5, 2.0, 4.0, 3 * s.obs_clip], size=(steps, PARITY_BATCH, 1), p=[0.3, 0.4, 0.2, 0.1])
-    return (mean + std * spread * rng.standard_normal((steps, PARITY_BATCH, s.obs_dim))).astype(np.float32)
+
+    def vector(dim, st):
+        if s.normalize_obs and st is not None and hasattr(st, "mean"):
+            mean, std = _f32(st.mean), np.sqrt(_f32(st.var) + np.float32(1e-8))
+        else:
+            mean, std = np.zeros(dim, np.float32), np.ones(dim, np.float32)
+        spread = rng.choice([0.5, 2.0, 4.0, 3 * s.obs_clip], size=(steps, PARITY_BATCH, 1), p=[0.3, 0.4, 0.2, 0.1])
+        return (mean + std * spread * rng.standard_normal((steps, PARITY_BATCH, dim))).astype(np.float32)
+
+    if not getattr(s, "obs_parts", ()):
+        return vector(s.obs_dim, stats)
+    out = {}
+    for name, shape, kind in s.obs_parts:
+        if kind == "image":
+            out[name] = rng.integers(0, 256, (steps, PARITY_BATCH, *shape), dtype=np.uint8)
+        else:
+            out[name] = vector(shape[0], stats.get(name) if isinstance(stats, dict) else None)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -906,7 +941,18 @@ def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs
     layout = json.loads(next(p.value for p in model.metadata_props if p.key == "state"))
 
     sequences = [_random_sequence(agent, steps)]
-    if parity_obs is not None:
+    if parity_obs is not None and getattr(s, "obs_parts", ()):
+        rec = {}
+        for name, shape, kind in s.obs_parts:
+            x = np.asarray(parity_obs[name]) if isinstance(parity_obs, dict) and name in parity_obs else None
+            if x is None or x.ndim != 2 + len(shape) or tuple(x.shape[2:]) != tuple(shape) or 0 in x.shape[:2]:
+                raise ValueError(f"parity_obs[{name!r}] must be [T, B, {', '.join(map(str, shape))}], got "
+                                 f"{None if x is None else x.shape}")
+            if kind == "vector" and not np.all(np.isfinite(x)):
+                raise ValueError(f"parity_obs[{name!r}] holds NaN or inf")
+            rec[name] = x
+        sequences.append(rec)
+    elif parity_obs is not None:
         rec = np.asarray(parity_obs, np.float32)
         if rec.ndim == 2:
             rec = rec[:, None]

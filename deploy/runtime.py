@@ -195,8 +195,9 @@ class OnnxPolicy:
         return {n: np.ascontiguousarray(np.broadcast_to(row, (batch, *row.shape))) for n, row in self._init}
 
     def step(self, obs: np.ndarray, carry: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``obs`` [B, obs_dim] float32, state by input name -> (action [B, act_dim] or [B], new state)."""
-        feed = {"obs": obs, **carry}
+        """``obs`` [B, obs_dim] float32 (a dict observation: ``{part: [B, ...]}``, fed as ``obs.<part>``),
+        state by input name -> (action [B, act_dim] or [B], new state)."""
+        feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
         out = self.session.run(self._run_names, feed, self._run_opts)
         return out[0], dict(zip(self.carry_names, out[1:]))
 

@@ -34,6 +34,8 @@ def record_observations(spec, params, steps: int = 64, batch: int = 8, seed: int
     worlds = env.sample_params(jax.random.key(seed))
     r = jax.jit(lambda a, w, k: run_trials(env, a, w, k, record_obs=True))(agent, worlds, jax.random.key(seed + 1))
     obs = agent.policy_spec.select_obs(r.obs)
+    if isinstance(obs, dict):  # a dict observation: every part, its own dtype (uint8 images)
+        return {k: np.asarray(v)[:steps] for k, v in obs.items()}
     return np.asarray(obs, np.float32)[:steps]
 
 
@@ -92,13 +94,14 @@ def _plot_parity(agent, onnx_path: Path, recorded: np.ndarray, path: Path) -> No
     from deploy.runtime import OnnxPolicy
 
     ort_pol = OnnxPolicy(onnx_path)
-    obs = recorded[:, :1]  # [T, 1, obs_dim]
+    obs = jax.tree.map(lambda x: np.asarray(x)[:, :1], recorded)  # [T, 1, ...]
     carry_j, carry_o = agent.initial_state(1), ort_pol.init_carry(1)
     step = jax.jit(lambda a, c, o: a.policy_step(c, o)[::-1])
     a_j, a_o = [], []
-    for t in range(obs.shape[0]):
-        carry_j, aj = step(agent, carry_j, obs[t])
-        ao, carry_o = ort_pol.step(obs[t], carry_o)
+    for t in range(jax.tree.leaves(obs)[0].shape[0]):
+        o = jax.tree.map(lambda x: x[t], obs)
+        carry_j, aj = step(agent, carry_j, o)
+        ao, carry_o = ort_pol.step(o, carry_o)
         a_j.append(np.asarray(aj, np.float64).reshape(-1))
         a_o.append(np.asarray(ao, np.float64).reshape(-1))
     a_j, a_o = np.array(a_j), np.array(a_o)

@@ -96,3 +96,22 @@ def test_rl2_trains_and_evaluates_on_image_observations():
     ev = with_mode(VmapEnv(GoalPicture(), 32), "trial", episodes_per_trial=2)
     r = compiled_run_trials(ev)(agent, eval_tasks(ev, 32), jax.random.key(1))
     assert r.episode_returns.shape == (32, 2) and np.isfinite(np.asarray(r.trial_return)).all()
+
+
+def test_dict_observation_policy_exports_with_one_input_per_part(tmp_path):
+    from deploy.export import export_onnx
+    from deploy.runtime import OnnxPolicy
+
+    env = with_mode(VmapEnv(GoalPicture(), 4), "trial", episodes_per_trial=2)
+    policy = Policy(PolicySpec.for_env(env, "gru", hidden=(16,), core_size=8))
+    params = policy.init(jax.random.key(0))
+    s = env.reset(jax.random.key(1), env.sample_params(jax.random.key(2)))
+    recorded = jax.tree.map(lambda x: np.asarray(x)[None], s.obs)  # one recorded step, [1, B, ...]
+    report = export_onnx(policy, params, tmp_path / "p.onnx", {"control_dt": 0.1, "episodes_per_trial": 2,
+                                                               "episode_length": 10}, parity_obs=recorded, steps=8)
+    assert report.max_action_error <= 1e-5 and report.max_carry_error <= 1e-5
+    ort = OnnxPolicy(tmp_path / "p.onnx")
+    assert ort.input_names == ["obs.image", "obs.state", f"obs.{RL2_PART}", "h_in"]
+    action, carry = ort.step({k: np.asarray(v) for k, v in s.obs.items()}, ort.init_carry(4))
+    expect, _ = PolicyAgent(params, policy, True).policy_step(policy.init_carry(4), s.obs)
+    np.testing.assert_allclose(action, np.asarray(expect), atol=1e-5)
