@@ -5,7 +5,7 @@ An agent acts in one world after another and may adapt to the world it is in::
     state = agent.init(key, world)                  # world: the batched env params [B, ...]
     action, state = agent.act(state, obs, key)      # every step
     state = agent.observe(state, transition)        # every step, after the env answered
-    state = agent.end_episode(state)                # where an episode ended (gradient steps, memory writes)
+    state = where_done(done, agent.end_episode(state), state)   # where an episode ended (gradient steps, memory writes)
 
 Everything is batched over a leading axis ``B`` and pure: the agent is a pytree (its learned
 parameters are leaves, its configuration static), so one jitted evaluation function serves every
@@ -91,8 +91,9 @@ class Agent(abc.ABC):
         return state
 
     def end_episode(self, state: AgentState) -> AgentState:
-        """An episode ended (called on the whole batch; apply it where ``done`` with
-        :func:`sim.core.where_done`)."""
+        """An episode ended: gradient adaptation, memory writes. The runner calls it on the whole batch
+        after every step and keeps its result only where the episode ended (:func:`sim.core.where_done`),
+        so it is written for one world at a time, with no ``done`` argument."""
         return state
 
     @abc.abstractmethod
