@@ -379,11 +379,15 @@ class Demo:
     """Seed."""
     progress: bool = True
     """Show progress bars."""
+    standin_worlds: int = 8
+    """Worlds the MuJoCo stand-in plays (fewer: a quicker check)."""
 
     def run(self) -> None:
         from proteus.demo import demo
 
-        demo(self.out, self.env, self.steps, self.seed, self.progress)
+        if self.standin_worlds < 1:
+            raise SystemExit(f"error: --standin-worlds must be >= 1, got {self.standin_worlds}")
+        demo(self.out, self.env, self.steps, self.seed, self.progress, standin_worlds=self.standin_worlds)
 
 
 Command = Union[

@@ -77,12 +77,12 @@ def deploy_standin(onnx_path: Path, env_id: str, latency_ms: str = "0:20", frict
 
 
 def demo(out: Path | None = None, env_id: str = DEMO_ENV, steps: int = DEMO_STEPS, seed: int = 0,
-         progress: bool = True, console=None) -> dict:
+         progress: bool = True, console=None, standin_worlds: int = 8) -> dict:
     """Train, evaluate, export and deploy to the stand-in; returns every artefact's path and figures.
 
     ``out`` defaults to a fresh ``runs/demo-YYYYmmdd-HHMMSS`` (nothing earlier is overwritten); give
     an existing demo folder to resume a killed demo (training resumes from its checkpoint, finished
-    steps are skipped).
+    steps are skipped). ``standin_worlds``: worlds the stand-in plays (each compiles its own env).
     """
     from rich.table import Table
 
@@ -123,7 +123,7 @@ def demo(out: Path | None = None, env_id: str = DEMO_ENV, steps: int = DEMO_STEP
         dep = json.loads((standin_dir / "sim2sim.json").read_text())
     else:
         dep = deploy_standin(onnx_path, env_id, latency_ms="0:20", friction="0.3:1.2", timestep=0.005,
-                             worlds=8, out_dir=standin_dir, seed=seed, console=console)
+                             worlds=standin_worlds, out_dir=standin_dir, seed=seed, console=console)
     wall = time.time() - t0
 
     table = Table(title=f"proteus demo: done in {wall / 60:.1f} min")

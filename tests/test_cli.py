@@ -91,7 +91,7 @@ def test_demo_end_to_end_smoke(tmp_path, capsys):
     from proteus.cli import main
 
     out = tmp_path / "demo"
-    main(["demo", "--out", str(out), "--steps", "8192", "--no-progress"])
+    main(["demo", "--out", str(out), "--steps", "8192", "--no-progress", "--standin-worlds", "2"])
     text = capsys.readouterr().out
     for f in ("config.json", "learning_curve.png", "eval/report.json", "eval/adaptation.png", "policy.onnx",
               "policy_parity.png", "sim2sim/sim2sim.json", "sim2sim/sim2sim.png", "demo.json"):
@@ -100,5 +100,5 @@ def test_demo_end_to_end_smoke(tmp_path, capsys):
     figures = json.loads((out / "demo.json").read_text())
     assert figures["standin_mean_return"] is not None and figures["training_return"] is not None
     # a second run on the same folder resumes: nothing is overwritten, nothing recomputed
-    main(["demo", "--out", str(out), "--steps", "8192", "--no-progress"])
+    main(["demo", "--out", str(out), "--steps", "8192", "--no-progress", "--standin-worlds", "2"])
     assert "exists (resumed demo): kept" in capsys.readouterr().out
