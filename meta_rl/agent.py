@@ -101,9 +101,12 @@ class Agent(abc.ABC):
         """The deterministic step in env units: what export traces and a robot runs."""
 
     @property
-    @abc.abstractmethod
     def policy_spec(self):
-        """The :class:`meta_rl.networks.PolicySpec` naming observations and actions."""
+        """The :class:`meta_rl.networks.PolicySpec` naming observations and actions (what export and
+        deployment read). Agents that are not exportable (classic baselines, oracles that read the
+        world) keep this default, which refuses naming the agent."""
+        raise TypeError(f"{type(self).__name__} has no policy spec: it is an evaluation baseline, not an "
+                        "exportable policy")
 
 
 @struct.dataclass

@@ -91,25 +91,37 @@ def save_policy(directory: Path, spec, params: Any, extra: dict | None = None) -
     (directory / "params.msgpack").write_bytes(serialization.to_bytes(jax.device_get(params)))
 
 
-def load_policy(directory: Path):
-    """``(Policy, params, extra)`` from :func:`save_policy`'s folder; errors name the path."""
-    from flax import serialization
-
-    from meta_rl.networks import Policy, PolicySpec
-
+def read_policy_meta(directory: Path, hint: str = "") -> tuple[dict, Path]:
+    """``(metadata, params file)`` of :func:`save_policy`'s folder; missing files and corrupt JSON
+    raise naming the file (``hint`` is added to the missing-file message)."""
     directory = Path(directory)
     spec_file, params_file = directory / "spec.json", directory / "params.msgpack"
     for f in (spec_file, params_file):
         if not f.is_file():
-            raise FileNotFoundError(f"policy file missing: {f}")
+            raise FileNotFoundError(f"policy file missing: {f}{hint}")
     try:
-        meta = json.loads(spec_file.read_text())
-        policy = Policy(PolicySpec.from_dict(meta.pop("spec")))
-    except (ValueError, KeyError, TypeError) as e:
+        return json.loads(spec_file.read_text()), params_file
+    except json.JSONDecodeError as e:
         raise ValueError(f"corrupt policy spec {spec_file}: {e}") from None
-    template = policy.init(jax.random.key(0))
+
+
+def read_policy_params(template: Any, params_file: Path) -> Any:
+    """The saved params read against ``template``; a corrupt file raises naming it."""
+    from flax import serialization
+
     try:
-        params = serialization.from_bytes(template, params_file.read_bytes())
+        return serialization.from_bytes(template, Path(params_file).read_bytes())
     except Exception as e:  # msgpack raises several types
         raise ValueError(f"corrupt policy parameters {params_file}: {e}") from None
-    return policy, params, meta
+
+
+def load_policy(directory: Path):
+    """``(Policy, params, extra)`` from :func:`save_policy`'s folder; errors name the path."""
+    from meta_rl.networks import Policy, PolicySpec
+
+    meta, params_file = read_policy_meta(directory)
+    try:
+        policy = Policy(PolicySpec.from_dict(meta.pop("spec")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"corrupt policy spec {Path(directory) / 'spec.json'}: {e}") from None
+    return policy, read_policy_params(policy.init(jax.random.key(0)), params_file), meta

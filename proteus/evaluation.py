@@ -59,12 +59,12 @@ def read_run_config(run_dir: Path) -> dict:
 
 def _load(run_dir: Path, role: str) -> dict:
     """A run folder's config and latest agent parameters (``policy/``), ready to evaluate (any learner)."""
-    from proteus.runs import load_agent_params, make_env
+    from proteus.runs import read_agent
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    spec, params, _ = load_agent_params(run_dir)
-    policy_spec = spec.learner.policy_spec(spec.config, make_env(spec))
+    spec, env, params, _ = read_agent(run_dir)
+    policy_spec = spec.learner.policy_spec(spec.config, env)
     progress: dict[str, Any] = {}
     try:
         from proteus.runs import read_metrics
@@ -74,18 +74,16 @@ def _load(run_dir: Path, role: str) -> dict:
             progress = {"updates": rows[-1].get("update"), "env_steps": rows[-1].get("env_steps")}
     except (FileNotFoundError, ValueError, KeyError):
         pass
-    return {"dir": run_dir, "role": role, "cfg": cfg, "spec": spec, "policy_spec": policy_spec, "params": params,
-            **progress}
+    return {"dir": run_dir, "role": role, "cfg": cfg, "spec": spec, "env": env, "policy_spec": policy_spec,
+            "params": params, **progress}
 
 
 def _agent(loaded: dict, deterministic: bool | None):
     """``(agent, deterministic)`` of a loaded run: by default the mode for continuous actions and a
     sample for discrete ones."""
-    from proteus.runs import make_env
-
     spec = loaded["spec"]
     det = (not loaded["policy_spec"].discrete) if deterministic is None else bool(deterministic)
-    return spec.learner.make_agent(spec.config, make_env(spec), loaded["params"], det), det
+    return spec.learner.make_agent(spec.config, loaded["env"], loaded["params"], det), det
 
 
 def _check_spaces(loaded: dict, env) -> None:

@@ -335,39 +335,33 @@ def load_run(out: Path) -> tuple[RunSpec, Any]:
     return spec, ts
 
 
+def read_agent(out: Path) -> tuple[RunSpec, Any, Any, dict]:
+    """``(RunSpec, env, agent params, saved metadata)`` of a run folder's latest agent."""
+    from proteus.checkpoint import read_policy_meta, read_policy_params
+
+    out = Path(out)
+    spec = read_run_spec(out)
+    directory = out / "policy"
+    meta, params_file = read_policy_meta(directory, f" (has {out} finished a training chunk?)")
+    if meta.get("env", spec.env) != spec.env:
+        raise ValueError(f"{directory} was trained on {meta['env']!r} but {out / 'config.json'} names {spec.env!r}: "
+                         "corrupt run folder")
+    env = make_env(spec)
+    template = spec.learner.init_agent_params(spec.config, env, jax.random.key(0))
+    return spec, env, read_policy_params(template, params_file), meta
+
+
 def load_agent_params(out: Path) -> tuple[RunSpec, Any, dict]:
     """``(RunSpec, agent params, saved metadata)`` of a run folder's latest agent (``policy/``).
 
     The params are read against the learner's own template, so any learner's agent loads; errors
     name the file.
     """
-    from flax import serialization
-
-    out = Path(out)
-    spec = read_run_spec(out)
-    directory = out / "policy"
-    spec_file, params_file = directory / "spec.json", directory / "params.msgpack"
-    for f in (spec_file, params_file):
-        if not f.is_file():
-            raise FileNotFoundError(f"policy file missing: {f} (has {out} finished a training chunk?)")
-    try:
-        meta = json.loads(spec_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"corrupt policy spec {spec_file}: {e}") from None
-    if meta.get("env", spec.env) != spec.env:
-        raise ValueError(f"{directory} was trained on {meta['env']!r} but {out / 'config.json'} names {spec.env!r}: "
-                         "corrupt run folder")
-    env = make_env(spec)
-    template = spec.learner.init_agent_params(spec.config, env, jax.random.key(0))
-    try:
-        params = serialization.from_bytes(template, params_file.read_bytes())
-    except Exception as e:  # msgpack raises several types
-        raise ValueError(f"corrupt policy parameters {params_file}: {e}") from None
+    spec, _, params, meta = read_agent(out)
     return spec, params, meta
 
 
 def load_agent(out: Path, deterministic: bool = True):
     """``(RunSpec, Agent)``: a run folder's latest agent, acting with its mode or sampling."""
-    spec, params, _ = load_agent_params(out)
-    env = make_env(spec)
+    spec, env, params, _ = read_agent(out)
     return spec, spec.learner.make_agent(spec.config, env, params, bool(deterministic))

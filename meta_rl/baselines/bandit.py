@@ -113,9 +113,6 @@ class BanditStrategy(Agent):
     def policy_step(self, carry: BanditCarry, obs: jax.Array):
         return self.act(carry, obs, jax.random.key(0))
 
-    @property
-    def policy_spec(self):
-        raise NotImplementedError("classic bandit strategies are evaluation baselines, not exportable policies")
 
 
 HYPERPARAMETERS = {"random": (), "greedy": (), "thompson": (), "epsilon_greedy": ("epsilon",), "ucb1": ("c", "prior"), "gittins": ("gamma",)}

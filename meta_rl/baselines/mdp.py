@@ -152,6 +152,3 @@ class MDPStrategy(Agent):
     def policy_step(self, carry: MDPCarry, obs: jax.Array):
         return self.act(carry, obs, jax.random.key(0))
 
-    @property
-    def policy_spec(self):
-        raise NotImplementedError("classic MDP strategies are evaluation baselines, not exportable policies")

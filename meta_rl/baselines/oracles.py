@@ -48,9 +48,6 @@ class PointNavOracle(Agent):
         v = (target - obs[..., :2]) / self.dt if self.family == "goal" else target
         return jnp.clip(v, -self.max_v, self.max_v).astype(jnp.float32), state
 
-    @property
-    def policy_spec(self):
-        raise NotImplementedError("an oracle reads the world; it is not an exportable policy")
 
 
 def _mdp_strategy(mdp, kind: str):
