@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import operator
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from randomization.ranges import SPLITS, SplitRange, check_split
@@ -40,8 +42,11 @@ __all__ = [
     "Discrete",
     "Env",
     "State",
+    "action_fault",
+    "check_batch_size",
     "check_split",
     "draw_params",
+    "guard_action",
     "key_batch_shape",
     "split_key",
     "where_done",
@@ -267,6 +272,27 @@ def split_key(key: jax.Array, num: int = 2) -> tuple[jax.Array, ...]:
     return split(key)
 
 
+def check_batch_size(batch_size) -> tuple[int, ...]:
+    """The batch shape ``batch_size`` gives (an int, or a non-empty tuple of ints: a leading batch
+    shape), each entry a positive integer; anything else (``2.5``, ``True``, ``0``, ``"4"``) raises a
+    ValueError naming the value."""
+    entries = tuple(batch_size) if isinstance(batch_size, (tuple, list)) else (batch_size,)
+    sizes = []
+    for n in entries:
+        try:
+            size = None if isinstance(n, (bool, np.bool_)) else operator.index(n)
+        except TypeError:
+            size = None
+        if size is None or size < 1:
+            why = f"{n!r} is < 1" if size is not None else f"{n!r} is a {type(n).__name__}, not an integer"
+            raise ValueError(f"batch_size must be >= 1 and an integer (or a non-empty tuple of them), got "
+                             f"{batch_size!r} ({why})")
+        sizes.append(size)
+    if not sizes:
+        raise ValueError(f"batch_size must be >= 1 and an integer (or a non-empty tuple of them), got {batch_size!r}")
+    return tuple(sizes)
+
+
 def draw_params(env: "Env", key: jax.Array, split: str = "train", ranges: Any = None) -> Params:
     """``env.sample_params(key, split, ranges=ranges)``, passing ``ranges`` only when it is not ``None``
     (so envs whose ``sample_params`` takes no ranges keep working)."""
@@ -283,6 +309,36 @@ def where_done(done: jax.Array, new: Any, old: Any) -> Any:
         return jnp.where(d, n, o)
 
     return jax.tree.map(sel, new, old)
+
+
+def action_fault(space: Space, action: jax.Array) -> jax.Array:
+    """Where (one flag per env: the batch shape) ``action`` cannot be applied: a non-finite element of
+    a float :class:`Box` action, or a :class:`Discrete` choice outside ``[0, n)``."""
+    action = jnp.asarray(action)
+    batch = action.shape[: action.ndim - len(space.shape)]
+    if isinstance(space, Discrete):
+        return (action < 0) | (action >= space.n)
+    if not jnp.issubdtype(action.dtype, jnp.inexact):
+        return jnp.zeros(batch, bool)
+    return ~jnp.all(jnp.isfinite(action).reshape(batch + (-1,)), -1)
+
+
+def guard_action(space: Space, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(applied, fault)``: ``action`` with every faulty one (:func:`action_fault`) replaced by a
+    neutral valid action (choice 0; the :class:`Box` point nearest zero), and the fault flags.
+
+    This is how invalid actions that only show under ``jit`` (NaN, inf, an out-of-range choice) are
+    kept from the simulators: the env steps on the neutral action, and the caller ends the episode
+    as ``terminated`` and counts it in ``metrics["unstable"]`` (:class:`sim.wrappers.AutoReset`
+    does, for every env mode).
+    """
+    action = jnp.asarray(action)
+    fault = action_fault(space, action)
+    if isinstance(space, Discrete):
+        return jnp.where(fault, jnp.zeros_like(action), action), fault
+    neutral = jnp.clip(jnp.zeros(space.shape, jnp.float32), jnp.asarray(space.low), jnp.asarray(space.high))
+    f = fault.reshape(fault.shape + (1,) * len(space.shape))
+    return jnp.where(f, neutral.astype(action.dtype), action), fault
 
 
 class Env(abc.ABC):
@@ -342,15 +398,37 @@ class Env(abc.ABC):
         return {}
 
     def check_action(self, action: jax.Array) -> jax.Array:
-        """Fail at trace time, naming the expected shape, when ``action`` has the wrong shape."""
+        """``action`` as the action space's dtype, after the checks that need no traced values.
+
+        Fails at trace time, naming the expected shape, when ``action`` has the wrong shape, and, for a
+        :class:`Discrete` space, naming the space and both dtypes when it is not an integer array (a
+        float or bool choice would be silently truncated). A concrete (un-traced) :class:`Discrete`
+        action outside ``[0, n)`` raises naming the bad value and the valid range; under ``jit`` the
+        range can only be checked on the values, which :func:`guard_action` does.
+        """
         action = jnp.asarray(action)
-        expected = self.batch_shape + self.action_space.shape
+        space = self.action_space
+        expected = self.batch_shape + space.shape
         if tuple(action.shape) != expected:
             raise ValueError(
                 f"{self.id}: action has shape {tuple(action.shape)}, expected {expected} "
-                f"(batch {self.batch_shape} + {self.action_space.describe()} action)"
+                f"(batch {self.batch_shape} + {space.describe()} action)"
             )
-        return action.astype(self.action_space.dtype)
+        if isinstance(space, Discrete):
+            if not jnp.issubdtype(action.dtype, jnp.integer):
+                raise TypeError(
+                    f"{self.id}: a {space.describe()} action must be an integer array "
+                    f"(expected {jnp.dtype(space.dtype).name}), got dtype {action.dtype.name}"
+                )
+            if not isinstance(action, jax.core.Tracer):
+                values = np.asarray(action)
+                bad = values[(values < 0) | (values >= space.n)]
+                if bad.size:
+                    raise ValueError(
+                        f"{self.id}: {space.describe()} action {bad.flat[0]} is out of range; "
+                        f"valid choices are 0..{space.n - 1}"
+                    )
+        return action.astype(space.dtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id!r})"

@@ -13,9 +13,12 @@
 
 Task code (observation, reward, termination) is written once, in jnp, over :class:`PhysicsView`.
 Actions are normalized to ``[-1, 1]`` per actuator and mapped onto the actuator's ``ctrlrange``.
-A simulation that goes unstable (non-finite or runaway velocities) ends the episode as
-``terminated`` with ``metrics["unstable"] = 1`` and a zeroed observation, so nothing non-finite
-reaches the learner.
+A simulation that goes unstable (non-finite or runaway velocities), and a non-finite action (which
+is not applied: the neutral action steps instead), end the episode as ``terminated`` with
+``metrics["unstable"] = 1``, reward 0 and a zeroed observation, the same on both backends, so nothing
+non-finite reaches the learner. On ``native``, MuJoCo's automatic reset of a diverged state
+(``mjDSBL_AUTORESET``) is off in the pool's models, so a blow-up comes back as the non-finite state
+MJX gives, instead of a silent jump back to the initial pose.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from randomization.ranges import check_split
 from robots.task import MujocoTask, PhysicsView
-from sim.core import Box, Env, State, new_state
+from sim.core import Box, Env, State, guard_action, new_state
 
 UNSTABLE_QVEL = 1e4
 
@@ -50,7 +53,10 @@ class _NativePool:
     def __init__(self, model: mujoco.MjModel, resolved, nthread: int | None = None):
         from mujoco import rollout
 
-        self.base = model
+        # MuJoCo's automatic reset on a bad state would hide a blow-up (the state silently jumps back to
+        # qpos0, time 0); without it the non-finite state comes back and MujocoEnv counts it, as on MJX
+        self.base = copy.copy(model)
+        self.base.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
         self.resolved = resolved
         self.nthread = nthread or max(1, os.cpu_count() or 1)
         self.models: list[mujoco.MjModel] = []
@@ -228,7 +234,8 @@ class MujocoEnv(Env):
                 packed = packed.reshape(-1, packed.shape[-1])
                 parts = np.split(packed, splits, axis=-1)
                 values = dict(zip(names, parts[: len(names)]))
-                out = pool.step(values, parts[-2], parts[-1], nstep).astype(np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):  # a blow-up: _finish counts it
+                    out = pool.step(values, parts[-2], parts[-1], nstep).astype(np.float32)
                 return out.reshape(lead + out.shape[-1:])
 
             out_type = jax.ShapeDtypeStruct(physics.shape, jnp.float32)
@@ -242,11 +249,12 @@ class MujocoEnv(Env):
         data, _ = jax.lax.scan(sub, data, None, length=self.task.n_substeps)
         return data
 
-    def _finish(self, state: State, physics, action) -> State:
+    def _finish(self, state: State, physics, action, fault) -> State:
+        """The State after a physics step; ``fault``: the action was invalid (and not applied)."""
         view = self._view(physics)
         task_params = state.params["task"]
         finite = jnp.all(jnp.isfinite(view.qpos)) & jnp.all(jnp.isfinite(view.qvel))
-        unstable = ~finite | jnp.any(jnp.abs(view.qvel) > UNSTABLE_QVEL)
+        unstable = fault | ~finite | jnp.any(jnp.abs(view.qvel) > UNSTABLE_QVEL)
         safe = PhysicsView(
             qpos=jnp.where(unstable, self._qpos0, view.qpos),
             qvel=jnp.where(unstable, 0.0, view.qvel),
@@ -285,7 +293,8 @@ class MujocoEnv(Env):
         return new_state(obs, params, env_state, key, metrics={"unstable": jnp.zeros((), jnp.float32)})
 
     def step(self, state, action):
-        action = jnp.clip(self.check_action(action), -1.0, 1.0)
+        action, fault = guard_action(self.action_space, self.check_action(action))
+        action = jnp.clip(action, -1.0, 1.0)
         ctrl = self._ctrl_mid + self._ctrl_half * action
         physics = self._physics_step(state.env_state["physics"], ctrl, state.params["dynamics"])
-        return self._finish(state, physics, action)
+        return self._finish(state, physics, action, fault)

@@ -21,13 +21,12 @@ loop recompiles nothing.
 
 from __future__ import annotations
 
-import operator
-
 import jax
 import jax.numpy as jnp
 
 from randomization.ranges import check_split
-from sim.core import Box, Dict, Discrete, Env, State, draw_params, key_batch_shape, split_key, where_done
+from sim.core import (Box, Dict, Discrete, Env, State, check_batch_size, draw_params, guard_action, key_batch_shape,
+                      split_key, where_done)
 from sim.normalize import Stats, create_stats, normalize, update_stats
 
 MODES = ("trial", "fixed", "fresh")
@@ -121,12 +120,7 @@ class VmapEnv(Wrapper):
     """
 
     def __init__(self, env: Env, batch_size: int | tuple[int, ...]):
-        try:
-            shape = (operator.index(batch_size),)
-        except TypeError:
-            shape = tuple(batch_size)
-        if not shape or any(operator.index(n) < 1 for n in shape):
-            raise ValueError(f"batch_size must be >= 1 (or a non-empty tuple of them), got {batch_size}")
+        shape = check_batch_size(batch_size)
         if len(shape) > 1:
             env = VmapEnv(env, shape[1:])
         super().__init__(env)
@@ -157,6 +151,43 @@ class VmapEnv(Wrapper):
         return jax.vmap(self.env.step)(state, action)
 
 
+UNSTABLE = "unstable"
+"""``state.metrics`` key counting steps that ended their episode on a fault (the simulation went
+unstable, or the action or the env's outputs were not valid): see :func:`end_on_fault`."""
+
+
+def _finite(x: jax.Array, batch_ndim: int) -> jax.Array:
+    """Per env (the leading ``batch_ndim`` dims): every element of ``x`` is finite."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.ones(x.shape[:batch_ndim], bool)
+    return jnp.all(jnp.isfinite(x).reshape(x.shape[:batch_ndim] + (-1,)), -1)
+
+
+def end_on_fault(s: State, fault: jax.Array) -> State:
+    """``s`` with the episodes that hit a fault ended: where ``fault`` (an invalid action, see
+    :func:`sim.core.guard_action`) or where the reward or the observation is not finite, the step is
+    ``terminated`` (not ``truncated``), its reward is 0, non-finite observation elements are 0, and
+    ``metrics["unstable"]`` is 1 (it keeps the env's own count where the env reports one). So nothing
+    non-finite reaches the learner, whichever env it comes from."""
+    batch_ndim = s.reward.ndim
+    bad = fault | ~_finite(s.reward, batch_ndim)
+    for leaf in jax.tree.leaves(s.obs):
+        bad = bad | ~_finite(leaf, batch_ndim)
+    obs = jax.tree.map(
+        lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else x, s.obs
+    )
+    unstable = bad.astype(jnp.float32)
+    if UNSTABLE in s.metrics:
+        unstable = jnp.maximum(s.metrics[UNSTABLE].astype(jnp.float32), unstable)
+    return s.replace(
+        obs=obs,
+        reward=jnp.where(bad, jnp.zeros_like(s.reward), s.reward),
+        terminated=s.terminated | bad,
+        truncated=s.truncated & ~bad,
+        metrics={**s.metrics, UNSTABLE: unstable},
+    )
+
+
 class AutoReset(Wrapper):
     """Starts a new episode, from a fresh key, wherever one ends; resamples the world periodically.
 
@@ -166,7 +197,11 @@ class AutoReset(Wrapper):
         episodes_per_world: resample params after this many episodes in one world (1: a new world
             every episode, the usual domain randomization); ``None`` keeps the world forever.
 
-    ``terminated`` and ``truncated`` pass through unchanged; the observation that ended the episode
+    Faults end episodes here, for every env and mode: a non-finite (NaN, inf) or out-of-range
+    action is replaced by a neutral one before the env sees it (:func:`sim.core.guard_action`), and
+    that step, like any step whose reward or observation is not finite, is ``terminated`` with
+    reward 0 and counted in ``metrics["unstable"]`` (:func:`end_on_fault`). Otherwise ``terminated``
+    and ``truncated`` pass through unchanged; the observation that ended the episode
     is kept in ``info["final_obs"]`` (for bootstrapping truncated episodes); ``info["episode"]`` counts
     finished episodes in the current world and ``info["world_done"]`` marks steps after which the world
     was resampled. New worlds are drawn with the batch-level ranges in ``info["ranges"]`` when present
@@ -191,12 +226,16 @@ class AutoReset(Wrapper):
         ranges = self.env.default_ranges()
         if ranges is not None:
             info[RANGES] = jax.tree.map(jnp.asarray, ranges)
-        return s.replace(info=info)
+        metrics = {UNSTABLE: jnp.zeros(self.batch_shape, jnp.float32), **s.metrics}
+        return s.replace(info=info, metrics=metrics)
 
     def step(self, state, action):
         info = dict(state.info)
         ranges = info.pop(RANGES, None)  # batch-level, so it must not pass through an inner vmap
-        s = self.env.step(state.replace(info=info), action)
+        action, fault = guard_action(self.action_space, self.check_action(action))
+        # ours unless the env reports it: an env that passes its metrics through must not see the last one
+        metrics = {k: v for k, v in state.metrics.items() if k != UNSTABLE}
+        s = end_on_fault(self.env.step(state.replace(info=info, metrics=metrics), action), fault)
         done = s.done
         episode = state.info["episode"] + done.astype(jnp.int32)
         if self.episodes_per_world is None:
@@ -261,7 +300,8 @@ class Trial(Wrapper):
     The world is drawn from ``split`` at trial start and kept for the whole trial; episodes inside it
     auto-reset from fresh keys with the same params. The observation gains the RL² inputs: the previous
     action (one-hot when discrete), the previous reward and the previous episode-done flag (all zero at
-    trial start). With ``time_input`` it also gains ``trial_time``: the steps taken in this trial over
+    trial start; the previous action reads as all zeros after an invalid one, on which
+    :class:`AutoReset` ended the episode). With ``time_input`` it also gains ``trial_time``: the steps taken in this trial over
     :attr:`max_trial_steps` (0 at trial start). A trial of fixed length is a finite-horizon problem
     whose optimal policy and value depend on the time left (Pardo et al. 2018, "Time limits in RL");
     without this input the recurrent core has to count the steps itself. The registry turns it on for
@@ -320,10 +360,12 @@ class Trial(Wrapper):
 
     def _trial_inputs(self, action, reward, done):
         act = self.env.action_space
+        action, fault = guard_action(act, action)
         if isinstance(act, Discrete):
             a = jax.nn.one_hot(action, act.n, dtype=jnp.float32)
         else:
             a = action.astype(jnp.float32)
+        a = jnp.where(fault[..., None], 0.0, a)  # an invalid action (the episode ended on it) reads as none
         return jnp.concatenate([a, reward[..., None].astype(jnp.float32), done[..., None].astype(jnp.float32)], -1)
 
     def _with_inputs(self, obs, extra):
