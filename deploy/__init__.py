@@ -7,7 +7,9 @@
   trial time) a robot driver appends to its observations, NumPy only.
 - :mod:`deploy.runtime` — :class:`Controller`, :class:`RobotInterface`, :class:`SafetyConfig`,
   :class:`SafetyEvents`, :class:`OnnxPolicy`. Needs ``numpy`` and ``onnxruntime`` only.
-- :mod:`deploy.bench` — :func:`bench_export` (onnxruntime vs jitted JAX latency per control step).
+- :mod:`deploy.bench` — :func:`bench_export` (onnxruntime vs jitted JAX latency per control step),
+  :func:`soak` (the controller under injected faults) and :func:`bench_deploy` (soak at 500 Hz, jitter,
+  Controller.step vs raw onnxruntime).
 - :mod:`deploy.standin` — :class:`MujocoStandIn` (native MuJoCo playing the robot, hidden dynamics,
   latency, noise, another timestep) and :func:`run_standin` (the sim2sim report). Needs JAX and MuJoCo.
 
@@ -36,7 +38,10 @@ _EXPORTS = {
     "RobotInterface": "deploy.runtime",
     "SafetyConfig": "deploy.runtime",
     "SafetyEvents": "deploy.runtime",
+    "SystemClock": "deploy.runtime",
     "bench_export": "deploy.bench",
+    "bench_deploy": "deploy.bench",
+    "soak": "deploy.bench",
     "MujocoStandIn": "deploy.standin",
     "run_standin": "deploy.standin",
     "run_episodes": "deploy.standin",
@@ -60,7 +65,10 @@ __all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
     "RobotInterface",
     "SafetyConfig",
     "SafetyEvents",
+    "SystemClock",
     "bench_export",
+    "bench_deploy",
+    "soak",
     "MujocoStandIn",
     "run_standin",
     "run_episodes",

@@ -4,15 +4,21 @@ Runs on the robot computer: imports ``numpy`` and ``onnxruntime`` only (no JAX, 
 
 One control step (:meth:`Controller.step`)::
 
-    robot.read_observation() ─► watchdog (stale / repeated / backwards timestamp)
+    robot.read_observation() ─► watchdog (missing / stale / repeated / backwards / future timestamp)
         ─► finite check ─► ONNX policy (its state, e.g. the recurrent carry, kept across steps)
         ─► finite check ─► clip to bounds ─► rate limit ─► robot.write_command()
 
-On a stale or non-finite observation, or a non-finite policy output, the controller writes the
-configured safe action and keeps the previous recurrent carry (a bad input never poisons the
-memory). After more than ``SafetyConfig.max_stale_steps`` such fault steps in a row it writes the
-safe action one last time and stops (:class:`ControllerStopped`; :meth:`Controller.run` returns with
-``stopped=True``). Every intervention is counted in :class:`SafetyEvents`.
+A fault step is one with a stale, future or missing timestamp, a non-finite observation, a
+non-finite policy output, or an exception from ``read_observation`` / ``write_command``. On a fault
+step the controller writes the configured safe action (best effort: if that write raises too, it is
+counted and not retried) and keeps the previous recurrent carry (a bad input never poisons the
+memory). After more than ``SafetyConfig.max_stale_steps`` fault steps in a row it writes the safe
+action one last time and stops (:class:`ControllerStopped`; :meth:`Controller.run` returns with
+``stopped=True``). Every intervention is counted in :class:`SafetyEvents`; no robot-interface
+exception escapes :meth:`Controller.step`.
+
+The models themselves are checked at load (:class:`OnnxPolicy`): input and output types and ranks,
+state shapes, one action column per actuator; any difference is a :class:`ContractMismatch`.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import onnxruntime as ort
 
 __all__ = [
     "ContractMismatch", "Controller", "ControllerStopped", "OnnxPolicy", "RobotInterface", "SafetyConfig",
-    "SafetyEvents",
+    "SafetyEvents", "SystemClock",
 ]
 
+_any, _sum = np.logical_or.reduce, np.add.reduce  # the ufuncs themselves: no per-call Python wrapper
 SPIN_S = 0.0005  # the last stretch before a deadline is busy-waited: time.sleep overshoots by ~0.1 ms
 
 
@@ -47,6 +54,23 @@ class ContractMismatch(ValueError):
 
 class ControllerStopped(RuntimeError):
     """The controller stopped itself (too many fault steps in a row); the safe action was written last."""
+
+
+class SystemClock:
+    """The controller's clock: ``time.monotonic`` (the clock :class:`RobotInterface` timestamps are
+    in), and sleeping until a deadline on it. A simulated clock (same two methods) lets the fixed-rate
+    loop and the watchdog run in simulated time (``deploy.bench.SimClock``)."""
+
+    now = staticmethod(time.monotonic)
+
+    @staticmethod
+    def sleep_until(deadline: float) -> None:
+        """Sleep until ``now() >= deadline``: ``time.sleep`` for most of it, then spin."""
+        remaining = deadline - time.monotonic()
+        if remaining > SPIN_S:
+            time.sleep(remaining - SPIN_S)
+        while time.monotonic() < deadline:
+            pass
 
 
 @runtime_checkable
@@ -83,10 +107,15 @@ class SafetyConfig:
             per actuator); ``None`` turns rate limiting off. The first command after construction
             is not rate limited (the actuators' state is unknown).
         stale_after_s: an observation older than this (``time.monotonic() - timestamp``) is stale;
-            a timestamp equal to or earlier than the previous one is stale too. Default:
-            3 × ``control_dt``; ``math.inf`` disables the age check (not the repeat check).
-        max_stale_steps: fault steps (stale or non-finite observation, non-finite policy output)
-            tolerated in a row; the next one stops the controller.
+            a timestamp equal to or earlier than the last accepted one, or missing (``None``, NaN),
+            is stale too. Default: 3 × ``control_dt``; ``math.inf`` disables the age check (not the
+            repeat check).
+        future_tolerance_s: a timestamp more than this ahead of the controller's clock is a fault
+            (counted as ``future``); it is not used and does not become the reference the next
+            timestamps are compared with. Default: ``control_dt``.
+        max_stale_steps: fault steps (stale, future or missing timestamp, non-finite observation,
+            non-finite policy output, robot-interface exception) tolerated in a row; the next one
+            stops the controller.
         safe_action: command written on a fault step (then clipped and rate limited like every
             other); default: the metadata's ``action_offset`` (mid-range; 0 for unbounded
             actuators), or index 0 for a discrete policy.
@@ -96,6 +125,7 @@ class SafetyConfig:
     action_high: float | Sequence[float] | None = None
     max_rate: float | Sequence[float] | None = None
     stale_after_s: float | None = None
+    future_tolerance_s: float | None = None
     max_stale_steps: int = 5
     safe_action: float | Sequence[float] | None = None
 
@@ -107,7 +137,14 @@ class SafetyEvents:
     Attributes:
         nan_obs: observations with NaN/inf (safe action written, carry kept).
         nan_action: policy outputs with NaN/inf (safe action written, carry kept).
-        stale: stale, repeated or backwards observation timestamps (safe action written, carry kept).
+        stale: stale, repeated, backwards or missing observation timestamps (safe action written,
+            carry kept).
+        future: timestamps ahead of the controller's clock by more than
+            ``SafetyConfig.future_tolerance_s`` (safe action written, carry kept).
+        read_error: exceptions raised by ``read_observation`` or observations that are not an
+            array of numbers (safe action written, carry kept).
+        write_error: exceptions raised by ``write_command`` (a policy command that failed is
+            answered with the safe action; a safe action that failed is counted and not retried).
         clipped: commands changed by the clip to ``[action_low, action_high]``.
         rate_limited: commands changed by the rate limit.
         overruns: control steps that missed their deadline (:meth:`Controller.run`).
@@ -116,6 +153,9 @@ class SafetyEvents:
     nan_obs: int = 0
     nan_action: int = 0
     stale: int = 0
+    future: int = 0
+    read_error: int = 0
+    write_error: int = 0
     clipped: int = 0
     rate_limited: int = 0
     overruns: int = 0
@@ -139,6 +179,13 @@ class OnnxPolicy:
     Attributes:
         carry_names: the state input names, in graph order.
         state: the metadata's ``state`` entries (path, input, output, shape, dtype, init).
+
+    Raises:
+        ContractMismatch: the graph breaks the ONNX contract (:func:`_graph_mismatches`): an
+            observation input not float32 (uint8 for image parts) or not ``[B, ...]``, an action
+            output of the wrong type or rank (``[B, act_dim]`` float32, or ``[B]`` int64 for a
+            discrete policy), a column count other than the metadata's ``action_names``, state
+            inputs/outputs whose type or shape differs from the metadata's ``state``.
     """
 
     def __init__(self, path, threads: int = 1):
@@ -174,9 +221,13 @@ class OnnxPolicy:
         if missing:
             raise ValueError(f"{path}: the metadata's state names {missing} are not graph inputs/outputs")
         self.state = state
+        self.action_name = "action" if "action" in self.output_names else self.output_names[0]
+        errs = _graph_mismatches(self.session, self.metadata, state, self.action_name)
+        if errs:
+            raise ContractMismatch(errs, path)
         self.carry_names = [s["input"] for s in state]
         self._carry_out = [s["output"] for s in state]
-        self._run_names = [self.output_names[0], *self._carry_out]
+        self._run_names = [self.action_name, *self._carry_out]
         self._init = []
         for s in state:
             dtype = np.dtype(s["dtype"])
@@ -200,6 +251,74 @@ class OnnxPolicy:
         feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
         out = self.session.run(self._run_names, feed, self._run_opts)
         return out[0], dict(zip(self.carry_names, out[1:]))
+
+
+_ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int64": "tensor(int64)",
+              "int32": "tensor(int32)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+
+
+def _shape_str(shape) -> str:
+    return "[" + ", ".join("B" if not isinstance(d, int) else str(d) for d in shape) + "]"
+
+
+def _graph_mismatches(session, meta: dict, state: list[dict], action_name: str) -> list[str]:
+    """Every way the graph's inputs and outputs break the ONNX contract (see :mod:`deploy.export`).
+
+    Symbolic (named) dimensions match any size; fixed ones must be what the contract says.
+    """
+    errs = []
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    state_in = {s["input"]: s for s in state}
+    state_out = {s["output"]: s for s in state}
+    obs_dim = len(meta["obs_names"]) if isinstance(meta.get("obs_names"), list) else None
+    for name, arg in inputs.items():
+        if name in state_in:
+            continue
+        if name == "obs":
+            want = ("float32",)
+        elif name.startswith("obs."):
+            want = ("float32", "uint8")
+        else:
+            errs.append(f"input {name!r} ({arg.type} {_shape_str(arg.shape)}) is neither an observation "
+                        f"(obs, obs.<part>) nor a state input of the metadata ({sorted(state_in) or 'none'})")
+            continue
+        if arg.type not in [_ORT_TYPES[w] for w in want]:
+            errs.append(f"input {name!r}: type {arg.type}, expected {' or '.join(_ORT_TYPES[w] for w in want)}")
+        if len(arg.shape) < 2:
+            errs.append(f"input {name!r}: shape {_shape_str(arg.shape)}, expected [B, ...] (a batch axis, then the values)")
+        elif name == "obs" and (len(arg.shape) != 2 or (obs_dim is not None and isinstance(arg.shape[1], int)
+                                                        and arg.shape[1] != obs_dim)):
+            errs.append(f"input 'obs': shape {_shape_str(arg.shape)}, expected [B, {obs_dim}] "
+                        "(one column per metadata obs_names)")
+    act = outputs[action_name]
+    discrete = bool(meta.get("discrete", False))
+    n = len(meta["action_names"]) if isinstance(meta.get("action_names"), list) else None
+    if discrete:
+        if act.type != _ORT_TYPES["int64"]:
+            errs.append(f"output {action_name!r}: type {act.type}, expected tensor(int64) (a discrete policy's index)")
+        if len(act.shape) != 1:
+            errs.append(f"output {action_name!r}: shape {_shape_str(act.shape)}, expected [B] (one index per row)")
+    else:
+        if act.type != _ORT_TYPES["float32"]:
+            errs.append(f"output {action_name!r}: type {act.type}, expected tensor(float)")
+        if len(act.shape) != 2:
+            errs.append(f"output {action_name!r}: shape {_shape_str(act.shape)}, expected [B, {n if n is not None else 'act_dim'}]")
+        elif n is not None and isinstance(act.shape[1], int) and act.shape[1] != n:
+            errs.append(f"output {action_name!r}: shape {_shape_str(act.shape)}, expected [B, {n}] "
+                        f"(one column per actuator: metadata action_names has {n})")
+    for names, args, what in ((state_in, inputs, "input"), (state_out, outputs, "output")):
+        for name, s in names.items():
+            arg = args[name]
+            want_type = _ORT_TYPES.get(str(np.dtype(s["dtype"])))
+            if arg.type != want_type:
+                errs.append(f"state {what} {name!r}: type {arg.type}, expected {want_type} (metadata state dtype)")
+            want_shape = [None, *s["shape"]]
+            if len(arg.shape) != len(want_shape) or any(isinstance(a, int) and a != b for a, b in
+                                                        zip(arg.shape[1:], want_shape[1:])):
+                errs.append(f"state {what} {name!r}: shape {_shape_str(arg.shape)}, expected "
+                            f"{_shape_str(want_shape)} (metadata state shape)")
+    return errs
 
 
 def _names_mismatch(what: str, robot: Sequence[str], policy: Sequence[str]) -> list[str]:
@@ -238,13 +357,17 @@ class Controller:
         robot: the robot (or stand-in); its names and ``control_dt`` must match the policy's metadata.
         safety: :class:`SafetyConfig`.
         threads: onnxruntime intra-op threads.
+        clock: what timestamps are judged by and the loop is paced with (``now()``,
+            ``sleep_until(t)``); default :class:`SystemClock` (``time.monotonic``).
 
     Raises:
         ContractMismatch: every mismatch between the metadata and the robot (observation names and
-            count, action names and order, ``control_dt`` beyond 1e-9 relative), at construction.
+            count, action names and order, ``control_dt`` beyond 1e-9 relative), or between the
+            graph and the contract (:class:`OnnxPolicy`), at construction.
     """
 
-    def __init__(self, onnx_path, robot: RobotInterface, safety: SafetyConfig = SafetyConfig(), threads: int = 1):
+    def __init__(self, onnx_path, robot: RobotInterface, safety: SafetyConfig = SafetyConfig(), threads: int = 1,
+                 clock=None):
         if not isinstance(robot, RobotInterface):
             raise TypeError(f"robot must provide {RobotInterface.__name__} (obs_names, action_names, control_dt, "
                             f"read_observation, write_command); got {type(robot).__name__}")
@@ -285,14 +408,20 @@ class Controller:
         self.stale_after_s = 3.0 * self.control_dt if safety.stale_after_s is None else float(safety.stale_after_s)
         if not self.stale_after_s > 0:
             raise ValueError(f"SafetyConfig.stale_after_s must be > 0, got {self.stale_after_s}")
+        self.future_tolerance_s = (self.control_dt if safety.future_tolerance_s is None
+                                   else float(safety.future_tolerance_s))
+        if not self.future_tolerance_s >= 0:
+            raise ValueError(f"SafetyConfig.future_tolerance_s must be >= 0, got {self.future_tolerance_s}")
         if safety.max_stale_steps < 0:
             raise ValueError(f"SafetyConfig.max_stale_steps must be >= 0, got {safety.max_stale_steps}")
+        self.max_faults = int(safety.max_stale_steps)
+        self.clock = SystemClock() if clock is None else clock
 
         self.events = SafetyEvents()
         self.last_action: np.ndarray | None = None  # the last command written (the rate limiter's reference)
+        self.last_error: str | None = None  # the last robot-interface exception, as text
         self.last_latency_s = 0.0
         self.steps = 0
-        self._last_ts: float | None = None
         self.reset()
 
     # ---------------------------------------------------------------------------------------------
@@ -323,46 +452,62 @@ class Controller:
         return self._stopped
 
     def reset(self) -> None:
-        """Zero the recurrent state and re-arm the fault counter (e.g. at an episode start).
+        """Zero the recurrent state, forget the last timestamp and re-arm the fault counter (e.g. at
+        an episode start).
 
         The last command is kept as the rate limiter's reference: the actuators have not moved.
         """
         self._carry = self.policy.init_carry(1)
         self._faults_in_row = 0
         self._stopped = False
+        self._last_ts: float | None = None
 
     def _limit(self, action: np.ndarray) -> np.ndarray:
-        """Clip to the bounds, then rate limit against the last command; counts both events."""
+        """Clip to the bounds, then rate limit against the last command; counts both events.
+        Returns a new float32 array (the robot may keep it)."""
         if self.discrete:
-            return action
-        clipped = np.clip(action, self.low, self.high)
-        if np.any(clipped != action):
+            return np.array(action, np.int64)
+        out = np.minimum(np.maximum(action, self.low), self.high, dtype=np.float32)
+        if _any(out != action, axis=None):
             self.events.clipped += 1
         if self.max_rate is not None and self.last_action is not None:
-            limited = np.clip(clipped, self.last_action - self.max_rate, self.last_action + self.max_rate)
-            if np.any(limited != clipped):
+            limited = np.minimum(np.maximum(out, self.last_action - self.max_rate), self.last_action + self.max_rate)
+            if _any(limited != out, axis=None):
                 self.events.rate_limited += 1
-            clipped = limited
-        return clipped.astype(np.float32)
+                out = limited
+        return out
 
-    def _write(self, action: np.ndarray) -> np.ndarray:
-        action = self._limit(action)
-        self.robot.write_command(action)
-        self.last_action = action
-        return action
+    def _send(self, command: np.ndarray) -> bool:
+        """``robot.write_command(command)``; on an exception count it and return False (the rate
+        limiter's reference stays the last command that was written)."""
+        try:
+            self.robot.write_command(command)
+        except Exception as e:  # noqa: BLE001 (any driver error is answered the same way)
+            self.events.write_error += 1
+            self.last_error = f"write_command raised {type(e).__name__}: {e}"
+            return False
+        self.last_action = command
+        return True
 
     def _fault(self, reason: str) -> np.ndarray:
-        """Write the safe action; stop after more than ``max_stale_steps`` faults in a row."""
+        """Write the safe action (best effort, once); stop after more than ``max_stale_steps`` faults in a row."""
         self._faults_in_row += 1
-        action = self._write(self.safe_action.copy())
-        if self._faults_in_row > self.safety.max_stale_steps:
+        action = self._limit(self.safe_action)
+        written = self._send(action)
+        if not written:
+            reason = f"{reason}; writing the safe action failed too ({self.last_error})"
+        if self._faults_in_row > self.max_faults:
             self._stopped = True
             raise ControllerStopped(f"stopped after {self._faults_in_row} fault steps in a row (last: {reason}); "
-                                    f"safe action {action.tolist()} written")
+                                    f"safe action {action.tolist()} {'written' if written else 'not written'}")
         return action
 
     def step(self) -> np.ndarray:
-        """One control step: read, guard, infer, clip, rate limit, write. Returns the command written.
+        """One control step: read, guard, infer, clip, rate limit, write. Returns the command written
+        (attempted: a failed write is counted in ``events.write_error``).
+
+        No exception of the robot's ``read_observation``/``write_command`` escapes: each is a fault
+        step (counted, answered with the safe action).
 
         Raises:
             ControllerStopped: this step was one fault too many (the safe action was written), the
@@ -379,43 +524,58 @@ class Controller:
             self.steps += 1
 
     def _step(self) -> np.ndarray:
-        obs, ts = self.robot.read_observation()
-        now = time.monotonic()
-        obs = np.asarray(obs, np.float32).reshape(1, -1)
+        try:
+            obs, ts = self.robot.read_observation()
+            obs = np.asarray(obs, np.float32).reshape(1, -1)
+        except Exception as e:  # noqa: BLE001 (any driver error is answered the same way)
+            self.events.read_error += 1
+            self.last_error = f"read_observation raised {type(e).__name__}: {e}"
+            return self._fault(self.last_error)
+        now = self.clock.now()
         if obs.shape[1] != self.obs_dim:
-            self._write(self.safe_action.copy())
+            action = self._limit(self.safe_action)
+            self._send(action)
             self._stopped = True
             raise ControllerStopped(f"robot returned {obs.shape[1]} observation values, policy expects {self.obs_dim}; "
                                     "safe action written")
-        faults = []
-        try:
-            ts = float(ts)
-        except (TypeError, ValueError):
-            ts = math.nan
-        if not math.isfinite(ts) or (self._last_ts is not None and ts <= self._last_ts) or now - ts > self.stale_after_s:
+        fault = None
+        ts = _timestamp(ts)
+        last = self._last_ts
+        if ts != ts:  # NaN: missing or not a number
             self.events.stale += 1
-            faults.append(f"stale observation (timestamp {ts}, previous {self._last_ts}, now {now:.6f})")
-        if math.isfinite(ts):
-            self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)
-        if not np.all(np.isfinite(obs)):
+            fault = "missing observation timestamp"
+        elif ts > now + self.future_tolerance_s:
+            self.events.future += 1
+            fault = f"observation timestamp {ts:.6f} is {ts - now:.6g} s ahead of the clock ({now:.6f})"
+        else:
+            if (last is not None and ts <= last) or now - ts > self.stale_after_s:
+                self.events.stale += 1
+                fault = f"stale observation (timestamp {ts:.6f}, previous {last}, now {now:.6f})"
+            if last is None or ts > last:
+                self._last_ts = ts
+        if not math.isfinite(_sum(obs, axis=None, dtype=np.float64)):  # float32 values cannot overflow a float64 sum
             self.events.nan_obs += 1
-            faults.append("non-finite observation")
-        if faults:
-            return self._fault("; ".join(faults))
+            fault = "non-finite observation" if fault is None else f"{fault}; non-finite observation"
+        if fault is not None:
+            return self._fault(fault)
 
         action, carry = self.policy.step(obs, self._carry)
         action = action[0]
-        if not (np.all(np.isfinite(action)) and all(np.all(np.isfinite(c)) for c in carry.values())):
+        if not math.isfinite(_sum(action, axis=None, dtype=np.float64)) or not all(
+                math.isfinite(_sum(c, axis=None, dtype=np.float64)) for c in carry.values()):
             self.events.nan_action += 1
             return self._fault("non-finite policy output")
+        command = self._limit(action)
+        if not self._send(command):
+            return self._fault(self.last_error)
         self._carry = carry
         self._faults_in_row = 0
-        return self._write(np.asarray(action, np.int64) if self.discrete else action)
+        return command
 
     # ---------------------------------------------------------------------------------------------
 
-    def run(self, num_steps: int, realtime: bool = True) -> dict:
-        """Run ``num_steps`` control steps, one every ``control_dt`` (``time.perf_counter`` deadlines).
+    def run(self, num_steps: int, realtime: bool = True, timings: bool = False) -> dict:
+        """Run ``num_steps`` control steps, one every ``control_dt`` (deadlines on :attr:`clock`).
 
         A step finishing after its deadline is an overrun: no sleep, the next step starts at once
         and its deadline is one period later (no burst of catch-up steps). With ``realtime=False``
@@ -423,28 +583,34 @@ class Controller:
 
         Returns:
             ``{"steps", "stopped", "stop_reason", "events" (this run's counts), "latency_us":
-            {"median", "p99", "max", "mean"} (read to write of each step), "wall_s", "control_dt",
-            "rate_hz"}``.
+            {"median", "p99", "max", "mean"} (read to write of each step), "jitter_us": {"median",
+            "p99", "max", "mean"} (how late each step started against its schedule; NaN without
+            ``realtime``), "wall_s", "control_dt", "rate_hz"}``; with ``timings`` also the raw
+            ``latency_s`` and ``lateness_s`` arrays (one per step).
         """
         if num_steps < 0:
             raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         dt = self.control_dt
+        now, sleep_until = self.clock.now, self.clock.sleep_until
         before = dataclasses.replace(self.events)
         lat = np.empty(num_steps)
+        late = np.full(num_steps, math.nan)
         done = 0
         stop_reason = None
-        start = time.perf_counter()
+        start = now()
         deadline = start + dt
         for _ in range(num_steps):
-            t0 = time.perf_counter()
+            t0 = now()
+            if realtime:
+                late[done] = t0 - (deadline - dt)
             try:
                 self.step()
             except ControllerStopped as e:
                 stop_reason = str(e)
-                lat[done] = time.perf_counter() - t0
+                lat[done] = now() - t0
                 done += 1
                 break
-            t1 = time.perf_counter()
+            t1 = now()
             lat[done] = t1 - t0
             done += 1
             if realtime:
@@ -452,31 +618,39 @@ class Controller:
                     self.events.overruns += 1
                     deadline = t1 + dt
                 else:
-                    _sleep_until(deadline)
+                    sleep_until(deadline)
                     deadline += dt
             elif t1 - t0 > dt:
                 self.events.overruns += 1
-        wall = time.perf_counter() - start
-        lat_us = lat[:done] * 1e6
-        stats = ({"median": float(np.median(lat_us)), "p99": float(np.percentile(lat_us, 99)),
-                  "max": float(lat_us.max()), "mean": float(lat_us.mean())} if done else
-                 {"median": math.nan, "p99": math.nan, "max": math.nan, "mean": math.nan})
-        return {
+        wall = now() - start
+        out = {
             "steps": done,
             "stopped": self._stopped,
             "stop_reason": stop_reason,
             "events": dataclasses.asdict(self.events.minus(before)),
-            "latency_us": stats,
+            "latency_us": _stats_us(lat[:done]),
+            "jitter_us": _stats_us(late[:done]),
             "wall_s": wall,
             "control_dt": dt,
             "rate_hz": done / wall if wall > 0 else math.nan,
         }
+        if timings:
+            out["latency_s"], out["lateness_s"] = lat[:done], late[:done]
+        return out
 
 
-def _sleep_until(deadline: float) -> None:
-    """Sleep until ``time.perf_counter() >= deadline``: ``time.sleep`` for most of it, then spin."""
-    remaining = deadline - time.perf_counter()
-    if remaining > SPIN_S:
-        time.sleep(remaining - SPIN_S)
-    while time.perf_counter() < deadline:
-        pass
+def _stats_us(seconds: np.ndarray) -> dict[str, float]:
+    """``{"median", "p99", "max", "mean"}`` in µs (NaN when empty or not measured)."""
+    if not len(seconds) or np.isnan(seconds).all():
+        return {"median": math.nan, "p99": math.nan, "max": math.nan, "mean": math.nan}
+    us = seconds * 1e6
+    return {"median": float(np.median(us)), "p99": float(np.percentile(us, 99)), "max": float(us.max()),
+            "mean": float(us.mean())}
+
+
+def _timestamp(ts) -> float:
+    """A reading's timestamp as a float; NaN when missing (``None``) or not a number."""
+    try:
+        return float(ts)
+    except (TypeError, ValueError):
+        return math.nan

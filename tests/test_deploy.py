@@ -539,10 +539,12 @@ def test_stale_sensor_and_stop(exported):
     with pytest.raises(ControllerStopped):
         ctl.step()
     assert len(robot.commands) == n  # a stopped controller writes nothing
-    # run() reports the stop instead of raising
+    # run() reports the stop instead of raising; reset() forgot the last timestamp, so the first
+    # reading at ts is accepted again and its three repeats stop the controller
     ctl.reset()
+    robot.timestamp_override = time.monotonic()
     summary = ctl.run(10, realtime=False)
-    assert summary["stopped"] and summary["steps"] == 3 and summary["events"]["stale"] == 3
+    assert summary["stopped"] and summary["steps"] == 4 and summary["events"]["stale"] == 3
     assert "fault steps" in summary["stop_reason"]
 
 
