@@ -2,12 +2,17 @@
 
 Orbax stores a flat ``{"leaf_00000": array, ...}`` dict: restoring against a template built by the
 same code gives back the exact pytree (typed PRNG keys included, stored as their key data), whatever
-node types (flax structs, optax states) it holds.
+node types (flax structs, optax states) it holds. A checkpoint that cannot be read raises
+:class:`CorruptCheckpoint` naming its step and the damaged file; :meth:`Checkpoints.restore_latest`
+falls back to the newest readable one. Policy files are written whole or not at all (a temporary file
+renamed into place).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,51 @@ def _unflat(template: Any, flat: dict) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint that cannot be read; the message names its step and the damaged file."""
+
+
+def saved_steps(directory: Path) -> list[int]:
+    """The steps of the finished checkpoints in ``directory`` (sorted; none if it does not exist),
+    read from the folder names without starting orbax. Orbax writes a step into a temporary folder
+    and renames it to the bare step number once complete, so a save cut short is not listed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _short(message: str) -> str:
+    """An orbax / tensorstore error without its long spec dump."""
+    return message.split(" [tensorstore_spec")[0].strip()
+
+
+def describe_damage(step_dir: Path, error: Exception) -> str:
+    """``file: what is wrong`` for a checkpoint folder that failed to restore with ``error``.
+
+    Tensorstore names the file it failed on; orbax's JSON metadata errors name none, so the
+    metadata files are parsed here to find the damaged one.
+    """
+    step_dir = Path(step_dir)
+    message = str(error)
+    files = [f for f in re.findall(r'local file "([^"]+)"', message) if Path(f).is_file()]
+    if files:
+        cause = message.split(f'local file "{files[-1]}": ')[-1]
+        return f"{files[-1]}: {_short(cause)}"
+    item = step_dir / "default"
+    if not item.is_dir():
+        return f"{item}: missing"
+    for f in (item / "_METADATA", item / "manifest.ocdbt", step_dir / "_CHECKPOINT_METADATA"):
+        if not f.is_file():
+            return f"{f}: missing"
+        if f.suffix != ".ocdbt":
+            try:
+                json.loads(f.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                return f"{f}: not valid JSON ({e})"
+    return f"{step_dir}: {_short(message) or type(error).__name__}"
+
+
 class Checkpoints:
     """Orbax checkpoints of a train state in ``directory``, the last ``keep`` kept."""
 
@@ -65,6 +115,10 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def steps(self) -> list[int]:
+        """Every kept step, oldest first."""
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, tree: Any) -> None:
         self.manager.save(int(step), args=self._ocp.args.StandardSave(_flat(tree)))
         self.manager.wait_until_finished()
@@ -74,8 +128,42 @@ class Checkpoints:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = {k: np.zeros(v.shape, v.dtype) for k, v in _flat(template).items()}
-        flat = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
-        return _unflat(template, flat)
+        try:
+            flat = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        except Exception as e:  # orbax and tensorstore raise many types (JSON, ValueError, KeyError, OSError)
+            damage = describe_damage(self.directory / str(step), e)
+            raise CorruptCheckpoint(f"the checkpoint at step {step} is unreadable: {damage}") from None
+        try:
+            return _unflat(template, flat)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {self.directory / str(step)}: {e}") from None
+
+    def restore_latest(self, template: Any) -> tuple[Any, int, list[tuple[int, str]]]:
+        """``(tree, step, damaged)``: the newest checkpoint that reads, and ``(step, message)`` for each
+        newer one that does not. Raises :class:`CorruptCheckpoint` (naming every damaged file) if
+        none reads, :class:`FileNotFoundError` if there is none."""
+        steps = self.steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        damaged = []
+        for step in reversed(steps):
+            try:
+                return self.restore(template, step), step, damaged
+            except CorruptCheckpoint as e:
+                damaged.append((step, str(e)))
+        raise CorruptCheckpoint(f"no readable checkpoint in {self.directory}: " + "; ".join(m for _, m in damaged))
+
+    def set_aside(self, step: int) -> Path:
+        """Move a damaged step out of the managed folder (to ``<directory>-damaged/<step>``) so that
+        training can save that step again; returns where it went."""
+        aside = self.directory.with_name(self.directory.name + "-damaged")
+        aside.mkdir(parents=True, exist_ok=True)
+        target, i = aside / str(step), 1
+        while target.exists():
+            target, i = aside / f"{step}.{i}", i + 1
+        os.replace(self.directory / str(step), target)
+        self.manager.reload()
+        return target
 
     def close(self) -> None:
         self.manager.close()
@@ -87,8 +175,17 @@ def save_policy(directory: Path, spec, params: Any, extra: dict | None = None) -
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "spec.json").write_text(json.dumps({"spec": spec.to_dict(), **(extra or {})}, indent=2))
-    (directory / "params.msgpack").write_bytes(serialization.to_bytes(jax.device_get(params)))
+    write_atomic(directory / "params.msgpack", serialization.to_bytes(jax.device_get(params)))
+    write_atomic(directory / "spec.json", json.dumps({"spec": spec.to_dict(), **(extra or {})}, indent=2).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a sibling temporary file (same permissions as any other
+    file written) renamed over it, so an interrupted write leaves the old file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def read_policy_meta(directory: Path, hint: str = "") -> tuple[dict, Path]:
