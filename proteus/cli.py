@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -94,6 +95,18 @@ class BenchSim:
         bench_sim(self.env, self.batch, self.steps, self.mjx_steps, json_path=self.json)
 
 
+BACKENDS = ("auto", "jax", "native", "mjx")
+"""What ``--backend`` takes (``auto``: the env's first backend)."""
+
+
+class UsageError(ValueError):
+    """A refused command-line value; the message names the flag and the value (``--lr must be finite, got inf``)."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
     """What every learner's ``proteus train NAME`` takes besides its own config (see :func:`train_command`)."""
@@ -112,6 +125,24 @@ class TrainOptions:
     """Show the progress bar."""
 
     learner_name = ""  # set on each learner's subclass
+
+    def check(self) -> None:
+        """Refuse a bad ``--seed``, ``--backend``, ``--checkpoint-every`` or ``--env`` (:class:`UsageError`)
+        before anything is built or written."""
+        from sim.registry import entry
+
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.checkpoint_every is not None and (not _is_int(self.checkpoint_every)
+                                                  or not 1 <= self.checkpoint_every <= 2**31 - 1):
+            raise UsageError(f"--checkpoint-every must be an integer >= 1 (updates between checkpoints; omit it "
+                             f"for about 50 per run), got {self.checkpoint_every!r}")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        backends = entry(self.env).backends  # an unknown env raises naming the closest ids and the known ones
+        if self.backend != "auto" and self.backend not in backends:
+            raise UsageError(f"--backend {self.backend}: {self.env} runs on {', '.join(backends)} (or auto), "
+                             f"got {self.backend!r}")
 
     def run(self) -> None:
         from proteus.runs import RunSpec, train_run
@@ -136,10 +167,51 @@ def train_command(name: str) -> type:
            "command again to resume a killed run from its last checkpoint.")
     cls = dataclasses.make_dataclass(
         f"Train{''.join(p.capitalize() for p in learner.name.replace('-', '_').split('_'))}",
-        [("config", tyro.conf.OmitArgPrefixes[learner.config], dataclasses.field(default_factory=learner.config))],
+        [("config", tyro.conf.OmitArgPrefixes[_unchecked(learner.config)],
+          dataclasses.field(default_factory=_unchecked(learner.config)))],
         bases=(TrainOptions,), frozen=True, namespace={"learner_name": learner.name, "__doc__": doc},
     )
     return cls
+
+
+@functools.cache
+def _unchecked(config: type) -> type:
+    """``config`` without its ``__post_init__`` validation: what tyro fills from the flags, so a refused
+    value reaches :func:`_checked` (which names the flag) instead of tyro's generic error box."""
+    return dataclasses.make_dataclass(config.__name__, [], bases=(config,), frozen=True,
+                                      namespace={"__post_init__": lambda self: None, "__doc__": config.__doc__,
+                                                 "__module__": config.__module__})
+
+
+def _fields(c: Any, config: type) -> dict:
+    return {f.name: getattr(c, f.name) for f in dataclasses.fields(config)}
+
+
+def _flag(config: type, field: str) -> str:
+    """The flag a config field is given with: its first alias (``--steps``) or ``--field-name``."""
+    import typing
+
+    hint = typing.get_type_hints(config, include_extras=True).get(field)
+    for meta in getattr(hint, "__metadata__", ()):
+        aliases = getattr(meta, "aliases", None)
+        if aliases:
+            return aliases[0]
+    return "--" + field.replace("_", "-")
+
+
+def _checked(cmd: Any, learner: Any) -> Any:
+    """``cmd`` with its config rebuilt as the learner's validated config; a refused field or train option
+    raises :class:`UsageError` naming the flag and the value, before anything is built or written."""
+    cmd.check()
+    c = cmd.config
+    try:
+        config = learner.config(**_fields(c, learner.config))
+    except ValueError as e:
+        field = getattr(e, "field", None)
+        if field is None:
+            raise
+        raise UsageError(f"{_flag(learner.config, field)} {e.why}, got {e.value!r}") from None
+    return dataclasses.replace(cmd, config=config)
 
 
 def _train_learner(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -200,15 +272,16 @@ def train_main(argv: list[str]) -> Any:
                                     "Learners: " + "; ".join(f"{n}: {get(n).description}" for n in names()))
     cls = train_command(name)
     env = _env_arg(rest)
+    flags = _unchecked(get(name).config)
     if "-h" in rest or "--help" in rest:
         default = cls(env=env)
         try:
-            default = cls(env=env, config=get(name).default_config(env))
+            default = cls(env=env, config=flags(**_fields(get(name).default_config(env), flags)))
         except (KeyError, ValueError):
             pass
     else:
-        default = cls(env=env, config=get(name).default_config(env))
-    return tyro.cli(cls, args=rest, default=default, prog=f"proteus train {name}")
+        default = cls(env=env, config=flags(**_fields(get(name).default_config(env), flags)))
+    return _checked(tyro.cli(cls, args=rest, default=default, prog=f"proteus train {name}"), get(name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,12 +327,43 @@ class BenchExport:
         bench_export(self.json, steps=self.steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchDeploy:
+    """The controller soak at its control rate on the MuJoCo stand-in with faults injected at random:
+    faults injected and detected, unsafe commands written (must be 0), control-loop jitter (p50, p99,
+    max) and overruns, and the cost of Controller.step over raw onnxruntime inference (target <= 2x)."""
+
+    steps: int = 20_000
+    """Soak control steps (100000: the issue's full soak)."""
+    rate_hz: float = 500.0
+    """Control rate."""
+    fault_rate: float = 0.01
+    """Chance of an injected fault per control step."""
+    seed: int = 0
+    """Seed of the fault schedule."""
+    timing_steps: int = 5000
+    """Steps per timed round of Controller.step against raw inference."""
+    rounds: int = 5
+    """Timed rounds (best is reported)."""
+    env: str = "pendulum-swingup"
+    """MuJoCo env the stand-in plays."""
+    json: Path | None = None
+    """Write the rows to this file."""
+
+    def run(self) -> None:
+        from deploy.bench import bench_deploy
+
+        bench_deploy(self.json, steps=self.steps, rate_hz=self.rate_hz, fault_rate=self.fault_rate, seed=self.seed,
+                     timing_steps=self.timing_steps, rounds=self.rounds, env_id=self.env)
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
     Annotated[BenchSim, tyro.conf.subcommand("sim")],
     Annotated[BenchTrain, tyro.conf.subcommand("train")],
     Annotated[BenchExport, tyro.conf.subcommand("export")],
+    Annotated[BenchDeploy, tyro.conf.subcommand("deploy")],
 ]
 
 
@@ -410,15 +514,31 @@ def main(argv: list[str] | None = None) -> None:
             cmd = tyro.cli(Command, args=argv, prog="proteus", config=(tyro.conf.OmitSubcommandPrefixes,),
                            description="Proteus: meta-RL and sim2real robotics.")
         cmd.run()
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+    except (KeyError, ValueError) as e:  # refusals (RunLocked and RunFolderError are ValueErrors)
         msg = e.args[0] if e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2) from None
-    except RuntimeError as e:  # refusals with a full message: parity failure, NaN loss
+    except OSError as e:  # unreadable or unwritable paths: read-only folders, --out under a file, a full disk
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except RuntimeError as e:  # refusals with a full message: parity failure, NaN loss, Ctrl-C in training
+        if type(e).__name__ == "RunInterrupted":  # its message says where the run resumes from
+            print(e, file=sys.stderr)
+            raise SystemExit(130) from None
         if type(e).__name__ not in ("ParityError", "NonFiniteLoss", "ControllerStopped"):
             raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _os_error(e: OSError) -> str:
+    """``PATH: reason`` for an OSError that names a path, else its message."""
+    if e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return e.args[0] if len(e.args) == 1 else str(e)
 
 if __name__ == "__main__":
     main()

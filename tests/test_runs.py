@@ -119,7 +119,7 @@ def test_cli_train_writes_a_run_folder(tmp_path, capsys):
 def test_cli_train_names_the_bad_field(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "ppo", "--env", "pendulum-swingup", "--lr", "-1", "--out", str(tmp_path)])
-    assert "PPOConfig.lr=-1.0: must be > 0" in capsys.readouterr().err
+    assert "error: --lr must be > 0, got -1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "ppo", "--env", "pendulum-swingupp"])
     assert "pendulum-swingup" in capsys.readouterr().err
