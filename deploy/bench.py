@@ -489,15 +489,17 @@ def bench_deploy(json_path: Path | None = None, steps: int = 20_000, rate_hz: fl
     (64, 64) MLP exported with :func:`deploy.export.build_onnx`), then ``Controller.step`` against
     raw onnxruntime inference of the same model. Prints a table; returns rows (``--json`` as
     :func:`bench_export`). ``steps=100_000`` is the issue's full soak."""
+    for name, value, low in (("steps", steps, 1), ("timing_steps", timing_steps, 10), ("rounds", rounds, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if not rate_hz > 0:
+        raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
     import jax
 
     from deploy.export import build_onnx
     from deploy.standin import MujocoStandIn
     from meta_rl.networks import Policy, PolicySpec
 
-    if steps < 1 or timing_steps < 10 or rounds < 1 or not rate_hz > 0:
-        raise ValueError(f"steps, timing_steps >= 10, rounds >= 1 and rate_hz > 0 needed; got {steps}, "
-                         f"{timing_steps}, {rounds}, {rate_hz}")
     dt = 1.0 / rate_hz
     robot = MujocoStandIn(env_id)
     spec = PolicySpec(kind="mlp", obs_names=tuple(robot.obs_names), action_names=tuple(robot.action_names),

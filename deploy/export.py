@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
+import re
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from deploy.files import write_atomic
 
 OPSET = 17
 CONTRACT_VERSION = 2  # 2: state inputs named from the agent state's pytree paths
@@ -652,15 +653,20 @@ def _prune(t: _Tracer, outputs: list[str]) -> None:
     t.inits = [i for i in t.inits if i.name in need]
 
 
-def obs_layout(obs_names) -> list[dict]:
-    """Group consecutive observation names by their prefix before the first ``.``.
+_GROUP_SEP = re.compile(r"[.=]")  # "qpos.hinge" (a vector's element), "prev_action=arm_2" (a one-hot's choice)
 
-    ``("qpos.a", "qpos.b", "qvel.a", "goal")`` -> ``[{"name": "qpos", "start": 0, "stop": 2},
-    {"name": "qvel", "start": 2, "stop": 3}, {"name": "goal", "start": 3, "stop": 4}]``.
+
+def obs_layout(obs_names) -> list[dict]:
+    """Group consecutive observation names by their prefix before the first ``.`` or ``=``.
+
+    ``.`` names a vector's element, ``=`` a one-hot block's choice (the discrete previous action of
+    an RL² policy, ``prev_action=arm_0 ... prev_action=arm_4``, or a tabular state ``state=3``), so
+    either is one entry: ``("qpos.a", "qpos.b", "qvel.a", "goal")`` -> ``[{"name": "qpos", "start": 0,
+    "stop": 2}, {"name": "qvel", "start": 2, "stop": 3}, {"name": "goal", "start": 3, "stop": 4}]``.
     """
     layout: list[dict] = []
     for i, n in enumerate(obs_names):
-        group = n.split(".", 1)[0]
+        group = _GROUP_SEP.split(str(n), maxsplit=1)[0]
         if layout and layout[-1]["name"] == group and layout[-1]["stop"] == i:
             layout[-1]["stop"] = i + 1
         else:
@@ -969,27 +975,7 @@ def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs
             f"({n_inputs} observations); {path} was not written"
         )
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic and never clobbers
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-            except OSError:  # a filesystem without hard links
-                if path.exists():
-                    raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, data, overwrite=overwrite)  # the normal file mode, never a half-written file
 
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
     return ExportReport(path=path, kind=s.kind, discrete=s.discrete, max_action_error=act_err,

@@ -46,17 +46,14 @@ import dataclasses
 import functools
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from deploy.files import write_atomic
 from deploy.rl2_inputs import RL2Inputs, is_rl2, rl2_input_names
 from deploy.runtime import ContractMismatch, Controller, ControllerStopped, SafetyConfig
 
@@ -74,6 +71,8 @@ REPORT_JSON, REPORT_PNG = "sim2sim.json", "sim2sim.png"
 
 def _tracking_fn(env_id: str):
     """``(label, fn(view, task) -> scalar)`` for tasks with a natural tracking error, else ``None``."""
+    import jax.numpy as jnp
+
     if env_id == "cheetah-vel":
         from robots.cheetah import forward_velocity
 
@@ -129,6 +128,9 @@ class _World:
     steps per env step) with its jitted reset and control step."""
 
     def __init__(self, robot: _Robot, substeps: int, chunk: int, friction, mass, gain):
+        import jax
+        import jax.numpy as jnp
+
         from robots.task import PhysicsView
         from sim.mujoco_env import MujocoEnv
 
@@ -187,32 +189,149 @@ def _world(env_id: str, substeps: int, chunk: int, friction, mass, gain) -> _Wor
 
 
 # --------------------------------------------------------------------------------------------------
-# The stand-in
+# The options of a stand-in run, checked before anything is built
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw(value, rng: np.random.Generator, what: str, positive: bool) -> float | None:
-    """A fixed value, a uniform draw from ``(lo, hi)``, or ``None`` (nominal)."""
-    if value is None:
-        return None
-    if np.ndim(value) == 0:
+MAX_LATENCY_MS = 1000.0
+"""The largest sensor latency the stand-in models, in ms (and never more than one episode): the
+stand-in keeps every physics step's observation of the latency line in memory."""
+MAX_SUBSTEPS = 1000
+"""Physics steps per control step at most: the smallest physics timestep is ``control_dt / MAX_SUBSTEPS``."""
+MAX_WORLDS = 1024
+"""Stand-in worlds of one report at most (each runs its episodes one after the other, in Python)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StandinOptions:
+    """The options of a stand-in run, checked (:func:`check_options`) before anything is built.
+
+    Attributes:
+        latency_ms: sensor latency range ``(low, high)`` in ms, ``0 <= low <= high <= MAX_LATENCY_MS``.
+        friction, mass, gain: scale ranges ``(low, high)``, ``0 < low <= high``, or ``None`` (nominal).
+        noise_std: observation noise std, ``>= 0``.
+        timestep: physics timestep in s, ``> 0``, or ``None`` (the training one).
+        worlds: number of worlds, an integer in ``[1, MAX_WORLDS]``.
+    """
+
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    friction: tuple[float, float] | None = None
+    mass: tuple[float, float] | None = None
+    gain: tuple[float, float] | None = None
+    noise_std: float = 0.0
+    timestep: float | None = None
+    worlds: int = 8
+
+
+def _label(name: str, cli: bool) -> str:
+    """How an error names an option: ``latency_ms`` (Python), ``--latency-ms`` (``proteus deploy``)."""
+    return "--" + name.replace("_", "-") if cli else name
+
+
+def _number(value, what: str) -> float:
+    """``value`` as a finite float; anything else is refused naming ``what``."""
+    try:
         v = float(value)
-    else:
-        lo, hi = _range(value, what)
-        v = float(rng.uniform(lo, hi)) if hi > lo else lo
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-        raise ValueError(f"{what} must be {'> 0' if positive else '>= 0'} and finite, got {v}")
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {value!r}")
     return v
 
 
-def _range(value, what: str) -> tuple[float, float]:
-    if np.ndim(value) == 0:
-        v = float(value)
-        return v, v
-    vals = [float(v) for v in value]
-    if len(vals) != 2 or not all(math.isfinite(v) for v in vals) or vals[0] > vals[1]:
-        raise ValueError(f"{what} must be a number or a (low, high) pair with low <= high, got {value!r}")
-    return vals[0], vals[1]
+def _scalar(value, what: str, positive: bool) -> float:
+    """A finite number ``> 0`` (``positive``) or ``>= 0``; errors name ``what`` and the value."""
+    v = _number(value, what)
+    if v <= 0 if positive else v < 0:
+        raise ValueError(f"{what} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+    return v
+
+
+def _range(value, what: str, positive: bool = False, high: float | None = None) -> tuple[float, float]:
+    """A number ``v`` (-> ``(v, v)``) or a ``(low, high)`` pair of finite numbers, ``low <= high``,
+    each ``> 0`` (``positive``) or ``>= 0`` and at most ``high``; errors name ``what`` and the value."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) not in (0, 1):
+        raise ValueError(f"{what} must be a number or a (low, high) pair, got {value!r}")
+    vals = [value] * 2 if np.ndim(value) == 0 else list(value)
+    if len(vals) != 2:
+        raise ValueError(f"{what} must be a number or a (low, high) pair, got {value!r}")
+    lo, hi = (_scalar(v, what, positive) for v in vals)
+    if lo > hi:
+        raise ValueError(f"{what} must be a (low, high) pair with low <= high, got {value!r}")
+    if high is not None and hi > high:
+        raise ValueError(f"{what} must be at most {high:g}, got {value!r}")
+    return lo, hi
+
+
+def check_options(*, latency_ms=(0.0, 0.0), friction=None, mass=None, gain=None, noise_std=0.0, timestep=None,
+                  worlds=8, env_id: str | None = None, cli: bool = False) -> StandinOptions:
+    """Check every range option of a stand-in run before anything is built or compiled.
+
+    Ranges are numbers or ``(low, high)`` pairs (see :class:`StandinOptions` for what each may be);
+    NaN, inf, ``low > high``, negative values, zero scales, a latency above :data:`MAX_LATENCY_MS`,
+    a fractional or out-of-range world count are refused. With ``env_id`` the robot's own limits are
+    checked too (:func:`check_robot_options`: latency within one episode, timestep within
+    ``[control_dt / MAX_SUBSTEPS, control_dt]``); that builds the env's model, nothing is compiled.
+
+    Args:
+        cli: name options as ``proteus deploy`` spells them (``--latency-ms``) in errors.
+
+    Raises:
+        ValueError: naming the option and the value refused.
+    """
+    opts = StandinOptions(
+        latency_ms=_range(latency_ms, _label("latency_ms", cli), high=MAX_LATENCY_MS),
+        **{name: None if v is None else _range(v, _label(name, cli), positive=True)
+           for name, v in (("friction", friction), ("mass", mass), ("gain", gain))},
+        noise_std=_scalar(noise_std, _label("noise_std", cli), positive=False),
+        timestep=None if timestep is None else _scalar(timestep, _label("timestep", cli), positive=True),
+        worlds=_count(worlds, _label("worlds", cli), MAX_WORLDS),
+    )
+    if env_id is not None:
+        check_robot_options(env_id, opts.latency_ms[1], opts.timestep, cli=cli)
+    return opts
+
+
+def _count(value, what: str, most: int | None = None) -> int:
+    """An integer ``>= 1`` (and ``<= most``): ``2.0`` is 2; ``2.5``, ``True`` and ``"2"`` are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    if int(value) < 1 or (most is not None and int(value) > most):
+        raise ValueError(f"{what} must be {'>= 1' if most is None else f'in [1, {most}]'}, got {value!r}")
+    return int(value)
+
+
+def check_robot_options(env_id: str, latency_ms: float, timestep: float | None, cli: bool = False) -> None:
+    """The limits that depend on the robot: a latency of at most one episode (and
+    :data:`MAX_LATENCY_MS`), a timestep in ``[control_dt / MAX_SUBSTEPS, control_dt]``.
+
+    Raises:
+        ValueError: naming the option, the value and the robot's limit.
+    """
+    r = _robot(env_id)
+    episode_ms = r.episode_length * r.control_dt * 1e3
+    if not latency_ms <= min(MAX_LATENCY_MS, episode_ms):
+        raise ValueError(f"{_label('latency_ms', cli)} must be at most {min(MAX_LATENCY_MS, episode_ms):g} ms "
+                         f"(the stand-in's maximum of {MAX_LATENCY_MS:g} ms, and one {env_id} episode of "
+                         f"{episode_ms:g} ms), got {latency_ms!r}")
+    if timestep is not None and not (math.isfinite(timestep)
+                                     and r.control_dt / MAX_SUBSTEPS <= timestep <= r.control_dt):
+        raise ValueError(f"{_label('timestep', cli)} must be in [control_dt / {MAX_SUBSTEPS}, control_dt] = "
+                         f"[{r.control_dt / MAX_SUBSTEPS:g}, {r.control_dt:g}] s for {env_id}, got {timestep!r}")
+
+
+def _draw(value, rng: np.random.Generator, what: str, positive: bool, high: float | None = None) -> float | None:
+    """A fixed value, a uniform draw from ``(lo, hi)``, or ``None`` (nominal); checked as :func:`_range`."""
+    if value is None:
+        return None
+    lo, hi = _range(value, what, positive, high)
+    return float(rng.uniform(lo, hi)) if hi > lo else lo
+
+
+# --------------------------------------------------------------------------------------------------
+# The stand-in
+# --------------------------------------------------------------------------------------------------
 
 
 class MujocoStandIn:
@@ -252,6 +371,8 @@ class MujocoStandIn:
     def __init__(self, env_id: str, *, rl2: bool = False, friction=None, mass=None, gain=None, latency_ms=0.0,
                  noise_std: float = 0.0, timestep: float | None = None, task: dict | None = None,
                  initial_states: Sequence[tuple[Any, Any]] | None = None, seed: int = 0):
+        import jax.numpy as jnp
+
         r = self._robot = _robot(env_id)
         self.env_id = env_id
         self.rl2 = bool(rl2)
@@ -270,16 +391,11 @@ class MujocoStandIn:
         friction = _draw(friction, rng, "friction", True)
         mass = _draw(mass, rng, "mass", True)
         gain = _draw(gain, rng, "gain", True)
-        latency_ms = _draw(latency_ms, rng, "latency_ms", False) or 0.0
-        self.noise_std = float(noise_std)
-        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        if timestep is None:
-            substeps = r.n_substeps
-        else:
-            if not (math.isfinite(timestep) and 0 < timestep <= self.control_dt):
-                raise ValueError(f"timestep must be in (0, control_dt = {self.control_dt}] s, got {timestep}")
-            substeps = max(1, round(self.control_dt / float(timestep)))
+        latency_ms = _draw(latency_ms, rng, "latency_ms", False, MAX_LATENCY_MS) or 0.0
+        self.noise_std = _scalar(noise_std, "noise_std", positive=False)
+        timestep = None if timestep is None else _scalar(timestep, "timestep", positive=True)
+        check_robot_options(env_id, latency_ms, timestep)  # before the latency line is allocated
+        substeps = r.n_substeps if timestep is None else max(1, round(self.control_dt / timestep))
         self.substeps = substeps
         self.timestep = self.control_dt / substeps  # exactly the training timestep when substeps match
         self.latency_steps = math.floor(latency_ms * 1e-3 / self.timestep + 0.5)
@@ -317,6 +433,9 @@ class MujocoStandIn:
     # -- episodes and trials ------------------------------------------------------------------------
 
     def _start_episode(self) -> None:
+        import jax
+        import jax.numpy as jnp
+
         i = self._episode_index
         self._episode_index += 1
         key = jax.random.fold_in(jax.random.key(self._seed), i)
@@ -336,6 +455,19 @@ class MujocoStandIn:
         self._dact: list[float] = []
         self._prev_cmd: np.ndarray | None = None
 
+    def current_episode(self) -> dict:
+        """The episode in progress so far: ``return``, ``length`` (control steps taken),
+        ``tracking_error``, ``action_change``, ``trial``, ``episode_in_trial`` (what a finished
+        episode's entry in :attr:`episodes` holds, less ``terminated`` and ``unstable``)."""
+        return {
+            "return": self._ret,
+            "length": self._t,
+            "tracking_error": float(np.mean(self._tracking)) if self._tracking else None,
+            "action_change": float(np.mean(self._dact)) if self._dact else None,
+            "trial": self.trials,
+            "episode_in_trial": self._episode_in_trial,
+        }
+
     # -- RobotInterface ------------------------------------------------------------------------------
 
     def read_observation(self) -> tuple[np.ndarray, float]:
@@ -354,6 +486,8 @@ class MujocoStandIn:
 
     def write_command(self, action: np.ndarray) -> None:
         """Apply ``action`` (env action units) for one control period; reward, termination, auto-reset."""
+        import jax
+
         a = np.asarray(action, np.float32).reshape(len(self.action_names))
         self._state, out = self._world.step(self._state, a)
         obs, reward, terminated, unstable, err = jax.device_get(out)
@@ -372,16 +506,7 @@ class MujocoStandIn:
         self.episode_done, self.trial_done = done, trial_done
         if not done:
             return
-        self.episodes.append({
-            "return": self._ret,
-            "length": self._t,
-            "terminated": terminated,
-            "unstable": unstable,
-            "tracking_error": float(np.mean(self._tracking)) if self._tracking else None,
-            "action_change": float(np.mean(self._dact)) if self._dact else None,
-            "trial": self.trials,
-            "episode_in_trial": self._episode_in_trial,
-        })
+        self.episodes.append({**self.current_episode(), "terminated": terminated, "unstable": unstable})
         self._episode_in_trial += 1
         if trial_done:
             self.trials += 1
@@ -393,7 +518,13 @@ def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int) 
     """Step ``controller`` on ``standin`` (simulated time, back to back) until ``episodes`` more
     episodes have finished, resetting the controller at trial ends only.
 
-    Returns ``{"episodes": [...] (this call's), "steps", "stopped", "stop_reason", "events"}``.
+    A :class:`~deploy.runtime.ControllerStopped` (the safety layer gave up) ends the run early: the
+    episodes finished before it are returned, and the one it cut short as ``partial_episode``.
+
+    Returns ``{"episodes": [...] (this call's finished ones), "steps", "stopped", "stop_reason",
+    "stop_step" (control steps of this call when it stopped), "partial_episode" (the episode in
+    progress at the stop, :meth:`MujocoStandIn.current_episode`; ``None`` if it had not started),
+    "events"}``.
     """
     start_ep, start_steps = len(standin.episodes), standin.steps
     before = dataclasses.replace(controller.events)
@@ -406,8 +537,12 @@ def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int) 
             break
         if standin.trial_done:
             controller.reset()
+    stopped = stop_reason is not None
+    partial = standin.current_episode() if stopped else None
     return {"episodes": standin.episodes[start_ep:], "steps": standin.steps - start_steps,
-            "stopped": stop_reason is not None, "stop_reason": stop_reason,
+            "stopped": stopped, "stop_reason": stop_reason,
+            "stop_step": standin.steps - start_steps if stopped else None,
+            "partial_episode": partial if partial is not None and partial["length"] > 0 else None,
             "events": dataclasses.asdict(controller.events.minus(before))}
 
 
@@ -434,6 +569,9 @@ def _base_of(env):
 
 
 def _nominal(base) -> dict:
+    import jax
+    import jax.numpy as jnp
+
     from sim.effects import SensorActuator
     from sim.mujoco_env import MujocoEnv
 
@@ -458,6 +596,8 @@ def _find_physics(env_state):
 
 @functools.cache
 def _jax_rollout(env, policy, steps: int, trial: bool):
+    import jax
+
     def run(keys, env_params, params):
         s0 = env.reset(keys, env_params)
 
@@ -496,6 +636,9 @@ def jax_episode_returns(policy, params, env_id: str, episodes: int, seed: int = 
     Returns:
         float64 returns [episodes], or ``(returns, initial_states)``.
     """
+    import jax
+    import jax.numpy as jnp
+
     import sim
 
     if episodes < 1:
@@ -555,20 +698,6 @@ def _finite_or_none(x):
     return x if math.isfinite(x) else None
 
 
-def _write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if not overwrite and path.exists():
-            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None = None, latency_ms=(0.0, 0.0),
                 friction=None, mass=None, gain=None, noise_std: float = 0.0, timestep: float | None = None,
                 task: dict | None = None, seed: int = 0, out_dir=None, training_return: float | None = None,
@@ -606,13 +735,25 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         The report (what ``sim2sim.json`` holds) plus ``json`` and ``png`` paths.
 
     Raises:
+        ValueError: a bad option (:func:`check_options`, :func:`check_robot_options`: the option and
+            the value named), before the policy is read.
         FileNotFoundError / ValueError: no file, or not a readable exported ONNX policy (the path named).
         FileExistsError: a report file exists and ``overwrite`` is false.
         ContractMismatch: the policy's metadata does not fit ``env_id`` (each mismatch listed).
+
+    A world whose controller stops (:class:`~deploy.runtime.ControllerStopped`: the safety layer
+    gave up) is reported, not raised: ``stopped``, ``stop_reason``, ``stop_step`` and the
+    ``partial_episode`` it cut short; its finished episodes (if any) count in the summary as every
+    other world's, and ``summary["stopped"]`` lists every stop. When no episode finished anywhere
+    the return figures are ``None`` and the plot says so.
     """
     import sim
     from deploy.export import read_metadata
 
+    opts = check_options(latency_ms=latency_ms, friction=friction, mass=mass, gain=gain, noise_std=noise_std,
+                         timestep=timestep, worlds=worlds)
+    if training_return is not None:
+        _number(training_return, "training_return")
     path = Path(onnx_path)
     meta = read_metadata(path)  # FileNotFoundError / ValueError naming the path
     if "obs_names" not in meta:
@@ -623,23 +764,15 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass overwrite=True (--overwrite) to replace it")
     sim.entry(env_id)  # unknown ids raise, naming the known ones
-    if int(worlds) < 1:
-        raise ValueError(f"worlds must be >= 1, got {worlds}")
-    lat = _range(latency_ms, "latency_ms")
-    ranges = {"latency_ms": lat}
-    for name, v in (("friction", friction), ("mass", mass), ("gain", gain)):
-        ranges[name] = None if v is None else _range(v, name)
-        if ranges[name] is not None and ranges[name][0] <= 0:
-            raise ValueError(f"{name} scales must be > 0, got {v!r}")
-    if lat[0] < 0:
-        raise ValueError(f"latency_ms must be >= 0, got {latency_ms!r}")
+    check_robot_options(env_id, opts.latency_ms[1], opts.timestep)
+    lat = opts.latency_ms
+    ranges = {"latency_ms": lat, "friction": opts.friction, "mass": opts.mass, "gain": opts.gain}
+    noise_std, timestep = opts.noise_std, opts.timestep
 
     robot = _robot(env_id)
     rl2 = is_rl2(meta["obs_names"])
     K = robot.episodes_per_trial if rl2 else 1
-    episodes = (K if rl2 else 2) if episodes is None else int(episodes)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    episodes = (K if rl2 else 2) if episodes is None else _count(episodes, "episodes")
     if safety is None:
         safety = SafetyConfig(stale_after_s=3 * robot.control_dt + lat[1] * 1e-3)
     notes = []
@@ -659,7 +792,7 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         console.print(f"[yellow]note:[/] {note}")
 
     rng = np.random.default_rng(seed)
-    W = int(worlds)
+    W = opts.worlds
     draws = {name: (None if r is None else _latin(rng, r[0], r[1], W)) for name, r in ranges.items()}
     policy_env = meta.get("env_id")
     results = []
@@ -695,6 +828,8 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
                 "steps": out["steps"],
                 "stopped": out["stopped"],
                 "stop_reason": out["stop_reason"],
+                "stop_step": out["stop_step"],
+                "partial_episode": out["partial_episode"],
                 "safety_events": out["events"],
             })
             bar.advance(job)
@@ -721,6 +856,8 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         "mean_action_change": float(np.mean(dact)) if dact else None,
         "safety_events": events,
         "stopped_worlds": int(sum(r["stopped"] for r in results)),
+        "stopped": [{"world": r["world"], "step": r["stop_step"], "reason": r["stop_reason"],
+                     "finished_episodes": len(r["episodes"])} for r in results if r["stopped"]],
         "wall_s": wall,
     }
     report = {
@@ -750,13 +887,20 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         "results": results,
     }
     report = json.loads(json.dumps(report, default=_finite_or_none), parse_constant=lambda c: None)
-    _write_atomic(json_path, (json.dumps(report, indent=2) + "\n").encode(), overwrite)
+    write_atomic(json_path, (json.dumps(report, indent=2) + "\n").encode(), overwrite=overwrite)
     _plot(report, png_path, overwrite)
     _print_table(report, console, json_path, png_path)
     return {**report, "json": str(json_path), "png": str(png_path)}
 
 
+def _returns(episodes: list[dict]) -> list[float]:
+    """The episodes' returns that are numbers (a non-finite return is ``None`` in the JSON report)."""
+    return [e["return"] for e in episodes if e["return"] is not None]
+
+
 def _plot(report: dict, path: Path, overwrite: bool) -> None:
+    """``sim2sim.png``: episode returns against latency and friction; stopped worlds marked (a dotted
+    red line at the world, a red ``x`` at the return of the episode it cut short), the stops listed."""
     import io
 
     import matplotlib
@@ -764,32 +908,50 @@ def _plot(report: dict, path: Path, overwrite: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = report["results"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    res, s = report["results"], report["summary"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4 if s["stopped"] else 4), dpi=110, sharey=True)
     xs = {"latency_ms": ("sensor latency (ms)", [r["latency_ms"] for r in res]),
           "friction": ("friction scale", [1.0 if r["friction"] is None else r["friction"] for r in res])}
     for ax, (key, (label, x)) in zip(axes, xs.items()):
         for r, xi in zip(res, x):
-            rets = [e["return"] for e in r["episodes"]]
+            rets = _returns(r["episodes"])
             ax.scatter([xi] * len(rets), rets, s=10, color="C0", alpha=0.35, lw=0)
             if rets:
                 ax.scatter([xi], [np.mean(rets)], s=40, color="C0", edgecolor="k", zorder=3,
                            marker="X" if r["stopped"] else "o")
-        if report["summary"]["training_return"] is not None:
-            ax.axhline(report["summary"]["training_return"], color="C3", ls="--", label="training return (JAX, nominal)")
-            ax.legend(loc="best", fontsize=8)
+            if r["stopped"]:
+                ax.axvline(xi, color="C3", ls=":", lw=1, alpha=0.6)
+                part = r["partial_episode"]
+                if part is not None and part["return"] is not None:
+                    ax.scatter([xi], [part["return"]], s=30, color="C3", marker="x", zorder=3)
+        handles = []
+        if s["training_return"] is not None:
+            handles.append(ax.axhline(s["training_return"], color="C3", ls="--", label="training return (JAX, nominal)"))
+        if s["stopped"]:
+            handles.append(ax.scatter([], [], s=30, color="C3", marker="x",
+                                      label="stopped world: return until the stop (partial episode)"))
+        if handles:
+            ax.legend(handles=handles, loc="best", fontsize=8)
         ax.set(xlabel=label + ("" if report["ranges"][key] is not None else " (nominal)"))
         ax.grid(alpha=0.3)
     axes[0].set(ylabel="episode return (dots) · world mean (circles)")
-    s = report["summary"]
     ratio = f", {s['return_ratio']:.2f}× training" if s["return_ratio"] is not None else ""
+    ret = (f"mean return {s['mean_return']:.1f}{ratio}" if s["mean_return"] is not None
+           else "no episode finished")
     fig.suptitle(f"sim2sim: {Path(report['onnx']).name} ({report['policy_kind']}{', RL²' if report['rl2'] else ''}) "
-                 f"on {report['env']}: mean return {s['mean_return']:.1f}{ratio}", fontsize=10)
-    fig.tight_layout()
+                 f"on {report['env']}: {ret}", fontsize=10)
+    if s["stopped"]:
+        first = s["stopped"][0]
+        reason = str(first["reason"])
+        reason = reason if len(reason) <= 90 else reason[:87] + "..."
+        fig.text(0.01, 0.01, f"{len(s['stopped'])} of {report['worlds']} worlds stopped by the safety layer "
+                 f"(dotted red lines); world {first['world']} at step {first['step']}: {reason}",
+                 fontsize=7, color="C3", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if s["stopped"] else 0, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    _write_atomic(path, buf.getvalue(), overwrite)
+    write_atomic(path, buf.getvalue(), overwrite=overwrite)
 
 
 def _fmt(v, spec=".2f", none="nominal") -> str:
@@ -797,6 +959,7 @@ def _fmt(v, spec=".2f", none="nominal") -> str:
 
 
 def _print_table(report: dict, console, json_path: Path, png_path: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     s = report["summary"]
@@ -819,4 +982,7 @@ def _print_table(report: dict, console, json_path: Path, png_path: Path) -> None
         if s["return_ratio"] is not None:
             line += f" (ratio {s['return_ratio']:.3f})"
     console.print(line)
+    for stop in s["stopped"]:
+        console.print(f"[red]world {stop['world']} stopped[/] at step {stop['step']} after "
+                      f"{stop['finished_episodes']} finished episode(s): {escape(str(stop['reason']))}", highlight=False)
     console.print(f"wrote {json_path} and {png_path}")

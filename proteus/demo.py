@@ -13,6 +13,7 @@ The demo, on the embedded default (RL² on the randomized cart-pole, native MuJo
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,8 +21,9 @@ DEMO_ENV = "cartpole-balance"
 DEMO_STEPS = 1_000_000
 
 
-def parse_range(text: str | None, what: str) -> tuple[float, float] | None:
-    """``"A:B"`` (or one number) -> ``(A, B)``; errors name the option."""
+def parse_range(text: str | None, what: str) -> float | tuple[float, float] | None:
+    """``"A:B"`` -> ``(A, B)``, one number -> that number, ``None`` -> ``None``; parse errors name the
+    option. The values themselves are checked by :func:`deploy.standin.check_options`."""
     if text is None:
         return None
     parts = str(text).split(":")
@@ -30,7 +32,7 @@ def parse_range(text: str | None, what: str) -> tuple[float, float] | None:
     except ValueError:
         raise ValueError(f"--{what} must be A:B or a number, got {text!r}") from None
     if len(vals) == 1:
-        vals = vals * 2
+        return vals[0]
     if len(vals) != 2 or vals[0] > vals[1]:
         raise ValueError(f"--{what} must be A:B with A <= B, got {text!r}")
     return vals[0], vals[1]
@@ -55,21 +57,31 @@ def deploy_standin(onnx_path: Path, env_id: str, latency_ms: str = "0:20", frict
                    timestep: float | None = None, worlds: int = 8, training_return: float | None = None,
                    seed: int = 0, out_dir: Path | None = None, overwrite: bool = False,
                    json_path: Path | None = None, console=None) -> dict:
-    """The stand-in run behind ``proteus deploy POLICY.onnx --standin ENV``."""
-    from deploy.standin import run_standin
+    """The stand-in run behind ``proteus deploy POLICY.onnx --standin ENV``.
 
+    Every option is checked before anything is built or compiled (the training return's JAX
+    rollout included): a bad one raises ``ValueError`` naming it (``--latency-ms``) and the value.
+    """
+    from deploy.standin import check_options, check_robot_options, run_standin
+
+    opts = check_options(latency_ms=parse_range(latency_ms, "latency-ms") or 0.0,
+                         friction=parse_range(friction, "friction"), mass=parse_range(mass, "mass"),
+                         gain=parse_range(gain, "gain"), noise_std=noise_std, timestep=timestep, worlds=worlds,
+                         cli=True)
+    if training_return is not None and not math.isfinite(float(training_return)):
+        raise ValueError(f"--training-return must be finite, got {training_return!r}")
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"no ONNX policy at {onnx_path}")
     if json_path is not None and Path(json_path).exists() and not overwrite:
         raise FileExistsError(f"{json_path} exists; pass --overwrite to replace it")
+    check_robot_options(env_id, opts.latency_ms[1], opts.timestep, cli=True)  # the env's model, no compile
     if training_return is None:
         training_return = training_return_of(onnx_path, env_id)
     report = run_standin(
-        onnx_path, env_id, worlds=worlds, latency_ms=parse_range(latency_ms, "latency-ms") or (0.0, 0.0),
-        friction=parse_range(friction, "friction"), mass=parse_range(mass, "mass"), gain=parse_range(gain, "gain"),
-        noise_std=noise_std, timestep=timestep, seed=seed, out_dir=out_dir, training_return=training_return,
-        overwrite=overwrite, console=console,
+        onnx_path, env_id, worlds=opts.worlds, latency_ms=opts.latency_ms, friction=opts.friction, mass=opts.mass,
+        gain=opts.gain, noise_std=opts.noise_std, timestep=opts.timestep, seed=seed, out_dir=out_dir,
+        training_return=training_return, overwrite=overwrite, console=console,
     )
     if json_path is not None:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str))
