@@ -12,18 +12,24 @@ A learner is a module under ``meta_rl/`` that calls :func:`register` with a :cla
 * ``env_batch(config)``, ``steps_per_update(config)``, ``num_updates(config)``: the run's shape.
 
 Nothing above ``meta_rl/`` branches on a learner's name. The built-in learners register in
-:func:`_register_builtin`; a new learner adds its module and one line there.
+:func:`_register_builtin`; a new learner adds its module and one entry there.
+
+This module, the configs (:mod:`meta_rl.configs`) and the presets import no JAX: the CLI lists learners,
+renders their flags and refuses bad values in well under a second. The entries' heavy callables are
+:func:`lazy` references that import the learner's module on first call.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Protocol
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-import jax
+if TYPE_CHECKING:  # annotations only: importing this module loads no JAX
+    import jax
 
-from sim.core import Env
+    from sim.core import Env
 
 
 class Trainer(Protocol):
@@ -139,16 +145,53 @@ def get(name: str) -> Learner:
         raise KeyError(f"unknown learner {name!r}.{hint} Known learners: {', '.join(_REGISTRY)}") from None
 
 
+def lazy(target: str) -> Callable:
+    """``"module:function"`` as a callable that imports ``module`` on its first call, so a registry entry
+    can name a learner's JAX code without loading it (``lazy("meta_rl.ppo:make_train")``)."""
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ValueError(f"lazy target must read 'module:function', got {target!r}")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__name__ = attr
+    call.__qualname__ = call.__doc__ = target
+    return call
+
+
+def _ppo_family(name: str, description: str, mode: str, presets: Callable[[str], dict]) -> Learner:
+    """A learner on the PPO core (:mod:`meta_rl.ppo`) with :class:`meta_rl.configs.PPOConfig`."""
+    from meta_rl.configs import PPOConfig
+
+    return Learner(
+        name=name,
+        description=description,
+        config=PPOConfig,
+        make_train=lazy("meta_rl.ppo:make_train"),
+        init_agent_params=lazy("meta_rl.ppo:init_agent_params"),
+        make_agent=lazy("meta_rl.ppo:make_agent"),
+        env_mode=lambda c: mode,
+        presets=presets,
+        steps_per_update=lambda c: c.steps_per_update,
+        num_updates=lambda c: c.num_updates,
+        policy_spec=lazy("meta_rl.ppo:policy_spec"),
+        env_batch=lambda c: c.num_envs,
+    )
+
+
 _BUILTIN_DONE = False
 
 
 def _register_builtin() -> None:
-    """The built-in learners: one line each."""
+    """The built-in learners: one entry each."""
     global _BUILTIN_DONE
     if _BUILTIN_DONE:
         return
     _BUILTIN_DONE = True
-    from meta_rl import ppo
+    from meta_rl.presets import ppo_preset, rl2_preset
 
-    register(ppo.PPO_LEARNER)
-    register(ppo.RL2_LEARNER)
+    register(_ppo_family("ppo", "feed-forward PPO under domain randomization (a new world every episode)", "fresh",
+                         ppo_preset))
+    register(_ppo_family("rl2", "RL² (Duan et al. 2016): a recurrent policy over trials of K episodes in one "
+                                "world", "trial", rl2_preset))

@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meta_rl.configs import KINDS  # the config validates against the same tuple
 from sim.core import Box, Dict, Discrete, Env
 from sim.normalize import RunningStats, normalize
 
 PART_KINDS = ("vector", "image")
 
-KINDS = ("mlp", "gru", "lstm")
 
 
 @dataclasses.dataclass(frozen=True)

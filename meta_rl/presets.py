@@ -59,7 +59,7 @@ def rl2_preset(env_id: str) -> dict:
         long = n >= 100
         base = dict(total_steps=30_000_000 if long else 3_000_000, num_envs=256, num_steps=min(n, 100),
                     network="gru", hidden=(), core_size=128, lr=1e-3,
-                    ent_coef=0.001 if n == 100 and e.factory("jax").num_arms >= 50 else 0.01,
+                    ent_coef=0.001 if n == 100 and e.info["arms"] >= 50 else 0.01,
                     gamma=1.0 if long else 0.99, gae_lambda=0.95 if long else 0.3,
                     normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
     elif fam == "mdp":

@@ -351,6 +351,18 @@ class BenchDeploy:
     """Write the rows to this file."""
 
     def run(self) -> None:
+        for flag, value, low in (("--steps", self.steps, 1), ("--timing-steps", self.timing_steps, 10),
+                                 ("--rounds", self.rounds, 1)):
+            if not _is_int(value) or value < low:
+                raise UsageError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if not 0 < self.rate_hz <= 100_000:
+            raise UsageError(f"--rate-hz must lie in (0, 100000], got {self.rate_hz!r}")
+        if not 0 <= self.fault_rate <= 1:
+            raise UsageError(f"--fault-rate must lie in [0, 1], got {self.fault_rate!r}")
+        from sim.registry import entry
+
+        if "native" not in entry(self.env).backends:  # an unknown env is named with the closest ids
+            raise UsageError(f"--env must be a MuJoCo robot env (the stand-in plays it), got {self.env!r}")
         from deploy.bench import bench_deploy
 
         bench_deploy(self.json, steps=self.steps, rate_hz=self.rate_hz, fault_rate=self.fault_rate, seed=self.seed,
@@ -402,6 +414,12 @@ class Eval:
     or auto (mode for continuous actions, samples for discrete ones)."""
 
     def run(self) -> None:
+        from proteus.runspec import read_run_spec
+
+        for path in (self.run_dir, *self.baseline, *([self.oracle] if self.oracle else [])):
+            read_run_spec(path)  # a missing or foreign folder is refused before JAX loads
+        if self.tasks is not None and self.tasks < 2:
+            raise UsageError(f"--tasks must be >= 2 (a confidence interval needs two worlds), got {self.tasks}")
         from proteus.evaluation import evaluate_run
 
         det = {"auto": None, "mode": True, "sample": False}[self.actions]
@@ -422,6 +440,9 @@ class Export:
     """Replace an existing file."""
 
     def run(self) -> None:
+        from proteus.runspec import read_run_spec
+
+        read_run_spec(self.run_dir)  # a missing or foreign folder is refused before JAX loads
         from proteus.export import export_run
 
         export_run(self.run_dir, self.out, self.overwrite)
@@ -487,10 +508,22 @@ class Demo:
     """Worlds the MuJoCo stand-in plays (fewer: a quicker check)."""
 
     def run(self) -> None:
-        from proteus.demo import demo
+        from meta_rl.configs import ConfigError
+        from meta_rl.presets import default_config
 
-        if self.standin_worlds < 1:
-            raise SystemExit(f"error: --standin-worlds must be >= 1, got {self.standin_worlds}")
+        if not _is_int(self.standin_worlds) or self.standin_worlds < 1:
+            raise UsageError(f"--standin-worlds must be an integer >= 1, got {self.standin_worlds!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be an integer in [0, 2**32), got {self.seed!r}")
+        from sim.registry import entry
+
+        if "native" not in entry(self.env).backends:  # an unknown env is named with the closest ids
+            raise UsageError(f"--env must be a MuJoCo robot env (the demo trains on native MuJoCo), got {self.env!r}")
+        try:  # the training config, checked before JAX loads
+            default_config("rl2", self.env, total_steps=self.steps)
+        except ConfigError as e:
+            raise UsageError(f"--steps {e.why}, got {e.value!r}" if e.field == "total_steps" else str(e)) from None
+        from proteus.demo import demo
         demo(self.out, self.env, self.steps, self.seed, self.progress, standin_worlds=self.standin_worlds)
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Callable
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from randomization.ranges import check_split
-from sim.core import Env
-from sim.wrappers import VmapEnv, check_mode, with_mode
+if TYPE_CHECKING:  # listing and looking up ids loads no JAX or MuJoCo; make() does
+    from sim.core import Env
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,7 @@ class EnvEntry:
         backends: the backends it runs on; the first is the default (``backend="auto"``).
         trial_time: the trial env adds the elapsed fraction of the trial to the RL² inputs
             (:class:`sim.wrappers.Trial`'s ``time_input``).
+        info: facts about the env that presets read without building it (``arms`` of a bandit).
     """
 
     id: str
@@ -35,6 +36,7 @@ class EnvEntry:
     description: str
     backends: tuple[str, ...] = ("jax",)
     trial_time: bool = False
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 _REGISTRY: dict[str, EnvEntry] = {}
@@ -83,6 +85,9 @@ def make(
             domain randomization). See :func:`sim.wrappers.with_mode`.
         trial: older spelling: ``True`` is ``mode="trial"``, ``False`` is ``mode="fresh"``.
     """
+    from randomization.ranges import check_split
+    from sim.wrappers import VmapEnv, check_mode, with_mode
+
     if trial is not None:
         implied = "trial" if trial else "fresh"
         if mode is not None and mode != implied:
@@ -102,48 +107,57 @@ def make(
     return with_mode(env, mode, e.episodes_per_trial, split=split, time_input=e.trial_time)
 
 
-def robot_env(task, backend: str) -> Env:
-    """A MuJoCo robot task on a backend, with its sensor/actuator effects when it declares any."""
+def robot_env(task, backend: str, env_id: str | None = None) -> Env:
+    """A MuJoCo robot task on a backend, with its sensor/actuator effects when it declares any.
+
+    ``task`` is a :class:`robots.task.MujocoTask` or ``"module:TASK"`` under ``robots/`` (imported now);
+    ``env_id``, when given, must be the task's name."""
     from sim.effects import SensorActuator
     from sim.mujoco_env import MujocoEnv
+
+    if isinstance(task, str):  # "module:TASK" under robots/, imported now
+        module, _, attr = task.partition(":")
+        task = getattr(importlib.import_module(f"robots.{module}"), attr)
+    if env_id is not None and task.name != env_id:
+        raise RuntimeError(f"env {env_id!r} is registered with the task named {task.name!r}")
 
     env = MujocoEnv(task, backend)
     effects = task.randomization.effects
     return SensorActuator(env, effects) if effects.any else env
 
 
-def _register_builtin() -> None:
-    from sim.tasks.bandit import BernoulliBandit
-    from sim.tasks.point_nav import PointNav
-    from sim.tasks.tabular_mdp import TabularMDP
+def _task(module: str, cls: str, *args) -> Env:
+    """``sim.tasks.<module>.<cls>(*args)``, imported when an env is built (registering imports nothing)."""
+    return getattr(importlib.import_module(f"sim.tasks.{module}"), cls)(*args)
 
+
+def _register_builtin() -> None:
     for k in (5, 10, 50):
         for n in (10, 100, 500):
-            register(EnvEntry(f"bandit-k{k}-n{n}", lambda _, k=k: BernoulliBandit(k), n,
-                              f"{k}-armed Bernoulli bandit, trials of {n} pulls (RL² §4.1)", trial_time=True))
+            register(EnvEntry(f"bandit-k{k}-n{n}", lambda _, k=k: _task("bandit", "BernoulliBandit", k), n,
+                              f"{k}-armed Bernoulli bandit, trials of {n} pulls (RL² §4.1)", trial_time=True,
+                              info={"arms": k}))
     for n in (10, 25, 50, 75, 100):
-        register(EnvEntry(f"mdp-s10-a5-n{n}", lambda _: TabularMDP(10, 5, 10), n,
+        register(EnvEntry(f"mdp-s10-a5-n{n}", lambda _: _task("tabular_mdp", "TabularMDP", 10, 5, 10), n,
                           f"random tabular MDP (10 states, 5 actions, 10-step episodes), trials of {n} episodes",
                           trial_time=True))
-    register(EnvEntry("point-goal", lambda _: PointNav("goal"), 2,
+    register(EnvEntry("point-goal", lambda _: _task("point_nav", "PointNav", "goal"), 2,
                       "2-D point navigation to an unseen goal (MAML/ProMP), trials of 2 episodes"))
-    register(EnvEntry("point-vel", lambda _: PointNav("vel"), 2,
+    register(EnvEntry("point-vel", lambda _: _task("point_nav", "PointNav", "vel"), 2,
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
 
-    # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second
-    from robots import ant, cartpole, cheetah, pendulum, reacher
-
-    for task, text in (
-        (pendulum.SWINGUP, "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),
-        (cartpole.BALANCE, "cart-pole balance, randomized masses/pole COM/damping/gravity"),
-        (cartpole.SWINGUP, "cart-pole swing-up, randomized masses/pole COM/damping/gravity"),
-        (reacher.GOAL, "2-link reacher to an unseen goal, randomized arm masses/damping/motors"),
-        (cheetah.VEL, "half-cheetah running at an unseen target velocity (MAML/PEARL)"),
-        (cheetah.DIR, "half-cheetah running forward or backward (MAML/PEARL)"),
-        (ant.DIR, "ant walking in an unseen direction"),
-        (ant.GOAL, "ant walking to an unseen goal"),
+    # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second. Named here, imported when built.
+    for env_id, task, text in (
+        ("pendulum-swingup", "pendulum:SWINGUP", "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),
+        ("cartpole-balance", "cartpole:BALANCE", "cart-pole balance, randomized masses/pole COM/damping/gravity"),
+        ("cartpole-swingup", "cartpole:SWINGUP", "cart-pole swing-up, randomized masses/pole COM/damping/gravity"),
+        ("reacher-goal", "reacher:GOAL", "2-link reacher to an unseen goal, randomized arm masses/damping/motors"),
+        ("cheetah-vel", "cheetah:VEL", "half-cheetah running at an unseen target velocity (MAML/PEARL)"),
+        ("cheetah-dir", "cheetah:DIR", "half-cheetah running forward or backward (MAML/PEARL)"),
+        ("ant-dir", "ant:DIR", "ant walking in an unseen direction"),
+        ("ant-goal", "ant:GOAL", "ant walking to an unseen goal"),
     ):
-        register(EnvEntry(task.name, lambda backend, task=task: robot_env(task, backend), 2,
+        register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
                           f"{text}, trials of 2 episodes", backends=("native", "mjx")))
 
 

@@ -100,3 +100,43 @@ def test_os_errors_name_the_path_without_a_traceback(monkeypatch, tmp_path, caps
         main(BASE + ["--out", str(tmp_path / "run")])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: /runs/x/metrics.jsonl: {exc.strerror}"
+
+
+_NO_JAX = """
+import sys
+from proteus.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+heavy = sorted(m for m in ("jax", "mujoco", "flax", "onnxruntime") if m in sys.modules)
+print("HEAVY", ",".join(heavy), "CODE", code)
+"""
+
+
+@pytest.mark.parametrize("args, code", [
+    (["train", "--help"], 0),
+    (["train", "rl2", "--env", "bandit-k50-n100", "--help"], 0),
+    (["train", "ppo", "--lr", "-1"], 2),
+    (["train", "rl2", "--env", "cartpole-swingup", "--seed", "-1"], 2),
+    (["train", "ppo", "--env", "nope"], 2),
+    (["eval", "no/such/run"], 2),
+    (["export", "no/such/run"], 2),
+    (["demo", "--steps", "0"], 2),
+    (["bench", "deploy", "--rounds", "0"], 2),
+])
+def test_help_and_refusals_load_no_jax_or_mujoco(tmp_path, args, code):
+    """``--help`` and refusals answer before JAX, MuJoCo, flax or onnxruntime are imported (issue 22, 9e:
+    they took 3-10 s), and a refusal makes no folder."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _NO_JAX, *args], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=60)
+    last = r.stdout.strip().splitlines()[-1]
+    assert last == f"HEAVY  CODE {code}", (last, r.stderr[-2000:])
+    if code:
+        assert r.stderr.startswith("error: "), r.stderr
+    assert not any(tmp_path.iterdir())

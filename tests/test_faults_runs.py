@@ -111,7 +111,7 @@ def test_a_bad_checkpoint_every_is_named_and_makes_no_folder(tmp_path, every):
 def test_a_folder_whose_run_never_started_takes_the_corrected_command(tmp_path, trainer):
     out = tmp_path / "run"
     out.mkdir()
-    other = dataclasses.replace(SPEC, config=dataclasses.replace(SMALL, lr=float("inf")))
+    other = dataclasses.replace(SPEC, config=dataclasses.replace(SMALL, lr=SMALL.lr * 2))
     (out / "config.json").write_text(json.dumps(other.to_json()))
     (out / "metrics.jsonl").write_text("")
     summary, said = _resume(out, trainer, max_updates=1)

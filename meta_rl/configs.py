@@ -1,0 +1,152 @@
+"""Learner configs, importable without JAX: the CLI renders, validates and refuses them in well under a
+second (``proteus train ppo --lr -1``), before JAX, MuJoCo or any learner module is loaded.
+
+A config is a frozen dataclass whose ``__post_init__`` refuses a bad field with :class:`ConfigError`,
+which names the class, the field, the value and what the value must be; the CLI turns that into
+``error: --lr must be > 0, got -1.0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Annotated, Any
+
+import tyro
+
+KINDS = ("mlp", "gru", "lstm")
+"""Policy network kinds (:class:`meta_rl.networks.PolicySpec`'s ``kind``)."""
+
+
+class ConfigError(ValueError):
+    """A config field refused at construction: ``str()`` reads ``PPOConfig.lr=inf: must be finite``.
+
+    Attributes:
+        owner: the config class's name.
+        field: the refused field.
+        value: its value.
+        why: what the value must be.
+    """
+
+    def __init__(self, owner: str, field: str, value: Any, why: str):
+        super().__init__(f"{owner}.{field}={value!r}: {why}")
+        self.owner, self.field, self.value, self.why = owner, field, value, why
+
+
+_INT32_MAX = 2**31 - 1
+_MAX_WIDTH = 65_536
+_INT_BOUNDS = {"total_steps": 2**62, "num_envs": 2**24, "num_steps": 2**20, "update_epochs": 10_000,
+               "num_minibatches": 2**24, "core_size": _MAX_WIDTH}
+"""Integer fields and their upper bounds: counters stay far from overflow (update and optimizer-step
+counts must also fit int32, checked in :class:`PPOConfig`)."""
+_FLOAT_FIELDS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm", "reward_scale",
+                 "init_log_std")
+_LOG_STD = (-20.0, 5.0)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (defaults: a feed-forward agent under domain randomization).
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole updates).
+        num_envs: parallel envs (worlds) in the batch.
+        num_steps: rollout length per update, per env.
+        update_epochs: passes over each rollout.
+        num_minibatches: minibatches per pass (split over envs for recurrent policies).
+        lr: Adam learning rate.
+        anneal_lr: decay the learning rate linearly to 0 over the run.
+        gamma: discount.
+        gae_lambda: GAE lambda.
+        clip_eps: PPO ratio (and value) clip.
+        ent_coef: entropy bonus.
+        vf_coef: value loss weight.
+        max_grad_norm: global gradient norm clip.
+        reward_scale: rewards are multiplied by this in the loss (not in reported returns).
+        network: ``mlp``, ``gru`` or ``lstm``.
+        hidden: MLP torso widths.
+        core_size: recurrent core width.
+        normalize_obs: running observation normalization inside the policy.
+        init_log_std: initial Gaussian log std (continuous actions).
+    """
+
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000
+    num_envs: int = 64
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 3e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    reward_scale: float = 1.0
+    network: str = "mlp"
+    hidden: tuple[int, ...] = (64, 64)
+    core_size: int = 128
+    normalize_obs: bool = True
+    init_log_std: float = -0.5
+
+    def __post_init__(self):
+        def bad(field, why):
+            raise ConfigError(type(self).__name__, field, getattr(self, field), why)
+
+        for f, hi in _INT_BOUNDS.items():
+            v = getattr(self, f)
+            if not _is_int(v):
+                bad(f, "must be an integer")
+            if not 1 <= v <= hi:
+                bad(f, f"must lie in [1, {hi:_}]")
+        for f in ("anneal_lr", "normalize_obs"):
+            if not isinstance(getattr(self, f), bool):
+                bad(f, "must be True or False")
+        for f in _FLOAT_FIELDS:
+            if isinstance(getattr(self, f), bool) or not isinstance(getattr(self, f), numbers.Real):
+                bad(f, "must be a number")
+            if not math.isfinite(getattr(self, f)):
+                bad(f, "must be finite")
+        for f in ("lr", "clip_eps", "max_grad_norm", "reward_scale"):
+            if not getattr(self, f) > 0:
+                bad(f, "must be > 0")
+        for f in ("ent_coef", "vf_coef"):
+            if getattr(self, f) < 0:
+                bad(f, "must be >= 0")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "must lie in (0, 1]")
+        if not 0 <= self.gae_lambda <= 1:
+            bad("gae_lambda", "must lie in [0, 1]")
+        if not _LOG_STD[0] <= self.init_log_std <= _LOG_STD[1]:
+            bad("init_log_std", f"must lie in [{_LOG_STD[0]}, {_LOG_STD[1]}]")
+        if not isinstance(self.hidden, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.hidden):
+            bad("hidden", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if self.network not in KINDS:
+            bad("network", f"must be one of {KINDS}")
+        if self.steps_per_update > _INT32_MAX:
+            bad("num_envs", f"times num_steps ({self.steps_per_update:_} transitions per update) must be <= {_INT32_MAX:_}")
+        if self.network == "mlp":
+            if (self.num_envs * self.num_steps) % self.num_minibatches:
+                bad("num_minibatches", f"must divide num_envs * num_steps = {self.num_envs * self.num_steps}")
+        elif self.num_envs % self.num_minibatches:
+            bad("num_minibatches", f"must divide num_envs = {self.num_envs} (recurrent minibatches are whole sequences)")
+        if self.total_steps < self.steps_per_update:
+            bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
+        if self.num_updates * self.update_epochs * self.num_minibatches > _INT32_MAX:
+            bad("total_steps", f"makes {self.num_updates:_} updates x {self.update_epochs} epochs x "
+                               f"{self.num_minibatches} minibatches, more optimizer steps than the int32 counters "
+                               f"hold ({_INT32_MAX:_})")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.steps_per_update
