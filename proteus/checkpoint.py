@@ -19,6 +19,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from deploy.files import write_atomic
+
 
 def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
@@ -175,17 +177,9 @@ def save_policy(directory: Path, spec, params: Any, extra: dict | None = None) -
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / "params.msgpack", serialization.to_bytes(jax.device_get(params)))
-    write_atomic(directory / "spec.json", json.dumps({"spec": spec.to_dict(), **(extra or {})}, indent=2).encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a sibling temporary file (same permissions as any other
-    file written) renamed over it, so an interrupted write leaves the old file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(directory / "params.msgpack", serialization.to_bytes(jax.device_get(params)), overwrite=True)
+    write_atomic(directory / "spec.json", json.dumps({"spec": spec.to_dict(), **(extra or {})}, indent=2).encode(),
+                 overwrite=True)
 
 
 def read_policy_meta(directory: Path, hint: str = "") -> tuple[dict, Path]:

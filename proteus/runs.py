@@ -38,7 +38,8 @@ import numpy as np
 
 import sim
 from meta_rl.learners import Trainer
-from proteus.checkpoint import Checkpoints, save_policy, saved_steps, write_atomic
+from deploy.files import write_atomic
+from proteus.checkpoint import Checkpoints, save_policy, saved_steps
 from proteus.runspec import RunSpec, read_run_spec  # noqa: F401 (re-exported)
 
 
@@ -527,7 +528,7 @@ def _truncate_metrics(path: Path, updates: int, console=None) -> list[dict]:
     if torn is not None and console is not None:
         console.print(f"[yellow]{path}: dropped a torn last line (a run killed while writing it): {torn[:60]!r}")
     keep = [r for r in rows if r["update"] <= updates]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep).encode(), overwrite=True)
     return keep
 
 
