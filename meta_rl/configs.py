@@ -150,3 +150,116 @@ class PPOConfig:
     @property
     def num_updates(self) -> int:
         return self.total_steps // self.steps_per_update
+
+
+MAML_ESTIMATORS = ("maml", "lvc")
+"""Inner-step gradient estimators: ``maml`` (the policy-gradient surrogate of Finn et al. 2017) and
+``lvc`` (ProMP's low-variance curvature estimator, Rothfuss et al. 2019)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig:
+    """MAML for RL (Finn et al. 2017): an inner policy-gradient step per task, a TRPO outer step on
+    the return after adaptation, second-order gradients through the inner step.
+
+    One meta-iteration: ``meta_batch`` tasks, each with ``rollouts_per_task`` episodes collected before
+    and after each of the ``inner_steps`` adaptation steps, all tasks ``vmap``ped in one call.
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole meta-iterations).
+        meta_batch: tasks (worlds) per meta-iteration.
+        rollouts_per_task: episodes per task for each inner step and for the post-update objective.
+        horizon: steps of each rollout, from the episode's start (MAML's ``max_path_length``; at most the
+            env's episode length).
+        inner_steps: policy-gradient steps of the inner loop (each on freshly collected episodes).
+        inner_lr: the inner step size alpha.
+        first_order: drop the second-order terms (gradient of the inner gradient), the FOMAML shortcut.
+        estimator: inner-step gradient estimator, ``maml`` or ``lvc`` (ProMP's low-variance curvature).
+        max_kl: TRPO trust region: mean KL between the adapted policies before and after the step.
+        cg_iters: conjugate-gradient iterations of the TRPO solve.
+        cg_damping: damping added to the KL Hessian-vector products.
+        ls_steps: backtracking line-search steps.
+        ls_backtrack: line-search step shrink factor.
+        gamma: discount.
+        gae_lambda: GAE lambda over the linear feature baseline (1.0: Monte-Carlo returns minus the baseline).
+        hidden: policy MLP widths.
+        init_log_std: initial Gaussian log std.
+        normalize_obs: observation normalization inside the policy (statistics frozen at initialization).
+    """
+
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000
+    meta_batch: int = 20
+    rollouts_per_task: int = 10
+    horizon: int = 100
+    inner_steps: int = 1
+    inner_lr: float = 0.1
+    first_order: bool = False
+    estimator: str = "maml"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-3
+    ls_steps: int = 15
+    ls_backtrack: float = 0.8
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    hidden: tuple[int, ...] = (64, 64)
+    init_log_std: float = 0.0
+    normalize_obs: bool = False
+
+    def __post_init__(self):
+        def bad(field, why):
+            raise ConfigError(type(self).__name__, field, getattr(self, field), why)
+
+        for f, hi in (("total_steps", 2**62), ("meta_batch", 2**20), ("rollouts_per_task", 2**20), ("horizon", 2**20),
+                      ("inner_steps", 100),
+                      ("cg_iters", 1000), ("ls_steps", 100)):
+            v = getattr(self, f)
+            if not _is_int(v):
+                bad(f, "must be an integer")
+            if not 1 <= v <= hi:
+                bad(f, f"must lie in [1, {hi:_}]")
+        for f in ("first_order", "normalize_obs"):
+            if not isinstance(getattr(self, f), bool):
+                bad(f, "must be True or False")
+        for f in ("inner_lr", "max_kl", "cg_damping", "ls_backtrack", "gamma", "gae_lambda", "init_log_std"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                bad(f, "must be a number")
+            if not math.isfinite(v):
+                bad(f, "must be finite")
+        for f in ("inner_lr", "max_kl"):
+            if not getattr(self, f) > 0:
+                bad(f, "must be > 0")
+        if self.cg_damping < 0:
+            bad("cg_damping", "must be >= 0")
+        if not 0 < self.ls_backtrack < 1:
+            bad("ls_backtrack", "must lie in (0, 1)")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "must lie in (0, 1]")
+        if not 0 <= self.gae_lambda <= 1:
+            bad("gae_lambda", "must lie in [0, 1]")
+        if not _LOG_STD[0] <= self.init_log_std <= _LOG_STD[1]:
+            bad("init_log_std", f"must lie in [{_LOG_STD[0]}, {_LOG_STD[1]}]")
+        if self.estimator not in MAML_ESTIMATORS:
+            bad("estimator", f"must be one of {MAML_ESTIMATORS}")
+        if not isinstance(self.hidden, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.hidden):
+            bad("hidden", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if self.num_envs > 2**24:
+            bad("meta_batch", f"times rollouts_per_task ({self.num_envs:_} envs) must be <= {2**24:_}")
+        if self.total_steps < self.steps_per_update:
+            bad("total_steps", f"is less than one meta-iteration (meta_batch * rollouts_per_task * horizon * "
+                               f"(inner_steps + 1) = {self.steps_per_update:_})")
+
+    @property
+    def num_envs(self) -> int:
+        """Envs stepped in parallel: every task's rollouts at once."""
+        return self.meta_batch * self.rollouts_per_task
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps of one meta-iteration: every task's rollouts before and after each inner step."""
+        return self.num_envs * self.horizon * (self.inner_steps + 1)
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.steps_per_update

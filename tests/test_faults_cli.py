@@ -122,6 +122,7 @@ print("HEAVY", ",".join(heavy), "CODE", code)
     (["train", "ppo", "--lr", "-1"], 2),
     (["train", "rl2", "--env", "cartpole-swingup", "--seed", "-1"], 2),
     (["train", "ppo", "--env", "nope"], 2),
+    (["train", "maml", "--env", "point-goal", "--inner-lr", "0"], 2),
     (["eval", "no/such/run"], 2),
     (["export", "no/such/run"], 2),
     (["demo", "--steps", "0"], 2),

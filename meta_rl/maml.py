@@ -1,0 +1,450 @@
+"""MAML for RL (Finn et al. 2017) with a TRPO outer step, on the shared rollout collector and GAE.
+
+One meta-iteration (:meth:`Trainer.update`), all ``meta_batch`` tasks ``vmap``ped in one call:
+
+1. For each task (a world of the ``fixed`` mode, tiled over ``rollouts_per_task`` envs), collect
+   ``horizon``-step rollouts with the current weights theta; advantages from GAE over a linear feature
+   baseline fitted to the task's own returns (:func:`task_advantages`, as in the MAML reference code).
+2. Take ``inner_steps`` policy-gradient steps ``theta' = theta - alpha * grad L_in(theta)``, collecting
+   fresh rollouts after each; ``L_in`` is the score-function surrogate (``estimator="maml"``) or
+   ProMP's low-variance curvature estimator (``"lvc"``, Rothfuss et al. 2019): :func:`inner_loss`.
+3. The outer objective is the importance-weighted surrogate of the post-adaptation rollouts as a
+   function of theta *through the inner steps* (``jax.grad`` differentiates the inner gradient: exact
+   second-order terms; ``first_order=True`` stops them). TRPO (:func:`trpo_step`): conjugate gradient
+   on exact Hessian-vector products of the mean KL between the adapted policies before and after the
+   step, a step to the ``max_kl`` boundary, and a backtracking line search that keeps the KL inside
+   and the surrogate improving.
+
+The agent (:class:`MAMLAgent`) adapts at test time as in training: its state is the adapted weights
+of each world plus the episode in progress; at every episode's end it takes one inner step on that
+episode. It samples its actions in every episode (a policy gradient needs them); the exported
+``policy_step`` acts with the mode of the adapted policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import distrax
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from meta_rl.agent import Agent, Step
+from meta_rl.configs import MAMLConfig
+from meta_rl.losses import gae
+from meta_rl.networks import Policy, PolicySpec
+from meta_rl.rollout import Runner, Transition, collect
+from sim.core import Env
+from sim.wrappers import VmapEnv, with_mode
+
+# --------------------------------------------------------------------------------------------------
+# Pure pieces (golden-value tests in tests/test_maml.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def baseline_features(obs: jax.Array, t: jax.Array, horizon: int) -> jax.Array:
+    """The linear feature baseline's features (Duan et al. 2016's benchmark, used by MAML):
+    ``[o, o^2, a, a^2, a^3, 1]`` with ``o`` clipped to [-10, 10] and ``a = t / horizon``.
+
+    Args:
+        obs: [N, D] observations; t: [N] step index within the episode.
+
+    Returns:
+        [N, 2 D + 4] features.
+    """
+    o = jnp.clip(obs.astype(jnp.float32), -10.0, 10.0)
+    a = (t.astype(jnp.float32) / horizon)[:, None]
+    return jnp.concatenate([o, o * o, a, a * a, a * a * a, jnp.ones_like(a)], -1)
+
+
+def fit_linear_baseline(features: jax.Array, returns: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Least-squares fit of ``returns`` [N] on ``features`` [N, F] (rows where ``mask`` only); the fitted
+    values [N] (constant, no gradient)."""
+    if mask is not None:
+        features, returns = features * mask[:, None], returns * mask
+    w = jnp.linalg.lstsq(features, returns)[0]
+    return jax.lax.stop_gradient(features @ w)
+
+
+def task_advantages(reward: jax.Array, done: jax.Array, obs: jax.Array, t: jax.Array, gamma: float, lam: float,
+                    horizon: int, mask: jax.Array | None = None) -> jax.Array:
+    """Advantages of one task's rollouts, normalized to mean 0 and std 1 (over ``mask``).
+
+    Discounted returns-to-go (cut at ``done``) are fitted by :func:`fit_linear_baseline`; GAE(lambda)
+    then runs over the fitted values, an episode's end counting as terminal (MAML's finite horizon).
+
+    Args:
+        reward, done, t: [T, R]; obs [T, R, D]; mask [T, R] (steps that happened; default all).
+
+    Returns:
+        [T, R] advantages (no gradient).
+    """
+    zeros = jnp.zeros_like(reward)
+    m = jnp.ones_like(reward) if mask is None else mask.astype(jnp.float32)
+    done = done | (m == 0)
+    _, returns = gae(reward * m, zeros, zeros, done, done, gamma, 1.0)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+    fit = fit_linear_baseline(baseline_features(flat(obs), flat(t), horizon), flat(returns), flat(m))
+    values = fit.reshape(reward.shape)
+    following = jnp.concatenate([values[1:], jnp.zeros_like(values[:1])], 0)
+    adv, _ = gae(reward * m, values, following, done, done, gamma, lam)
+    n = jnp.maximum(m.sum(), 1.0)
+    mean = (adv * m).sum() / n
+    std = jnp.sqrt((((adv - mean) * m) ** 2).sum() / n)
+    return jax.lax.stop_gradient((adv - mean) / (std + 1e-8) * m)
+
+
+@struct.dataclass
+class Batch:
+    """One task's samples for a loss (flattened over rollouts and steps).
+
+    Attributes:
+        obs: [N, D]; action: [N, A] the distribution samples ``u``; log_prob: [N] of the behaviour
+        policy; adv: [N] normalized advantages; mask: [N] 1 where the sample counts.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    adv: jax.Array
+    mask: jax.Array
+
+
+def _log_prob(policy: Policy, net: Any, obs_norm: Any, obs: jax.Array, action: jax.Array) -> jax.Array:
+    _, dist, _ = policy.apply({"net": net, "obs_norm": obs_norm}, {}, obs)
+    return dist.log_prob(action)
+
+
+def inner_loss(policy: Policy, net: Any, obs_norm: Any, batch: Batch, estimator: str) -> jax.Array:
+    """The inner-step surrogate ``L_in(theta)`` whose gradient is the policy gradient.
+
+    ``maml``: ``-mean(log pi(a|s) A)``. ``lvc``: ``-mean(pi(a|s) / pi_b(a|s) A)`` with the behaviour
+    log-probabilities as constants; the gradients agree at the behaviour policy, but the LVC Hessian
+    holds the ``grad log pi grad log pi^T`` term that the plain surrogate lacks (ProMP, eq. 7).
+    """
+    lp = _log_prob(policy, net, obs_norm, batch.obs, batch.action)
+    n = jnp.maximum(batch.mask.sum(), 1.0)
+    if estimator == "lvc":
+        return -(jnp.exp(lp - batch.log_prob) * batch.adv * batch.mask).sum() / n
+    return -(lp * batch.adv * batch.mask).sum() / n
+
+
+def adapt(policy: Policy, net: Any, obs_norm: Any, batch: Batch, inner_lr, estimator: str = "maml",
+          first_order: bool = False) -> Any:
+    """One inner step ``theta - alpha * grad L_in(theta)``; differentiable in ``theta`` (second order)
+    unless ``first_order``."""
+    g = jax.grad(lambda n: inner_loss(policy, n, obs_norm, batch, estimator))(net)
+    if first_order:
+        g = jax.lax.stop_gradient(g)
+    return jax.tree.map(lambda p, d: p - inner_lr * d, net, g)
+
+
+def conjugate_gradient(matvec, b: jax.Array, iters: int) -> jax.Array:
+    """``x`` with ``matvec(x) ~= b`` after ``iters`` CG iterations from 0 (``jax.scipy``'s CG, no tolerance stop)."""
+    x, _ = jax.scipy.sparse.linalg.cg(matvec, b, maxiter=iters, tol=0.0, atol=0.0)
+    return x
+
+
+def trpo_step(objective, kl, params: Any, *, max_kl: float, cg_iters: int, cg_damping: float, ls_steps: int,
+              ls_backtrack: float) -> tuple[Any, dict]:
+    """One TRPO step minimizing ``objective(params)`` under ``kl(params) <= max_kl`` (Schulman et al. 2015).
+
+    ``d = -F^{-1} g`` by conjugate gradient on Hessian-vector products of ``kl`` (exact, forward over
+    reverse; ``kl`` is 0 with zero gradient at ``params``), scaled to the trust-region boundary
+    ``0.5 d^T F d = max_kl``; then the largest of ``ls_backtrack^k`` (``k < ls_steps``) fractions
+    whose KL stays within ``max_kl`` and whose objective improves. No fraction passing: the params stay.
+
+    Returns:
+        (new params, metrics: ``objective`` before, ``improvement``, ``kl`` of the step taken,
+        ``accepted``, ``step_frac``, ``nonfinite`` (the objective or its gradient was not finite)).
+    """
+    flat, unravel = ravel_pytree(params)
+    f = lambda x: objective(unravel(x))  # noqa: E731
+    k = lambda x: kl(unravel(x))  # noqa: E731
+    f0, g = jax.value_and_grad(f)(flat)
+    grad_k = jax.grad(k)
+
+    def fvp(v):
+        return jax.jvp(grad_k, (flat,), (v,))[1] + cg_damping * v
+
+    d = conjugate_gradient(fvp, -g, cg_iters)
+    shs = 0.5 * jnp.dot(d, fvp(d))
+    step = jnp.sqrt(max_kl / jnp.maximum(shs, 1e-12)) * d
+    fracs = ls_backtrack ** jnp.arange(ls_steps, dtype=jnp.float32)
+    cands = flat[None] + fracs[:, None] * step[None]
+    fs, kls = jax.vmap(lambda x: (f(x), k(x)))(cands)
+    ok = (kls <= max_kl) & (fs < f0) & jnp.isfinite(fs) & jnp.isfinite(kls)
+    i = jnp.argmax(ok)
+    accepted = ok.any()
+    finite = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(step))
+    accepted = accepted & finite
+    new = jnp.where(accepted, cands[i], flat)
+    return unravel(new), {
+        "objective": f0,
+        "improvement": jnp.where(accepted, f0 - fs[i], 0.0),
+        "kl": jnp.where(accepted, kls[i], 0.0),
+        "accepted": accepted.astype(jnp.float32),
+        "step_frac": jnp.where(accepted, fracs[i], 0.0),
+        "nonfinite": (~finite).astype(jnp.int32),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class TrainState:
+    """Meta-parameters, key and update counter: all a run needs to continue exactly (every
+    meta-iteration starts from fresh worlds and resets)."""
+
+    params: Any
+    key: jax.Array
+    update: jax.Array
+
+
+def policy_spec(c: MAMLConfig, env: Env) -> PolicySpec:
+    """MAML's policy for ``env``: a Gaussian MLP (continuous actions only)."""
+    spec = PolicySpec.for_env(env, "mlp", hidden=tuple(c.hidden), normalize_obs=c.normalize_obs,
+                              init_log_std=c.init_log_std)
+    if spec.discrete:
+        raise ValueError(f"maml needs continuous actions; {env.id} has discrete ones")
+    return spec
+
+
+def _base_batched(env: Env) -> VmapEnv:
+    e = env
+    while e is not None and not isinstance(e, VmapEnv):
+        e = getattr(e, "env", None)
+    if e is None:
+        raise ValueError(f"maml needs a batched env (sim.make(..., batch_size=(meta_batch, rollouts_per_task))), "
+                         f"got {env}")
+    return e
+
+
+def _steps_in_episode(first: jax.Array) -> jax.Array:
+    """[T, R] the step index within its episode (0 where ``first``)."""
+    def f(c, fi):
+        c = jnp.where(fi, 0, c + 1)
+        return c, c
+
+    return jax.lax.scan(f, jnp.full(first.shape[1:], -1, jnp.int32), first)[1]
+
+
+class Trainer:
+    """MAML-TRPO over ``meta_batch`` tasks (see the module docstring). Pure and un-jitted, like every
+    trainer (:class:`meta_rl.learners.Trainer`)."""
+
+    def __init__(self, config: MAMLConfig, env: Env, split: str = "train"):
+        self.config = c = config
+        want = (c.meta_batch, c.rollouts_per_task)
+        if env.batch_shape != want:
+            raise ValueError(f"env batch {env.batch_shape} does not match (meta_batch, rollouts_per_task) = {want}")
+        if c.horizon > env.unwrapped.episode_length:
+            raise ValueError(f"MAMLConfig.horizon={c.horizon} is longer than {env.id}'s episode "
+                             f"({env.unwrapped.episode_length} steps)")
+        self.env = env
+        self.split = split
+        outer = _base_batched(env)
+        # one task's envs: the rollouts of one world, vmapped over tasks by the trainer
+        self.task_env = with_mode(outer.env, "fixed", getattr(env, "episodes_per_trial", 1), split=split)
+        self.spec = policy_spec(c, env)
+        self.policy = Policy(self.spec)
+
+    def init(self, key: jax.Array) -> TrainState:
+        k_net, k_next = jax.random.split(key)
+        return TrainState(self.policy.init(k_net), k_next, jnp.zeros((), jnp.int32))
+
+    # -- one task ------------------------------------------------------------------------------------
+
+    def _rollout(self, net, obs_norm, world, key) -> tuple[Batch, jax.Array]:
+        """``horizon`` steps of the task's ``rollouts_per_task`` envs from reset: (batch, mean return)."""
+        c = self.config
+        k_reset, k_run = jax.random.split(key)
+        state = self.task_env.reset(k_reset, world)
+        R = c.rollouts_per_task
+        zeros = jnp.zeros((R,), jnp.float32)
+        runner = Runner(state, {}, jnp.ones((R,), bool), zeros, zeros.astype(jnp.int32))
+        _, traj, _ = collect(self.task_env, self.policy, {"net": net, "obs_norm": obs_norm}, runner, k_run, c.horizon)
+        traj = jax.lax.stop_gradient(traj)
+        return self._batch(traj), traj.reward.sum(0).mean()
+
+    def _batch(self, traj: Transition) -> Batch:
+        c = self.config
+        t = _steps_in_episode(traj.first)
+        adv = task_advantages(traj.reward, traj.done, traj.obs, t, c.gamma, c.gae_lambda, c.horizon)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+        return Batch(flat(traj.obs), flat(traj.action), flat(traj.log_prob), flat(adv), jnp.ones_like(flat(adv)))
+
+    def _adapted(self, net, obs_norm, pre: list[Batch]) -> Any:
+        c = self.config
+        for b in pre:
+            net = adapt(self.policy, net, obs_norm, b, c.inner_lr, c.estimator, c.first_order)
+        return net
+
+    def _collect_task(self, net, obs_norm, world, key) -> tuple[list[Batch], jax.Array]:
+        """Every phase's batch for one task (no gradient) and the mean return of each phase [S + 1]."""
+        c = self.config
+        batches, returns = [], []
+        for k in jax.random.split(key, c.inner_steps + 1):
+            b, ret = self._rollout(net, obs_norm, world, k)
+            batches.append(b)
+            returns.append(ret)
+            if len(batches) <= c.inner_steps:
+                net = adapt(self.policy, net, obs_norm, b, c.inner_lr, c.estimator, True)
+        return batches, jnp.stack(returns)
+
+    # -- the meta-iteration --------------------------------------------------------------------------
+
+    def update(self, ts: TrainState) -> tuple[TrainState, dict]:
+        c = self.config
+        key, k_world, k_tasks = jax.random.split(ts.key, 3)
+        obs_norm = ts.params["obs_norm"]
+        worlds = self.env.sample_params(k_world, self.split)  # [M, R, ...]: one world per task, tiled
+        worlds = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :1], x.shape), worlds)
+        batches, returns = jax.vmap(self._collect_task, in_axes=(None, None, 0, 0))(
+            ts.params["net"], obs_norm, worlds, jax.random.split(k_tasks, c.meta_batch))
+        pre, post = batches[:-1], batches[-1]
+        net0 = ts.params["net"]
+        old = jax.vmap(lambda p: self._adapted(net0, obs_norm, p))(pre)  # the adapted weights that collected `post`
+        old_dist = jax.vmap(lambda n, b: self._dist(n, obs_norm, b.obs))(old, post)
+        old_dist = jax.tree.map(jax.lax.stop_gradient, old_dist)
+
+        def per_task(net, p, b, od):
+            adapted = self._adapted(net, obs_norm, p)
+            mean, std = self._dist(adapted, obs_norm, b.obs)
+            new = distrax.MultivariateNormalDiag(mean, std)
+            n = jnp.maximum(b.mask.sum(), 1.0)
+            surr = -(jnp.exp(new.log_prob(b.action) - b.log_prob) * b.adv * b.mask).sum() / n
+            kl = (distrax.MultivariateNormalDiag(*od).kl_divergence(new) * b.mask).sum() / n
+            return surr, kl
+
+        def objective(net):
+            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old_dist)[0].mean()
+
+        def kl(net):
+            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old_dist)[1].mean()
+
+        net, m = trpo_step(objective, kl, net0, max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
+                           ls_steps=c.ls_steps, ls_backtrack=c.ls_backtrack)
+        ret = returns.mean(0)  # [S + 1] per phase
+        metrics = {**m, "pre_return": ret[0], "episode_return": ret[-1], "adapt_gain": ret[-1] - ret[0],
+                   "episodes": jnp.asarray(c.num_envs * (c.inner_steps + 1), jnp.float32)}
+        return ts.replace(params={**ts.params, "net": net}, key=key, update=ts.update + 1), metrics
+
+    def _dist(self, net, obs_norm, obs):
+        _, dist, _ = self.policy.apply({"net": net, "obs_norm": obs_norm}, {}, obs)
+        return dist.loc, dist.scale_diag
+
+    def run(self, ts: TrainState, num_updates: int) -> tuple[TrainState, dict]:
+        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=int(num_updates))
+
+    def agent_params(self, ts: TrainState) -> Any:
+        return ts.params
+
+    def __call__(self, key: jax.Array) -> tuple[Any, dict]:
+        ts, metrics = self.run(self.init(key), self.config.num_updates)
+        return ts.params, metrics
+
+
+def make_train(config: MAMLConfig, env: Env, split: str = "train") -> Trainer:
+    """``make_train(config, env)(key) -> (params, metrics)`` (DESIGN.md's learner contract)."""
+    return Trainer(config, env, split)
+
+
+def init_agent_params(c: MAMLConfig, env: Env, key: jax.Array) -> Any:
+    """A template of the agent's parameters (what a run saves)."""
+    return Policy(policy_spec(c, env)).init(key)
+
+
+# --------------------------------------------------------------------------------------------------
+# The agent: one inner step at the end of every episode
+# --------------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class MAMLAgent(Agent):
+    """MAML's test-time adaptation (see the module docstring).
+
+    State: ``net`` the adapted weights of each world [B, ...]; ``episode`` the episode so far (``obs``,
+    ``action`` samples ``u``, ``log_prob``, ``reward``: [B, H, ...]) with ``t`` [B] steps written and
+    ``ended`` [B]; ``pending`` the last action's observation, sample and log-probability until its
+    reward arrives.
+    """
+
+    params: Any
+    policy: Any = struct.field(pytree_node=False)
+    config: MAMLConfig = struct.field(pytree_node=False)
+    episode_length: int = struct.field(pytree_node=False)
+
+    @property
+    def policy_spec(self):
+        return self.policy.spec
+
+    def initial_state(self, batch: int):
+        s, H = self.policy.spec, self.episode_length
+        A = len(s.action_names)
+        zf = lambda *shape: jnp.zeros((batch,) + shape, jnp.float32)  # noqa: E731
+        return {
+            "net": jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), self.params["net"]),
+            "episode": {"obs": zf(H, s.obs_dim), "action": zf(H, A), "log_prob": zf(H), "reward": zf(H)},
+            "pending": {"obs": zf(s.obs_dim), "action": zf(A), "log_prob": zf()},
+            "t": jnp.zeros((batch,), jnp.int32),
+            "ended": jnp.zeros((batch,), bool),
+        }
+
+    def _dist(self, nets, obs):
+        def one(net, o):
+            _, d, _ = self.policy.apply({"net": net, "obs_norm": self.params["obs_norm"]}, {}, o[None])
+            return d.loc[0], d.scale_diag[0]
+
+        return distrax.MultivariateNormalDiag(*jax.vmap(one)(nets, obs))
+
+    def act(self, state, obs, key):
+        obs = self.policy.spec.select_obs(obs)
+        dist = self._dist(state["net"], obs)
+        u = dist.sample(seed=key)
+        pending = {"obs": obs.astype(jnp.float32), "action": u, "log_prob": dist.log_prob(u)}
+        return self.policy.env_action(u), {**state, "pending": pending}
+
+    def observe(self, state, step: Step):
+        H = self.episode_length
+        t = jnp.minimum(state["t"], H - 1)
+        row = {**state["pending"], "reward": step.reward.astype(jnp.float32)}
+        at = jax.nn.one_hot(t, H, dtype=bool)  # [B, H]
+        ep = jax.tree.map(lambda buf, x: jnp.where(at.reshape(at.shape + (1,) * (buf.ndim - 2)), x[:, None], buf),
+                          state["episode"], row)
+        return {**state, "episode": ep, "t": state["t"] + 1, "ended": state["ended"] | step.done}
+
+    def _adapt_rows(self, state):
+        c, H = self.config, self.episode_length
+        steps = jnp.arange(H)
+
+        def one(net, ep, t):
+            mask = steps < t
+            done = steps == t - 1
+            adv = task_advantages(ep["reward"][:, None], done[:, None], ep["obs"][:, None], steps[:, None],
+                                  c.gamma, c.gae_lambda, c.horizon, mask[:, None])[:, 0]
+            b = Batch(ep["obs"], ep["action"], ep["log_prob"], adv, mask.astype(jnp.float32))
+            return adapt(self.policy, net, self.params["obs_norm"], b, c.inner_lr, c.estimator, True)
+
+        net = jax.vmap(one)(state["net"], state["episode"], state["t"])
+        return {**state, "net": net, "t": jnp.zeros_like(state["t"]), "ended": jnp.zeros_like(state["ended"])}
+
+    def end_episode(self, state):
+        # computed for the whole batch only when some episode ended (the runner keeps it where one did)
+        return jax.lax.cond(jnp.any(state["ended"]), self._adapt_rows, lambda s: s, state)
+
+    def policy_step(self, state, obs):
+        obs = self.policy.spec.select_obs(obs)
+        return self.policy.deterministic(self._dist(state["net"], obs)), state
+
+
+def make_agent(c: MAMLConfig, env: Env, params: Any, deterministic: bool) -> MAMLAgent:
+    """The test-time agent (it samples in every episode whatever ``deterministic`` says: the inner
+    policy gradient needs sampled actions; the exported ``policy_step`` acts with the mode)."""
+    del deterministic
+    return MAMLAgent(params, Policy(policy_spec(c, env)), c, env.unwrapped.episode_length)
