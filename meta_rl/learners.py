@@ -74,7 +74,12 @@ class Learner:
         steps_per_update: ``config -> int`` env steps one update consumes (progress, logs).
         num_updates: ``config -> int`` updates in the whole run.
         policy_spec: ``(config, env) -> PolicySpec`` naming the agent's observations and actions.
-        env_batch: ``config -> int`` worlds the training env steps in parallel (``sim.make(batch_size=...)``).
+        env_batch: ``config -> int`` (or a batch shape) of the worlds the training env steps in parallel
+            (``sim.make(batch_size=...)``).
+        finetune_agent: for learners that adapt by gradient, ``(config, env, policy_spec, params) -> Agent``:
+            the learner's test-time adaptation applied to *another* policy (a DR-PPO policy, a random
+            initialization): the comparisons of the MAML paper (``proteus eval --finetune``). ``None``:
+            the learner does not adapt by gradient.
     """
 
     name: str
@@ -88,7 +93,8 @@ class Learner:
     steps_per_update: Callable[[Any], int]
     num_updates: Callable[[Any], int]
     policy_spec: Callable[[Any, Env], Any]
-    env_batch: Callable[[Any], int]
+    env_batch: Callable[[Any], Any]
+    finetune_agent: Callable[[Any, Env, Any, Any], Any] | None = None
 
     def default_config(self, env_id: str, **overrides) -> Any:
         """The preset for ``env_id`` with ``overrides`` applied (unknown fields are named)."""
@@ -216,4 +222,5 @@ def _maml() -> Learner:
         num_updates=lambda c: c.num_updates,
         policy_spec=lazy("meta_rl.maml:policy_spec"),
         env_batch=lambda c: (c.meta_batch, c.rollouts_per_task),
+        finetune_agent=lazy("meta_rl.maml:finetune_agent"),
     )

@@ -448,3 +448,12 @@ def make_agent(c: MAMLConfig, env: Env, params: Any, deterministic: bool) -> MAM
     policy gradient needs sampled actions; the exported ``policy_step`` acts with the mode)."""
     del deterministic
     return MAMLAgent(params, Policy(policy_spec(c, env)), c, env.unwrapped.episode_length)
+
+
+def finetune_agent(c: MAMLConfig, env: Env, spec: PolicySpec, params: Any) -> MAMLAgent:
+    """MAML's test-time inner step (``c.inner_lr``, ``c.estimator``) applied to another Gaussian MLP
+    policy (``spec``, ``params``): the "pretrained + fine-tuned" and "random initialization"
+    comparisons of Finn et al. (2017)."""
+    if spec.discrete or spec.recurrent:
+        raise ValueError(f"the maml inner step fine-tunes Gaussian MLP policies, got a {'discrete' if spec.discrete else spec.kind} one")
+    return MAMLAgent(params, Policy(spec), c, env.unwrapped.episode_length)

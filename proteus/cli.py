@@ -412,6 +412,12 @@ class Eval:
     actions: Literal["auto", "mode", "sample"] = "auto"
     """How policies act: the distribution's mode (what ``proteus export`` deploys), samples from it,
     or auto (mode for continuous actions, samples for discrete ones)."""
+    finetune: bool = False
+    """For a learner that adapts by gradient (maml): also score each --baseline's policy, and a random
+    initialization, adapted by the run's own test-time step, on the same worlds."""
+    episodes: int | None = None
+    """Episodes per trial (default: the env's). A gradient learner adapts after each episode: 4 gives
+    its returns after 0, 1, 2 and 3 inner steps."""
 
     def run(self) -> None:
         from proteus.runspec import read_run_spec
@@ -420,11 +426,14 @@ class Eval:
             read_run_spec(path)  # a missing or foreign folder is refused before JAX loads
         if self.tasks is not None and self.tasks < 2:
             raise UsageError(f"--tasks must be >= 2 (a confidence interval needs two worlds), got {self.tasks}")
+        if self.episodes is not None and not 1 <= self.episodes <= 10_000:
+            raise UsageError(f"--episodes must lie in [1, 10000], got {self.episodes}")
         from proteus.evaluation import evaluate_run
 
         det = {"auto": None, "mode": True, "sample": False}[self.actions]
         evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=list(self.baseline),
-                     oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det)
+                     oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det,
+                     finetune=self.finetune, episodes=self.episodes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,6 +86,35 @@ def _agent(loaded: dict, deterministic: bool | None):
     return spec.learner.make_agent(spec.config, loaded["env"], loaded["params"], det), det
 
 
+def _add_finetuned(main: dict, others: dict, players: dict, baseline_names: dict, meta: dict) -> dict:
+    """``--finetune``: each baseline's policy, and a random initialization of the run's own policy,
+    adapted by the run's test-time step (the learner's ``finetune_agent``), added as baselines.
+    Returns ``{baseline name: why}`` for the baselines the step cannot adapt."""
+    spec = main["spec"]
+    hook = spec.learner.finetune_agent
+    if hook is None:
+        raise ValueError(f"--finetune needs a learner that adapts by gradient; {spec.algo} does not")
+    skipped = {}
+    for i, role in enumerate([r for r in baseline_names if r.startswith("baseline")]):
+        lo = others[role]
+        name = f"{baseline_names[role]} + {spec.algo} step"
+        try:
+            players[f"finetune{i}"] = hook(spec.config, main["env"], lo["policy_spec"], lo["params"])
+        except ValueError as e:  # a policy the step cannot adapt (a recurrent RL² agent): said, not scored
+            skipped[baseline_names[role]] = str(e)
+            continue
+        baseline_names[f"finetune{i}"] = name
+        meta[name] = {"run": str(lo["dir"]), "algo": lo["cfg"]["algo"], "deterministic": False,
+                      "updates": lo.get("updates"), "env_steps": lo.get("env_steps"), "finetuned_by": spec.algo}
+    fresh = spec.learner.init_agent_params(spec.config, main["env"], jax.random.key(0))
+    name = f"random init + {spec.algo} step"
+    players["random_init"] = hook(spec.config, main["env"], main["policy_spec"], fresh)
+    baseline_names["random_init"] = name
+    meta[name] = {"run": None, "algo": spec.algo, "deterministic": False, "updates": 0, "env_steps": 0,
+                  "finetuned_by": spec.algo, "init_seed": 0}
+    return skipped
+
+
 def _check_spaces(loaded: dict, env) -> None:
     """The agent reads the env's (base) observation and writes its actions, by name."""
     spec = loaded["policy_spec"]
@@ -108,10 +137,10 @@ def _check_spaces(loaded: dict, env) -> None:
 
 # -- evaluation ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
-def eval_env(env_id: str, backend: str, tasks: int):
-    """The batched trial env the evaluation runs on, one per (env, backend, tasks): the compiled
+def eval_env(env_id: str, backend: str, tasks: int, episodes: int | None = None):
+    """The batched trial env the evaluation runs on, one per (env, backend, tasks, episodes): the compiled
     :func:`compiled_run_trials` is cached per env object, so this cache shares it across calls."""
-    return sim.make(env_id, batch_size=tasks, mode="trial", backend=backend)
+    return sim.make(env_id, batch_size=tasks, mode="trial", backend=backend, episodes_per_trial=episodes)
 
 
 def default_tasks(env_id: str) -> int:
@@ -179,6 +208,8 @@ def evaluate_run(
     overwrite: bool = False,
     console=None,
     progress: bool = True,
+    finetune: bool = False,
+    episodes: int | None = None,
 ) -> dict:
     """Evaluate a run's latest policy zero-shot on each split; write ``run_dir/eval/`` and return the report.
 
@@ -193,6 +224,12 @@ def evaluate_run(
         deterministic: act with the distribution's mode (default: yes for continuous actions, sample
             for discrete ones, per policy).
         json_path: also write the figures as bench rows (name, value, baseline, ratio) there.
+        finetune: for a learner that adapts by gradient (its ``finetune_agent``), also score each
+            baseline's policy adapted by the run's own test-time step (``NAME + ALGO step``) and a
+            randomly initialized policy adapted the same way (``random init + ALGO step``), as further
+            baselines on the same worlds.
+        episodes: episodes per trial (default: the env's); a gradient learner adapts after each, so 4
+            gives its returns after 0, 1, 2 and 3 inner steps.
         overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
         console: a Rich console (default: :func:`proteus.console.make_console`).
 
@@ -252,7 +289,9 @@ def evaluate_run(
     tasks = default_tasks(env_id) if tasks is None else int(tasks)
     if tasks < 2:
         raise ValueError(f"tasks must be >= 2 (a confidence interval needs two worlds), got {tasks}")
-    env = eval_env(env_id, backend, tasks)
+    if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
+        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
+    env = eval_env(env_id, backend, tasks, episodes)
     run = compiled_run_trials(env)
     K = env.episodes_per_trial
 
@@ -271,6 +310,7 @@ def evaluate_run(
     for role, name in baseline_names.items():
         players[role], det = _agent(others[role], deterministic)
         meta["baselines"][name] = run_meta(others[role], det)
+    finetune_skipped = _add_finetuned(main, others, players, baseline_names, meta["baselines"]) if finetune else {}
     meta["baseline"] = next(iter(meta["baselines"].values()), None)
     if "oracle" in others:
         players["oracle"], det = _agent(others["oracle"], deterministic)
@@ -337,7 +377,7 @@ def evaluate_run(
         "splits": {},
         "unavailable_splits": unavailable,
     }
-    notes: list[str] = []
+    notes: list[str] = [f"--finetune: {name} not fine-tuned ({why})" for name, why in finetune_skipped.items()]
     from sim.tasks.bandit import BernoulliBandit
 
     is_bandit = isinstance(env.unwrapped, BernoulliBandit)
@@ -362,7 +402,10 @@ def evaluate_run(
         for other, role in pairs.items():
             if role in per:
                 m, ci = mean_ci95(per["policy"]["trial_return"] - per[role]["trial_return"])
-                row["paired"][other] = {"policy_minus": m, "ci95": ci}
+                # the last episode alone: after the trial's adaptation (K - 1 inner steps for a gradient learner)
+                m_last, ci_last = mean_ci95(per["policy"]["episode_returns"][:, -1] - per[role]["episode_returns"][:, -1])
+                row["paired"][other] = {"policy_minus": m, "ci95": ci, "last_episode_minus": m_last,
+                                        "last_episode_ci95": ci_last}
         if is_bandit:
             vals = jax.device_get(env.param_values(params_by_split[split]))["arm_probs"]
             row["full_information_bound"] = float(np.max(vals, -1).mean() * env.max_trial_steps)
@@ -468,6 +511,10 @@ def print_report(report: dict, console) -> None:
         if r.get("paired"):
             console.print(f"{split}, policy minus each, paired over the same worlds (± 95% CI): " + " · ".join(
                 f"{name} {d['policy_minus']:+.2f} ± {d['ci95']:.2f}" for name, d in r["paired"].items()))
+            if K > 1:
+                console.print(f"{split}, episode {K} alone (after adaptation), policy minus each: " + " · ".join(
+                    f"{name} {d['last_episode_minus']:+.2f} ± {d['last_episode_ci95']:.2f}"
+                    for name, d in r["paired"].items()))
     if report["oracle"]["kind"] == "unavailable":
         console.print(f"[dim]oracle: {report['oracle']['note']}[/dim]")
     for n in report.get("notes", []):

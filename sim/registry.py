@@ -71,6 +71,7 @@ def make(
     mode: str | None = None,
     trial: bool | None = None,
     backend: str = "auto",
+    episodes_per_trial: int | None = None,
 ) -> Env:
     """Build a registered env.
 
@@ -84,6 +85,8 @@ def make(
             world, plain observations: MAML, MAESN, EPG) or ``fresh`` (a new world every episode:
             domain randomization). See :func:`sim.wrappers.with_mode`.
         trial: older spelling: ``True`` is ``mode="trial"``, ``False`` is ``mode="fresh"``.
+        episodes_per_trial: episodes per world in ``trial`` and ``fixed`` modes (default: the entry's);
+            e.g. four to score a gradient learner after 0, 1, 2 and 3 inner steps.
     """
     from randomization.ranges import check_split
     from sim.wrappers import VmapEnv, check_mode, with_mode
@@ -104,7 +107,10 @@ def make(
     env.unwrapped.id = env_id
     if batch_size is not None:
         env = VmapEnv(env, batch_size)
-    return with_mode(env, mode, e.episodes_per_trial, split=split, time_input=e.trial_time)
+    K = e.episodes_per_trial if episodes_per_trial is None else episodes_per_trial
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise ValueError(f"make({env_id!r}): episodes_per_trial must be an integer >= 1, got {K!r}")
+    return with_mode(env, mode, K, split=split, time_input=e.trial_time)
 
 
 def robot_env(task, backend: str, env_id: str | None = None) -> Env:

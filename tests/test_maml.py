@@ -282,3 +282,34 @@ def test_env_batch_and_horizon_mismatch_refused():
 def test_discrete_envs_refused_by_the_preset():
     with pytest.raises(ValueError, match="maml needs continuous actions; bandit-k5-n10"):
         learners.get("maml").default_config("bandit-k5-n10")
+
+
+# -- through the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_train_eval_finetune_and_export(tmp_path, capsys):
+    """``proteus train maml`` makes a run folder; ``proteus eval --finetune --episodes 3`` scores it
+    after 0, 1 and 2 inner steps beside a PPO baseline fine-tuned by the same step and a random
+    initialization, all paired on the same worlds; ``proteus export`` writes a parity-checked ONNX."""
+    import json
+
+    from proteus.cli import main
+
+    maml, ppo = tmp_path / "maml", tmp_path / "ppo"
+    main(["train", "maml", "--env", ENV, "--meta-batch", "2", "--rollouts-per-task", "2", "--hidden", "8",
+          "--steps", "1600", "--out", str(maml), "--no-progress"])
+    main(["train", "ppo", "--env", ENV, "--num-envs", "4", "--num-steps", "8", "--hidden", "8", "--steps", "32",
+          "--update-epochs", "1", "--num-minibatches", "1", "--out", str(ppo), "--no-progress"])
+    main(["eval", str(maml), "--tasks", "8", "--split", "train", "--baseline", str(ppo), "--finetune",
+          "--episodes", "3"])
+    report = json.loads((maml / "eval" / "report.json").read_text())
+    assert report["episodes_per_trial"] == 3
+    row = report["splits"]["train"]
+    assert set(row["baselines"]) == {"ppo", "ppo + maml step", "random init + maml step"}
+    assert len(row["policy"]["episode_means"]) == 3
+    for d in row["paired"].values():
+        assert {"policy_minus", "ci95", "last_episode_minus", "last_episode_ci95"} <= set(d)
+    assert report["baselines"]["ppo + maml step"]["finetuned_by"] == "maml"
+    assert "episode 3 alone (after adaptation)" in capsys.readouterr().out
+    main(["export", str(maml)])
+    assert (maml / "policy.onnx").stat().st_size > 0

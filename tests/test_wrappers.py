@@ -268,3 +268,18 @@ def test_any_leading_batch_shape():
     assert s.obs.shape == (2, 3) + env.observation_space.shape and s.reward.shape == (2, 3)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         sim.make("point-goal", batch_size=(2, 0))
+
+
+def test_make_takes_episodes_per_trial():
+    """``sim.make(..., episodes_per_trial=K)`` overrides the entry's K (``proteus eval --episodes``);
+    a non-integer or K < 1 is refused naming the value."""
+    import pytest
+
+    import sim
+
+    env = sim.make("point-goal", mode="trial", episodes_per_trial=4)
+    assert env.episodes_per_trial == 4 and env.max_trial_steps == 400
+    assert sim.make("point-goal", mode="fixed", episodes_per_trial=3).episodes_per_trial == 3
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"episodes_per_trial must be an integer >= 1, got {bad!r}"):
+            sim.make("point-goal", episodes_per_trial=bad)
