@@ -49,6 +49,36 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _check(cfg, ints: dict | None = None, bools=(), floats=(), positive=(), unit=()):
+    """Refuse a bad field of ``cfg`` with :class:`ConfigError`: ``ints`` {field: upper bound} integers in
+    [1, bound]; ``bools``; ``floats`` finite numbers, of which ``positive`` > 0 and ``unit`` in (0, 1)."""
+    def bad(field, why):
+        raise ConfigError(type(cfg).__name__, field, getattr(cfg, field), why)
+
+    for f, hi in (ints or {}).items():
+        v = getattr(cfg, f)
+        if not _is_int(v):
+            bad(f, "must be an integer")
+        if not 1 <= v <= hi:
+            bad(f, f"must lie in [1, {hi:_}]")
+    for f in bools:
+        if not isinstance(getattr(cfg, f), bool):
+            bad(f, "must be True or False")
+    for f in floats:
+        v = getattr(cfg, f)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            bad(f, "must be a number")
+        if not math.isfinite(v):
+            bad(f, "must be finite")
+    for f in positive:
+        if not getattr(cfg, f) > 0:
+            bad(f, "must be > 0")
+    for f in unit:
+        if not 0 < getattr(cfg, f) < 1:
+            bad(f, "must lie in (0, 1)")
+    return bad
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """PPO hyperparameters (defaults: a feed-forward agent under domain randomization).
@@ -96,26 +126,8 @@ class PPOConfig:
     init_log_std: float = -0.5
 
     def __post_init__(self):
-        def bad(field, why):
-            raise ConfigError(type(self).__name__, field, getattr(self, field), why)
-
-        for f, hi in _INT_BOUNDS.items():
-            v = getattr(self, f)
-            if not _is_int(v):
-                bad(f, "must be an integer")
-            if not 1 <= v <= hi:
-                bad(f, f"must lie in [1, {hi:_}]")
-        for f in ("anneal_lr", "normalize_obs"):
-            if not isinstance(getattr(self, f), bool):
-                bad(f, "must be True or False")
-        for f in _FLOAT_FIELDS:
-            if isinstance(getattr(self, f), bool) or not isinstance(getattr(self, f), numbers.Real):
-                bad(f, "must be a number")
-            if not math.isfinite(getattr(self, f)):
-                bad(f, "must be finite")
-        for f in ("lr", "clip_eps", "max_grad_norm", "reward_scale"):
-            if not getattr(self, f) > 0:
-                bad(f, "must be > 0")
+        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs"), floats=_FLOAT_FIELDS,
+                     positive=("lr", "clip_eps", "max_grad_norm", "reward_scale"))
         for f in ("ent_coef", "vf_coef"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")
@@ -158,9 +170,9 @@ MAML_ESTIMATORS = ("maml", "lvc")
 
 
 @dataclasses.dataclass(frozen=True)
-class MAMLConfig:
-    """MAML for RL (Finn et al. 2017): an inner policy-gradient step per task, a TRPO outer step on
-    the return after adaptation, second-order gradients through the inner step.
+class GradientMetaConfig:
+    """What MAML and ProMP share: tasks, rollouts, the inner policy-gradient step, the advantages and
+    the policy (see :class:`MAMLConfig` and :class:`ProMPConfig` for the outer step).
 
     One meta-iteration: ``meta_batch`` tasks, each with ``rollouts_per_task`` episodes collected before
     and after each of the ``inner_steps`` adaptation steps, all tasks ``vmap``ped in one call.
@@ -175,11 +187,6 @@ class MAMLConfig:
         inner_lr: the inner step size alpha.
         first_order: drop the second-order terms (gradient of the inner gradient), the FOMAML shortcut.
         estimator: inner-step gradient estimator, ``maml`` or ``lvc`` (ProMP's low-variance curvature).
-        max_kl: TRPO trust region: mean KL between the adapted policies before and after the step.
-        cg_iters: conjugate-gradient iterations of the TRPO solve.
-        cg_damping: damping added to the KL Hessian-vector products.
-        ls_steps: backtracking line-search steps.
-        ls_backtrack: line-search step shrink factor.
         gamma: discount.
         gae_lambda: GAE lambda over the linear feature baseline (1.0: Monte-Carlo returns minus the baseline).
         hidden: policy MLP widths.
@@ -195,11 +202,6 @@ class MAMLConfig:
     inner_lr: float = 0.1
     first_order: bool = False
     estimator: str = "maml"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-3
-    ls_steps: int = 15
-    ls_backtrack: float = 0.8
     gamma: float = 0.99
     gae_lambda: float = 1.0
     hidden: tuple[int, ...] = (64, 64)
@@ -207,33 +209,10 @@ class MAMLConfig:
     normalize_obs: bool = False
 
     def __post_init__(self):
-        def bad(field, why):
-            raise ConfigError(type(self).__name__, field, getattr(self, field), why)
-
-        for f, hi in (("total_steps", 2**62), ("meta_batch", 2**20), ("rollouts_per_task", 2**20), ("horizon", 2**20),
-                      ("inner_steps", 100),
-                      ("cg_iters", 1000), ("ls_steps", 100)):
-            v = getattr(self, f)
-            if not _is_int(v):
-                bad(f, "must be an integer")
-            if not 1 <= v <= hi:
-                bad(f, f"must lie in [1, {hi:_}]")
-        for f in ("first_order", "normalize_obs"):
-            if not isinstance(getattr(self, f), bool):
-                bad(f, "must be True or False")
-        for f in ("inner_lr", "max_kl", "cg_damping", "ls_backtrack", "gamma", "gae_lambda", "init_log_std"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                bad(f, "must be a number")
-            if not math.isfinite(v):
-                bad(f, "must be finite")
-        for f in ("inner_lr", "max_kl"):
-            if not getattr(self, f) > 0:
-                bad(f, "must be > 0")
-        if self.cg_damping < 0:
-            bad("cg_damping", "must be >= 0")
-        if not 0 < self.ls_backtrack < 1:
-            bad("ls_backtrack", "must lie in (0, 1)")
+        bad = _check(self, ints={"total_steps": 2**62, "meta_batch": 2**20, "rollouts_per_task": 2**20,
+                                 "horizon": 2**20, "inner_steps": 100},
+                     bools=("first_order", "normalize_obs"), floats=("inner_lr", "gamma", "gae_lambda", "init_log_std"),
+                     positive=("inner_lr",))
         if not 0 < self.gamma <= 1:
             bad("gamma", "must lie in (0, 1]")
         if not 0 <= self.gae_lambda <= 1:
@@ -263,3 +242,90 @@ class MAMLConfig:
     @property
     def num_updates(self) -> int:
         return self.total_steps // self.steps_per_update
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig(GradientMetaConfig):
+    """MAML for RL (Finn et al. 2017): an inner policy-gradient step per task, a TRPO outer step on
+    the return after adaptation, second-order gradients through the inner step.
+
+    One meta-iteration: ``meta_batch`` tasks, each with ``rollouts_per_task`` episodes collected before
+    and after each of the ``inner_steps`` adaptation steps, all tasks ``vmap``ped in one call.
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole meta-iterations).
+        meta_batch: tasks (worlds) per meta-iteration.
+        rollouts_per_task: episodes per task for each inner step and for the post-update objective.
+        horizon: steps of each rollout, from the episode's start (MAML's ``max_path_length``; at most the
+            env's episode length).
+        inner_steps: policy-gradient steps of the inner loop (each on freshly collected episodes).
+        inner_lr: the inner step size alpha.
+        first_order: drop the second-order terms (gradient of the inner gradient), the FOMAML shortcut.
+        estimator: inner-step gradient estimator, ``maml`` or ``lvc`` (ProMP's low-variance curvature).
+        gamma: discount.
+        gae_lambda: GAE lambda over the linear feature baseline (1.0: Monte-Carlo returns minus the baseline).
+        hidden: policy MLP widths.
+        init_log_std: initial Gaussian log std.
+        normalize_obs: observation normalization inside the policy (statistics frozen at initialization).
+        max_kl: TRPO trust region: mean KL between the adapted policies before and after the step.
+        cg_iters: conjugate-gradient iterations of the TRPO solve.
+        cg_damping: damping added to the KL Hessian-vector products.
+        ls_steps: backtracking line-search steps.
+        ls_backtrack: line-search step shrink factor.
+    """
+
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-3
+    ls_steps: int = 15
+    ls_backtrack: float = 0.8
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = _check(self, ints={"cg_iters": 1000, "ls_steps": 100}, floats=("max_kl", "cg_damping", "ls_backtrack"),
+                     positive=("max_kl",), unit=("ls_backtrack",))
+        if self.cg_damping < 0:
+            bad("cg_damping", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProMPConfig(GradientMetaConfig):
+    """ProMP (Rothfuss et al. 2019): MAML's structure with the low-variance curvature (LVC) inner
+    estimator, and an outer step of several Adam steps on PPO's clipped objective of the adapted
+    policies plus an adaptive KL penalty between each task's pre- and post-update policies.
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole meta-iterations).
+        meta_batch: tasks (worlds) per meta-iteration.
+        rollouts_per_task: episodes per task for each inner step and for the post-update objective.
+        horizon: steps of each rollout, from the episode's start (at most the env's episode length).
+        inner_steps: policy-gradient steps of the inner loop (each on freshly collected episodes).
+        inner_lr: the inner step size alpha.
+        first_order: drop the second-order terms (gradient of the inner gradient).
+        estimator: inner-step gradient estimator, ``lvc`` (ProMP's) or ``maml``.
+        gamma: discount.
+        gae_lambda: GAE lambda over the linear feature baseline.
+        hidden: policy MLP widths.
+        init_log_std: initial Gaussian log std.
+        normalize_obs: observation normalization inside the policy (statistics frozen at initialization).
+        outer_lr: Adam learning rate of the outer steps.
+        outer_steps: Adam steps on each meta-iteration's data (ProMP's ``num_ppo_steps``).
+        clip_eps: PPO ratio clip of the outer objective.
+        inner_kl_coef: initial weight of the pre/post-update KL penalty.
+        target_inner_kl: the penalty weight halves below ``target / 1.5`` and doubles above ``1.5 target``.
+        max_grad_norm: global gradient norm clip of the outer steps.
+    """
+
+    estimator: str = "lvc"
+    outer_lr: float = 1e-3
+    outer_steps: int = 5
+    clip_eps: float = 0.3
+    inner_kl_coef: float = 5e-4
+    target_inner_kl: float = 0.01
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self, ints={"outer_steps": 1000}, floats=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl",
+                                                         "max_grad_norm"),
+               positive=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl", "max_grad_norm"))

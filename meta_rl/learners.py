@@ -201,23 +201,25 @@ def _register_builtin() -> None:
                          ppo_preset))
     register(_ppo_family("rl2", "RL² (Duan et al. 2016): a recurrent policy over trials of K episodes in one "
                                 "world", "trial", rl2_preset))
-    register(_maml())
+    register(_gradient_meta("maml", "MAML (Finn et al. 2017): a policy-gradient inner step per world, TRPO outer "
+                                    "step through it", "MAMLConfig", "maml_preset", "meta_rl.maml"))
+    register(_gradient_meta("promp", "ProMP (Rothfuss et al. 2019): MAML with the LVC inner estimator and a clipped "
+                                     "PPO outer step", "ProMPConfig", "promp_preset", "meta_rl.promp"))
 
 
-def _maml() -> Learner:
-    """MAML-TRPO (:mod:`meta_rl.maml`) with :class:`meta_rl.configs.MAMLConfig`."""
-    from meta_rl.configs import MAMLConfig
-    from meta_rl.presets import maml_preset
+def _gradient_meta(name: str, description: str, config: str, preset: str, module: str) -> Learner:
+    """A learner on MAML's trainer and agent (:mod:`meta_rl.maml`); ``module`` gives its ``make_train``."""
+    from meta_rl import configs, presets
 
     return Learner(
-        name="maml",
-        description="MAML (Finn et al. 2017): a policy-gradient inner step per world, TRPO outer step through it",
-        config=MAMLConfig,
-        make_train=lazy("meta_rl.maml:make_train"),
+        name=name,
+        description=description,
+        config=getattr(configs, config),
+        make_train=lazy(f"{module}:make_train"),
         init_agent_params=lazy("meta_rl.maml:init_agent_params"),
         make_agent=lazy("meta_rl.maml:make_agent"),
         env_mode=lambda c: "fixed",
-        presets=maml_preset,
+        presets=getattr(presets, preset),
         steps_per_update=lambda c: c.steps_per_update,
         num_updates=lambda c: c.num_updates,
         policy_spec=lazy("meta_rl.maml:policy_spec"),

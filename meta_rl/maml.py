@@ -32,7 +32,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from meta_rl.agent import Agent, Step
-from meta_rl.configs import MAMLConfig
+from meta_rl.configs import GradientMetaConfig, MAMLConfig
 from meta_rl.losses import gae
 from meta_rl.networks import Policy, PolicySpec
 from meta_rl.rollout import Runner, Transition, collect
@@ -204,9 +204,10 @@ class TrainState:
     params: Any
     key: jax.Array
     update: jax.Array
+    outer: Any  # the outer optimizer's state ({} for TRPO; Adam and the KL weight for ProMP)
 
 
-def policy_spec(c: MAMLConfig, env: Env) -> PolicySpec:
+def policy_spec(c: GradientMetaConfig, env: Env) -> PolicySpec:
     """MAML's policy for ``env``: a Gaussian MLP (continuous actions only)."""
     spec = PolicySpec.for_env(env, "mlp", hidden=tuple(c.hidden), normalize_obs=c.normalize_obs,
                               init_log_std=c.init_log_std)
@@ -238,7 +239,7 @@ class Trainer:
     """MAML-TRPO over ``meta_batch`` tasks (see the module docstring). Pure and un-jitted, like every
     trainer (:class:`meta_rl.learners.Trainer`)."""
 
-    def __init__(self, config: MAMLConfig, env: Env, split: str = "train"):
+    def __init__(self, config: GradientMetaConfig, env: Env, split: str = "train"):
         self.config = c = config
         want = (c.meta_batch, c.rollouts_per_task)
         if env.batch_shape != want:
@@ -256,7 +257,8 @@ class Trainer:
 
     def init(self, key: jax.Array) -> TrainState:
         k_net, k_next = jax.random.split(key)
-        return TrainState(self.policy.init(k_net), k_next, jnp.zeros((), jnp.int32))
+        params = self.policy.init(k_net)
+        return TrainState(params, k_next, jnp.zeros((), jnp.int32), self.init_outer(params["net"]))
 
     # -- one task ------------------------------------------------------------------------------------
 
@@ -300,6 +302,7 @@ class Trainer:
     # -- the meta-iteration --------------------------------------------------------------------------
 
     def update(self, ts: TrainState) -> tuple[TrainState, dict]:
+        """One meta-iteration: every task's rollouts and inner steps (vmapped), then :meth:`outer_step`."""
         c = self.config
         key, k_world, k_tasks = jax.random.split(ts.key, 3)
         obs_norm = ts.params["obs_norm"]
@@ -307,33 +310,43 @@ class Trainer:
         worlds = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :1], x.shape), worlds)
         batches, returns = jax.vmap(self._collect_task, in_axes=(None, None, 0, 0))(
             ts.params["net"], obs_norm, worlds, jax.random.split(k_tasks, c.meta_batch))
-        pre, post = batches[:-1], batches[-1]
-        net0 = ts.params["net"]
-        old = jax.vmap(lambda p: self._adapted(net0, obs_norm, p))(pre)  # the adapted weights that collected `post`
-        old_dist = jax.vmap(lambda n, b: self._dist(n, obs_norm, b.obs))(old, post)
-        old_dist = jax.tree.map(jax.lax.stop_gradient, old_dist)
+        net, outer, m = self.outer_step(ts.params["net"], obs_norm, batches[:-1], batches[-1], ts.outer)
+        ret = returns.mean(0)  # [S + 1] per phase
+        metrics = {**m, "pre_return": ret[0], "episode_return": ret[-1], "adapt_gain": ret[-1] - ret[0],
+                   "episodes": jnp.asarray(c.num_envs * (c.inner_steps + 1), jnp.float32)}
+        return ts.replace(params={**ts.params, "net": net}, key=key, update=ts.update + 1, outer=outer), metrics
+
+    def init_outer(self, net: Any) -> Any:
+        """The outer optimizer's state (TRPO keeps none)."""
+        return {}
+
+    def adapted_dist(self, net, obs_norm, pre: list[Batch], obs) -> distrax.MultivariateNormalDiag:
+        """The policy adapted from ``net`` on one task's pre-update batches, at ``obs``."""
+        return distrax.MultivariateNormalDiag(*self._dist(self._adapted(net, obs_norm, pre), obs_norm, obs))
+
+    def outer_step(self, net0, obs_norm, pre: list[Batch], post: Batch, outer: Any) -> tuple[Any, Any, dict]:
+        """TRPO on the post-update surrogate through the inner steps (``pre``/``post``: [M, ...] per task)."""
+        c = self.config
+        # the adapted policies that collected `post`: the reference of the ratios and of the KL
+        old = jax.vmap(lambda p, b: self._dist(self._adapted(net0, obs_norm, p), obs_norm, b.obs))(pre, post)
+        old = jax.tree.map(jax.lax.stop_gradient, old)
 
         def per_task(net, p, b, od):
-            adapted = self._adapted(net, obs_norm, p)
-            mean, std = self._dist(adapted, obs_norm, b.obs)
-            new = distrax.MultivariateNormalDiag(mean, std)
+            new = self.adapted_dist(net, obs_norm, p, b.obs)
             n = jnp.maximum(b.mask.sum(), 1.0)
             surr = -(jnp.exp(new.log_prob(b.action) - b.log_prob) * b.adv * b.mask).sum() / n
             kl = (distrax.MultivariateNormalDiag(*od).kl_divergence(new) * b.mask).sum() / n
             return surr, kl
 
         def objective(net):
-            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old_dist)[0].mean()
+            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old)[0].mean()
 
         def kl(net):
-            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old_dist)[1].mean()
+            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old)[1].mean()
 
         net, m = trpo_step(objective, kl, net0, max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
                            ls_steps=c.ls_steps, ls_backtrack=c.ls_backtrack)
-        ret = returns.mean(0)  # [S + 1] per phase
-        metrics = {**m, "pre_return": ret[0], "episode_return": ret[-1], "adapt_gain": ret[-1] - ret[0],
-                   "episodes": jnp.asarray(c.num_envs * (c.inner_steps + 1), jnp.float32)}
-        return ts.replace(params={**ts.params, "net": net}, key=key, update=ts.update + 1), metrics
+        return net, outer, m
 
     def _dist(self, net, obs_norm, obs):
         _, dist, _ = self.policy.apply({"net": net, "obs_norm": obs_norm}, {}, obs)
@@ -355,7 +368,7 @@ def make_train(config: MAMLConfig, env: Env, split: str = "train") -> Trainer:
     return Trainer(config, env, split)
 
 
-def init_agent_params(c: MAMLConfig, env: Env, key: jax.Array) -> Any:
+def init_agent_params(c: GradientMetaConfig, env: Env, key: jax.Array) -> Any:
     """A template of the agent's parameters (what a run saves)."""
     return Policy(policy_spec(c, env)).init(key)
 
@@ -377,7 +390,7 @@ class MAMLAgent(Agent):
 
     params: Any
     policy: Any = struct.field(pytree_node=False)
-    config: MAMLConfig = struct.field(pytree_node=False)
+    config: GradientMetaConfig = struct.field(pytree_node=False)
     episode_length: int = struct.field(pytree_node=False)
 
     @property
@@ -443,14 +456,14 @@ class MAMLAgent(Agent):
         return self.policy.deterministic(self._dist(state["net"], obs)), state
 
 
-def make_agent(c: MAMLConfig, env: Env, params: Any, deterministic: bool) -> MAMLAgent:
+def make_agent(c: GradientMetaConfig, env: Env, params: Any, deterministic: bool) -> MAMLAgent:
     """The test-time agent (it samples in every episode whatever ``deterministic`` says: the inner
     policy gradient needs sampled actions; the exported ``policy_step`` acts with the mode)."""
     del deterministic
     return MAMLAgent(params, Policy(policy_spec(c, env)), c, env.unwrapped.episode_length)
 
 
-def finetune_agent(c: MAMLConfig, env: Env, spec: PolicySpec, params: Any) -> MAMLAgent:
+def finetune_agent(c: GradientMetaConfig, env: Env, spec: PolicySpec, params: Any) -> MAMLAgent:
     """MAML's test-time inner step (``c.inner_lr``, ``c.estimator``) applied to another Gaussian MLP
     policy (``spec``, ``params``): the "pretrained + fine-tuned" and "random initialization"
     comparisons of Finn et al. (2017)."""

@@ -95,3 +95,8 @@ def maml_preset(env_id: str) -> dict:
         raise ValueError(f"maml needs continuous actions; {env_id} has discrete ones")
     return dict(total_steps=20_000_000, meta_batch=20, rollouts_per_task=10, horizon=100, inner_lr=0.1,
                 hidden=(64, 64))
+
+
+def promp_preset(env_id: str) -> dict:
+    """ProMP: MAML's preset (:func:`maml_preset`) with ProMP's outer step (Adam 1e-3, 5 steps, clip 0.3)."""
+    return dict(maml_preset(env_id), outer_lr=1e-3, outer_steps=5, clip_eps=0.3)
