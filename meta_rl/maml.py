@@ -147,24 +147,25 @@ def conjugate_gradient(matvec, b: jax.Array, iters: int) -> jax.Array:
     return x
 
 
-def trpo_step(objective, kl, params: Any, *, max_kl: float, cg_iters: int, cg_damping: float, ls_steps: int,
+def trpo_step(objective_and_kl, params: Any, *, max_kl: float, cg_iters: int, cg_damping: float, ls_steps: int,
               ls_backtrack: float) -> tuple[Any, dict]:
-    """One TRPO step minimizing ``objective(params)`` under ``kl(params) <= max_kl`` (Schulman et al. 2015).
+    """One TRPO step minimizing the objective under ``kl <= max_kl`` (Schulman et al. 2015);
+    ``objective_and_kl(params) -> (objective, kl)``, the KL measured from ``params`` (0 there, with zero
+    gradient).
 
-    ``d = -F^{-1} g`` by conjugate gradient on Hessian-vector products of ``kl`` (exact, forward over
-    reverse; ``kl`` is 0 with zero gradient at ``params``), scaled to the trust-region boundary
-    ``0.5 d^T F d = max_kl``; then the largest of ``ls_backtrack^k`` (``k < ls_steps``) fractions
-    whose KL stays within ``max_kl`` and whose objective improves. No fraction passing: the params stay.
+    ``d = -F^{-1} g`` by conjugate gradient on Hessian-vector products of the KL (exact, forward over
+    reverse), scaled to the trust-region boundary ``0.5 d^T F d = max_kl``; then a backtracking line
+    search (``ls_backtrack^k`` of the step, ``k < ls_steps``, in a ``while_loop`` that stops at the first
+    fraction whose KL stays within ``max_kl`` and whose objective improves). None passing: the params stay.
 
     Returns:
         (new params, metrics: ``objective`` before, ``improvement``, ``kl`` of the step taken,
         ``accepted``, ``step_frac``, ``nonfinite`` (the objective or its gradient was not finite)).
     """
     flat, unravel = ravel_pytree(params)
-    f = lambda x: objective(unravel(x))  # noqa: E731
-    k = lambda x: kl(unravel(x))  # noqa: E731
-    f0, g = jax.value_and_grad(f)(flat)
-    grad_k = jax.grad(k)
+    fk = lambda x: objective_and_kl(unravel(x))  # noqa: E731
+    f0, g = jax.value_and_grad(lambda x: fk(x)[0])(flat)
+    grad_k = jax.grad(lambda x: fk(x)[1])
 
     def fvp(v):
         return jax.jvp(grad_k, (flat,), (v,))[1] + cg_damping * v
@@ -172,21 +173,26 @@ def trpo_step(objective, kl, params: Any, *, max_kl: float, cg_iters: int, cg_da
     d = conjugate_gradient(fvp, -g, cg_iters)
     shs = 0.5 * jnp.dot(d, fvp(d))
     step = jnp.sqrt(max_kl / jnp.maximum(shs, 1e-12)) * d
-    fracs = ls_backtrack ** jnp.arange(ls_steps, dtype=jnp.float32)
-    cands = flat[None] + fracs[:, None] * step[None]
-    fs, kls = jax.vmap(lambda x: (f(x), k(x)))(cands)
-    ok = (kls <= max_kl) & (fs < f0) & jnp.isfinite(fs) & jnp.isfinite(kls)
-    i = jnp.argmax(ok)
-    accepted = ok.any()
     finite = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(step))
-    accepted = accepted & finite
-    new = jnp.where(accepted, cands[i], flat)
+
+    def body(s):
+        i, _, _, _, _ = s
+        frac = jnp.asarray(ls_backtrack, jnp.float32) ** i
+        fx, kx = fk(flat + frac * step)
+        ok = (kx <= max_kl) & (fx < f0) & jnp.isfinite(fx) & jnp.isfinite(kx)
+        return i + 1, ok, frac, fx, kx
+
+    zero = jnp.zeros((), jnp.float32)
+    start = (jnp.zeros((), jnp.int32), ~finite, zero, f0, zero)  # a non-finite step is not searched
+    _, ok, frac, fx, kx = jax.lax.while_loop(lambda s: (s[0] < ls_steps) & ~s[1], body, start)
+    accepted = ok & finite
+    new = jnp.where(accepted, flat + frac * step, flat)
     return unravel(new), {
         "objective": f0,
-        "improvement": jnp.where(accepted, f0 - fs[i], 0.0),
-        "kl": jnp.where(accepted, kls[i], 0.0),
+        "improvement": jnp.where(accepted, f0 - fx, 0.0),
+        "kl": jnp.where(accepted, kx, 0.0),
         "accepted": accepted.astype(jnp.float32),
-        "step_frac": jnp.where(accepted, fracs[i], 0.0),
+        "step_frac": jnp.where(accepted, frac, 0.0),
         "nonfinite": (~finite).astype(jnp.int32),
     }
 
@@ -338,13 +344,11 @@ class Trainer:
             kl = (distrax.MultivariateNormalDiag(*od).kl_divergence(new) * b.mask).sum() / n
             return surr, kl
 
-        def objective(net):
-            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old)[0].mean()
+        def objective_and_kl(net):
+            surr, kl = jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old)
+            return surr.mean(), kl.mean()
 
-        def kl(net):
-            return jax.vmap(per_task, in_axes=(None, 0, 0, 0))(net, pre, post, old)[1].mean()
-
-        net, m = trpo_step(objective, kl, net0, max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
+        net, m = trpo_step(objective_and_kl, net0, max_kl=c.max_kl, cg_iters=c.cg_iters, cg_damping=c.cg_damping,
                            ls_steps=c.ls_steps, ls_backtrack=c.ls_backtrack)
         return net, outer, m
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -421,6 +422,43 @@ def _brax_ppo_rate(env_id: str, num_envs: int, num_steps: int, num_minibatches: 
     )
     rates = [r for r in sps[2:] if np.isfinite(r)]  # the first epoch includes compilation
     return max(rates) if rates else float("nan")
+
+
+RLLIB_MAML_RATE = 24_000.0
+"""RLlib's MAML meta-training throughput, env steps/s on 32 workers plus a GPU (issue 15's reference)."""
+
+
+def bench_train_learner(name: str, robot_env: str = "cheetah-dir", json_path: Path | None = None) -> list[BenchRow]:
+    """Meta-training env-steps/s of a registered learner with its preset on the native ``robot_env``,
+    against the open-loop physics of as many models as it steps at once (target 0.5) and, for the
+    gradient meta-learners, against RLlib's MAML figure (24k env-steps/s on 32 workers and a GPU)."""
+    from meta_rl.learners import get
+
+    learner = get(name)
+    c = learner.default_config(robot_env, total_steps=10**12)
+    env = sim.make(robot_env, batch_size=learner.env_batch(c), mode=learner.env_mode(c), backend="native")
+    batch = int(np.prod(env.batch_shape))
+    with console.status(f"{name} on native {robot_env}, {batch} envs (compiling, then timing)"):
+        rate = _train_rate(learner, c, env, 1, repeats=2)
+    ol = open_loop_setup(robot_env, batch)
+    with console.status(f"{robot_env}: open-loop mujoco.rollout, {batch} models"):
+        physics = open_loop_rate(ol, 100)
+    rows = [BenchRow(f"{name} training, native {robot_env} (physics steps/s)", rate * ol["nsub"], physics,
+                     "open-loop mujoco.rollout", "physics steps/s"),
+            BenchRow(f"{name} training, native {robot_env} (env-steps/s)", rate, RLLIB_MAML_RATE,
+                     "RLlib MAML, 32 workers + GPU", "env-steps/s")]
+    table = Table(title=f"proteus bench train --learner {name} ({robot_env}, {batch} envs, 2 cores)")
+    for col in ("measurement", "value", "baseline", "ratio", "target"):
+        table.add_column(col)
+    for row, target in zip(rows, (0.5, 1.0)):
+        ok = "[green]✓[/green]" if row.ratio is not None and row.ratio >= target else "[red]✗[/red]"
+        table.add_row(row.name, f"{row.value:,.0f} {row.unit}", f"{row.baseline:,.0f} ({row.baseline_name})",
+                      f"{row.ratio:.2f}", f">= {target:g} {ok}")
+    console.print(table)
+    if json_path:
+        write_json(rows, json_path, {"substeps": ol["nsub"], "config": dataclasses.asdict(c)})
+        console.print(f"wrote {json_path}")
+    return rows
 
 
 def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, robot_env: str = "cheetah-vel",

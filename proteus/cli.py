@@ -303,8 +303,23 @@ class BenchTrain:
     """Include the (slow on CPU) Brax PPO comparison."""
     json: Path | None = None
     """Write the rows to this file."""
+    learner: str | None = None
+    """Instead, time this registered learner (its preset) on the native --robot-env (default cheetah-dir)
+    against open-loop physics and RLlib's MAML rate (e.g. --learner maml)."""
 
     def run(self) -> None:
+        if self.learner is not None:
+            from meta_rl.learners import get
+            from sim.registry import entry
+
+            get(self.learner)  # an unknown learner is named with the known ones
+            env = "cheetah-dir" if self.robot_env == "cheetah-vel" else self.robot_env
+            if "native" not in entry(env).backends:
+                raise UsageError(f"--robot-env must be a MuJoCo robot env, got {env!r}")
+            from proteus.bench import bench_train_learner
+
+            bench_train_learner(self.learner, env, json_path=self.json)
+            return
         from proteus.bench import bench_train
 
         bench_train(self.bandit_env, self.bandit_envs, self.robot_env, self.robot_envs, self.mjx_envs, self.brax,

@@ -98,6 +98,9 @@ def _add_finetuned(main: dict, others: dict, players: dict, baseline_names: dict
     for i, role in enumerate([r for r in baseline_names if r.startswith("baseline")]):
         lo = others[role]
         name = f"{baseline_names[role]} + {spec.algo} step"
+        if lo["spec"].learner.finetune_agent is not None:  # a MAML-family run adapts by its own step already
+            skipped[baseline_names[role]] = f"{lo['spec'].algo} adapts by its own gradient step"
+            continue
         try:
             players[f"finetune{i}"] = hook(spec.config, main["env"], lo["policy_spec"], lo["params"])
         except ValueError as e:  # a policy the step cannot adapt (a recurrent RL² agent): said, not scored
