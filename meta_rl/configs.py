@@ -249,24 +249,8 @@ class MAMLConfig(GradientMetaConfig):
     """MAML for RL (Finn et al. 2017): an inner policy-gradient step per task, a TRPO outer step on
     the return after adaptation, second-order gradients through the inner step.
 
-    One meta-iteration: ``meta_batch`` tasks, each with ``rollouts_per_task`` episodes collected before
-    and after each of the ``inner_steps`` adaptation steps, all tasks ``vmap``ped in one call.
-
     Attributes:
-        total_steps: env steps over the whole run (rounded down to whole meta-iterations).
-        meta_batch: tasks (worlds) per meta-iteration.
-        rollouts_per_task: episodes per task for each inner step and for the post-update objective.
-        horizon: steps of each rollout, from the episode's start (MAML's ``max_path_length``; at most the
-            env's episode length).
-        inner_steps: policy-gradient steps of the inner loop (each on freshly collected episodes).
-        inner_lr: the inner step size alpha.
-        first_order: drop the second-order terms (gradient of the inner gradient), the FOMAML shortcut.
-        estimator: inner-step gradient estimator, ``maml`` or ``lvc`` (ProMP's low-variance curvature).
-        gamma: discount.
-        gae_lambda: GAE lambda over the linear feature baseline (1.0: Monte-Carlo returns minus the baseline).
-        hidden: policy MLP widths.
-        init_log_std: initial Gaussian log std.
-        normalize_obs: observation normalization inside the policy (statistics frozen at initialization).
+        (the shared fields: see :class:`GradientMetaConfig`)
         max_kl: TRPO trust region: mean KL between the adapted policies before and after the step.
         cg_iters: conjugate-gradient iterations of the TRPO solve.
         cg_damping: damping added to the KL Hessian-vector products.
@@ -295,19 +279,7 @@ class ProMPConfig(GradientMetaConfig):
     policies plus an adaptive KL penalty between each task's pre- and post-update policies.
 
     Attributes:
-        total_steps: env steps over the whole run (rounded down to whole meta-iterations).
-        meta_batch: tasks (worlds) per meta-iteration.
-        rollouts_per_task: episodes per task for each inner step and for the post-update objective.
-        horizon: steps of each rollout, from the episode's start (at most the env's episode length).
-        inner_steps: policy-gradient steps of the inner loop (each on freshly collected episodes).
-        inner_lr: the inner step size alpha.
-        first_order: drop the second-order terms (gradient of the inner gradient).
-        estimator: inner-step gradient estimator, ``lvc`` (ProMP's) or ``maml``.
-        gamma: discount.
-        gae_lambda: GAE lambda over the linear feature baseline.
-        hidden: policy MLP widths.
-        init_log_std: initial Gaussian log std.
-        normalize_obs: observation normalization inside the policy (statistics frozen at initialization).
+        (the shared fields: see :class:`GradientMetaConfig`; ``estimator`` defaults to ``lvc``)
         outer_lr: Adam learning rate of the outer steps.
         outer_steps: Adam steps on each meta-iteration's data (ProMP's ``num_ppo_steps``).
         clip_eps: PPO ratio clip of the outer objective.

@@ -58,6 +58,26 @@ class Trainer(Protocol):
     def __call__(self, key: jax.Array) -> tuple[Any, dict]: ...
 
 
+class ScanTrainer:
+    """What every trainer shares once it has ``config`` (with ``num_updates``), ``init(key)`` and
+    ``update(ts)``: :meth:`run` (updates in one ``lax.scan``), :meth:`agent_params` (``ts.params``) and
+    ``trainer(key)``, the whole training. Subclass it; pure and un-jitted like the rest."""
+
+    def run(self, ts: Any, num_updates: int) -> tuple[Any, dict]:
+        """``num_updates`` updates in one ``lax.scan``; metrics stacked [num_updates]."""
+        import jax
+
+        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=int(num_updates))
+
+    def agent_params(self, ts: Any) -> Any:
+        return ts.params
+
+    def __call__(self, key: jax.Array) -> tuple[Any, dict]:
+        """Train from scratch: ``(params, metrics [num_updates])``."""
+        ts, metrics = self.run(self.init(key), self.config.num_updates)
+        return self.agent_params(ts), metrics
+
+
 @dataclasses.dataclass(frozen=True)
 class Learner:
     """A registered learner (see the module docstring).

@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from meta_rl.agent import Agent, Step
 from meta_rl.configs import GradientMetaConfig, MAMLConfig
+from meta_rl.learners import ScanTrainer
 from meta_rl.losses import gae
 from meta_rl.networks import Policy, PolicySpec
 from meta_rl.rollout import Runner, Transition, collect
@@ -241,7 +242,7 @@ def _steps_in_episode(first: jax.Array) -> jax.Array:
     return jax.lax.scan(f, jnp.full(first.shape[1:], -1, jnp.int32), first)[1]
 
 
-class Trainer:
+class Trainer(ScanTrainer):
     """MAML-TRPO over ``meta_batch`` tasks (see the module docstring). Pure and un-jitted, like every
     trainer (:class:`meta_rl.learners.Trainer`)."""
 
@@ -356,15 +357,6 @@ class Trainer:
         _, dist, _ = self.policy.apply({"net": net, "obs_norm": obs_norm}, {}, obs)
         return dist.loc, dist.scale_diag
 
-    def run(self, ts: TrainState, num_updates: int) -> tuple[TrainState, dict]:
-        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=int(num_updates))
-
-    def agent_params(self, ts: TrainState) -> Any:
-        return ts.params
-
-    def __call__(self, key: jax.Array) -> tuple[Any, dict]:
-        ts, metrics = self.run(self.init(key), self.config.num_updates)
-        return ts.params, metrics
 
 
 def make_train(config: MAMLConfig, env: Env, split: str = "train") -> Trainer:

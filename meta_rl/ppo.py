@@ -25,6 +25,7 @@ import optax
 from flax import struct
 
 from meta_rl.agent import PolicyAgent
+from meta_rl.learners import ScanTrainer
 from meta_rl.losses import gae, ppo_loss
 from meta_rl.configs import ConfigError, PPOConfig  # noqa: F401 (re-exported: meta_rl.ppo.PPOConfig)
 from meta_rl.networks import Policy, PolicySpec
@@ -181,7 +182,7 @@ def rollout_metrics(traj: Transition) -> dict:
     return metrics
 
 
-class Trainer:
+class Trainer(ScanTrainer):
     """PPO on one batched env (see the module docstring). Call it as ``train(key)``.
 
     Every method is pure and un-jitted (DESIGN.md's learner contract): the caller jits, vmaps over
@@ -220,17 +221,6 @@ class Trainer:
         metrics.update(rollout_metrics(traj))
         return ts.replace(params=params, opt_state=opt_state, runner=runner, key=key, update=ts.update + 1), metrics
 
-    def run(self, ts: TrainState, num_updates: int) -> tuple[TrainState, dict]:
-        """``num_updates`` updates in one ``lax.scan``; metrics stacked [num_updates]."""
-        return jax.lax.scan(lambda t, _: self.update(t), ts, None, length=int(num_updates))
-
-    def agent_params(self, ts: TrainState) -> Any:
-        return ts.params
-
-    def __call__(self, key: jax.Array) -> tuple[Any, dict]:
-        """Train from scratch: ``(params, metrics [num_updates])``."""
-        ts, metrics = self.run(self.init(key), self.config.num_updates)
-        return ts.params, metrics
 
 
 def make_train(config: PPOConfig, env: Env, split: str = "train") -> Trainer:
