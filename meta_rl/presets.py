@@ -96,7 +96,10 @@ def maml_preset(env_id: str) -> dict:
     # robots: 20 tasks x 10 rollouts of 100 steps (the MAML paper used 40 x 20). The native backend keeps
     # a MuJoCo model and data per env (about 25 MB for the cheetah, most of it MuJoCo's default arena),
     # so 40 x 20 = 800 envs took 20 GB, too close to this 24 GB machine's memory.
-    return dict(total_steps=20_000_000, meta_batch=20, rollouts_per_task=10, horizon=100, inner_lr=0.1,
+    # The rollouts cover the whole episode where it is short enough (the agent adapts on whole episodes):
+    # cheetah and ant episodes are 200 steps, the reacher's 100; pendulum and cart-pole (250) use the first 100.
+    horizon = 200 if env_id.startswith(("cheetah", "ant")) else 100
+    return dict(total_steps=20_000_000, meta_batch=20, rollouts_per_task=10, horizon=horizon, inner_lr=0.1,
                 hidden=(64, 64))
 
 

@@ -314,3 +314,14 @@ def test_cli_train_eval_finetune_and_export(tmp_path, capsys):
     assert "episode 3 alone (after adaptation)" in capsys.readouterr().out
     main(["export", str(maml)])
     assert (maml / "policy.onnx").stat().st_size > 0
+
+
+@pytest.mark.parametrize("env_id", ["cheetah-dir", "ant-dir", "reacher-goal", "pendulum-swingup", "cartpole-balance"])
+def test_robot_presets_fit_the_episode(env_id):
+    """The preset's rollouts never outlast the env's episode (the trainer refuses that), and cover it
+    whole for the cheetah and the ant."""
+    from meta_rl.presets import maml_preset
+
+    length = sim.entry(env_id).factory("native").unwrapped.episode_length
+    horizon = maml_preset(env_id)["horizon"]
+    assert horizon <= length and (horizon == length or not env_id.startswith(("cheetah", "ant")))
