@@ -103,6 +103,13 @@ class PPOConfig:
         core_size: recurrent core width.
         normalize_obs: running observation normalization inside the policy.
         init_log_std: initial Gaussian log std (continuous actions).
+        meta_gradient: learn gamma and gae_lambda online by meta-gradient (Xu et al. 2018): each update,
+            the gradient of a held-out objective (half of the envs, discount ``meta_gamma`` and trace
+            ``meta_lambda`` fixed) through one SGD step of the PPO loss on the other half moves them;
+            ``gamma`` and ``gae_lambda`` are then the starting values.
+        meta_lr: Adam learning rate of the meta-parameters (the logits of gamma and lambda).
+        meta_gamma: the held-out objective's fixed discount.
+        meta_lambda: the held-out objective's fixed GAE lambda.
     """
 
     total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000
@@ -124,10 +131,25 @@ class PPOConfig:
     core_size: int = 128
     normalize_obs: bool = True
     init_log_std: float = -0.5
+    meta_gradient: bool = False
+    meta_lr: float = 1e-2
+    meta_gamma: float = 1.0
+    meta_lambda: float = 1.0
 
     def __post_init__(self):
-        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs"), floats=_FLOAT_FIELDS,
-                     positive=("lr", "clip_eps", "max_grad_norm", "reward_scale"))
+        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs", "meta_gradient"),
+                     floats=_FLOAT_FIELDS + ("meta_lr", "meta_gamma", "meta_lambda"),
+                     positive=("lr", "clip_eps", "max_grad_norm", "reward_scale", "meta_lr"))
+        if not 0 < self.meta_gamma <= 1:
+            bad("meta_gamma", "must lie in (0, 1]")
+        if not 0 <= self.meta_lambda <= 1:
+            bad("meta_lambda", "must lie in [0, 1]")
+        if self.meta_gradient:
+            if self.num_envs < 2:
+                bad("num_envs", "must be >= 2 with meta_gradient (half the envs hold the held-out objective)")
+            for f in ("gamma", "gae_lambda"):  # learned as logits: the start must lie strictly inside (0, 1)
+                if not 0 < getattr(self, f) < 1:
+                    bad(f, "must lie in (0, 1) with meta_gradient (it is learned as a logit)")
         for f in ("ent_coef", "vf_coef"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")

@@ -64,6 +64,7 @@ class TrainState:
     key: jax.Array
     update: jax.Array
     hyper: PPOHyper
+    meta_opt: Any = ()  # Adam state of the meta-parameters (meta_gradient only; no leaves otherwise)
 
 
 def _is_trial(env: Env) -> bool:
@@ -168,6 +169,66 @@ def ppo_update(
     return {"net": net, "obs_norm": stats}, opt_state, metrics
 
 
+def _logit(p: jax.Array) -> jax.Array:
+    return jnp.log(p) - jnp.log1p(-p)
+
+
+def meta_gradient_step(c: PPOConfig, policy: Policy, params: Any, traj: Transition, last_value: jax.Array,
+                       carry0: Any, hyper: PPOHyper, meta_opt: Any, meta_optimizer) -> tuple[PPOHyper, Any, dict]:
+    """One meta-gradient step on ``gamma`` and ``gae_lambda`` (Xu et al. 2018), pure.
+
+    The envs split in two halves. On the first, one SGD step (size ``c.lr``) of the actor-critic loss
+    ``-mean(log pi A) + vf_coef * 0.5 (V - G)^2 - ent_coef H`` whose advantages and returns come from
+    GAE with the current ``(gamma, lambda)``; on the second, the same loss with the fixed
+    ``(meta_gamma, meta_lambda)`` is the held-out objective of the stepped weights. Its gradient with
+    respect to the logits of ``(gamma, lambda)`` runs through the step (second order) and moves them by
+    Adam. A non-finite meta-gradient leaves them as they were.
+
+    Returns:
+        (new hyper, new meta optimizer state, metrics: ``meta_objective``, ``meta_grad_gamma``,
+        ``meta_grad_lambda``).
+    """
+    spec = policy.spec
+    B = traj.reward.shape[1]
+    h = B // 2
+    halves = [jax.tree.map(lambda x, sl=sl: x[:, sl], traj) for sl in (slice(0, h), slice(h, 2 * h))]
+    carries = [jax.tree.map(lambda x, sl=sl: x[sl], carry0) for sl in (slice(0, h), slice(h, 2 * h))]
+    lasts = [last_value[:h], last_value[h: 2 * h]]
+
+    def terms(net, tr, c0):
+        p = {"net": net, "obs_norm": params["obs_norm"]}
+        if spec.recurrent:
+            return evaluate_sequence(policy, p, c0, tr.obs, tr.first, tr.action)
+        T, b = tr.reward.shape
+        flat = jax.tree.map(lambda x: x.reshape((T * b,) + x.shape[2:]), (tr.obs, tr.action))
+        _, dist, v = policy.apply(p, policy.init_carry(T * b), flat[0])
+        return tuple(x.reshape(T, b) for x in (dist.log_prob(flat[1]), dist.entropy(), v))
+
+    def loss(net, i, gamma, lam):
+        tr = halves[i]
+        adv, ret = gae(tr.reward * c.reward_scale, tr.value, next_values(tr, lasts[i]), tr.terminated, tr.done,
+                       gamma, lam)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        lp, ent, v = terms(net, tr, carries[i])
+        return -(lp * adv).mean() + c.vf_coef * 0.5 * ((v - ret) ** 2).mean() - c.ent_coef * ent.mean()
+
+    def objective(eta):
+        gamma, lam = jax.nn.sigmoid(eta[0]), jax.nn.sigmoid(eta[1])
+        g = jax.grad(loss)(params["net"], 0, gamma, lam)
+        stepped = jax.tree.map(lambda p, d: p - c.lr * d, params["net"], g)
+        return loss(stepped, 1, c.meta_gamma, c.meta_lambda)
+
+    eta = jnp.stack([_logit(hyper.gamma), _logit(hyper.gae_lambda)])
+    value, grad = jax.value_and_grad(objective)(eta)
+    updates, new_opt = meta_optimizer.update(grad, meta_opt)
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+    eta = jnp.where(finite, optax.apply_updates(eta, updates), eta)
+    meta_opt = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt, meta_opt)
+    p = jnp.clip(jax.nn.sigmoid(eta), 1e-4, 1.0 - 1e-6)  # stays a valid discount and trace
+    return PPOHyper(p[0], p[1]), meta_opt, {"meta_objective": value, "meta_grad_gamma": grad[0],
+                                            "meta_grad_lambda": grad[1]}
+
+
 def rollout_metrics(traj: Transition) -> dict:
     """Episode (trial) return and length of the episodes that ended in a rollout, mean reward, env counters."""
     n_done = traj.done.sum()
@@ -203,23 +264,31 @@ class Trainer(ScanTrainer):
         self.spec = policy_spec(c, env)
         self.policy = Policy(self.spec)
         self.optimizer = make_optimizer(c)
+        self.meta_optimizer = optax.adam(c.meta_lr) if c.meta_gradient else None
 
     def init(self, key: jax.Array) -> TrainState:
         k_net, k_env, k_next = jax.random.split(key, 3)
         params = self.policy.init(k_net)
         runner = start(self.env, self.policy, k_env, self.split)
+        hyper = PPOHyper.from_config(self.config)
+        meta_opt = self.meta_optimizer.init(jnp.zeros((2,), jnp.float32)) if self.meta_optimizer else ()
         return TrainState(params, self.optimizer.init(params["net"]), runner, k_next, jnp.zeros((), jnp.int32),
-                          PPOHyper.from_config(self.config))
+                          hyper, meta_opt)
 
     def update(self, ts: TrainState) -> tuple[TrainState, dict]:
         """One PPO update (pure): a rollout, then :func:`ppo_update`."""
         key, k_roll, k_upd = jax.random.split(ts.key, 3)
         carry0 = ts.runner.carry
         runner, traj, last_value = collect(self.env, self.policy, ts.params, ts.runner, k_roll, self.config.num_steps)
+        hyper, meta_opt, meta = ts.hyper, ts.meta_opt, {}
+        if self.meta_optimizer is not None:  # move gamma and lambda first, then update with them
+            hyper, meta_opt, meta = meta_gradient_step(self.config, self.policy, ts.params, traj, last_value, carry0,
+                                                       hyper, meta_opt, self.meta_optimizer)
         params, opt_state, metrics = ppo_update(self.config, self.policy, self.optimizer, ts.params, ts.opt_state,
-                                                traj, last_value, carry0, ts.hyper, k_upd)
-        metrics.update(rollout_metrics(traj))
-        return ts.replace(params=params, opt_state=opt_state, runner=runner, key=key, update=ts.update + 1), metrics
+                                                traj, last_value, carry0, hyper, k_upd)
+        metrics.update(rollout_metrics(traj), **meta, gamma=hyper.gamma, gae_lambda=hyper.gae_lambda)
+        return ts.replace(params=params, opt_state=opt_state, runner=runner, key=key, update=ts.update + 1,
+                          hyper=hyper, meta_opt=meta_opt), metrics
 
 
 
