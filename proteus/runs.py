@@ -541,7 +541,9 @@ def read_metrics(out: Path) -> list[dict]:
 
 
 def plot_learning_curve(out: Path) -> Path | None:
-    """``learning_curve.png``: episode (trial) return against env steps."""
+    """``learning_curve.png``: episode (trial) return against env steps; where a run learns its discount
+    and trace (``--meta-gradient``: ``gamma`` and ``gae_lambda`` move in ``metrics.jsonl``), a second
+    panel shows them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -565,14 +567,27 @@ def plot_learning_curve(out: Path) -> Path | None:
     if not pts:
         return None
     x, y = np.array(pts).T
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    hyper = [(r["env_steps"], r["gamma"], r["gae_lambda"]) for r in rows
+             if r.get("gamma") is not None and r.get("gae_lambda") is not None]
+    learned = len({(g, lam) for _, g, lam in hyper}) > 1
+    if learned:
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 5.5), dpi=120, sharex=True)
+        hx, hg, hl = np.array(hyper).T
+        ax2.plot(hx, hg, color="C1", label="gamma")
+        ax2.plot(hx, hl, color="C2", label="gae_lambda")
+        ax2.set(xlabel="env steps", ylabel="meta-learned value", ylim=(0, 1.02))
+        ax2.legend(loc="lower right")
+        ax2.grid(alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(x, y, lw=0.8, alpha=0.4, color="C0")
     w = max(1, len(y) // 20)
     if len(y) >= w:
         smooth = np.convolve(y, np.ones(w) / w, mode="valid")
         ax.plot(x[w - 1:], smooth, color="C0", lw=2, label=f"mean of {w}")
         ax.legend(loc="lower right")
-    ax.set(xlabel="env steps", ylabel=ylabel, title=f"{cfg['algo']} on {cfg['env']} (seed {cfg['seed']})")
+    ax.set(xlabel="" if learned else "env steps", ylabel=ylabel,
+           title=f"{cfg['algo']} on {cfg['env']} (seed {cfg['seed']})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(out) / "learning_curve.png"
