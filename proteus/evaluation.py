@@ -292,9 +292,7 @@ def evaluate_run(
     tasks = default_tasks(env_id) if tasks is None else int(tasks)
     if tasks < 2:
         raise ValueError(f"tasks must be >= 2 (a confidence interval needs two worlds), got {tasks}")
-    if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
-        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
-    env = eval_env(env_id, backend, tasks, episodes)
+    env = eval_env(env_id, backend, tasks, episodes)  # a bad episode count is refused by sim.make, named
     run = compiled_run_trials(env)
     K = env.episodes_per_trial
 
