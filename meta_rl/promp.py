@@ -29,8 +29,9 @@ from meta_rl.maml import Batch, adapt
 from sim.core import Env
 
 
-def inner_kl(trainer: maml.Trainer, net, obs_norm, pre: list[Batch]) -> jax.Array:
-    """Mean over inner steps of KL(pi before || pi after the step) on that step's observations (one task)."""
+def inner_kl(trainer: maml.Trainer, net, obs_norm, pre: list[Batch]) -> tuple[jax.Array, Any]:
+    """``(kl, adapted weights)`` of one task: the mean over inner steps of KL(pi before || pi after the
+    step) on that step's observations, and the weights after the last step (the inner steps run once)."""
     c = trainer.config
     kls = []
     for b in pre:
@@ -39,7 +40,7 @@ def inner_kl(trainer: maml.Trainer, net, obs_norm, pre: list[Batch]) -> jax.Arra
         d1 = distrax.MultivariateNormalDiag(*trainer._dist(after, obs_norm, b.obs))
         kls.append(d0.kl_divergence(d1).mean())
         net = after
-    return jnp.mean(jnp.stack(kls))
+    return jnp.mean(jnp.stack(kls)), net
 
 
 class Trainer(maml.Trainer):
@@ -56,11 +57,12 @@ class Trainer(maml.Trainer):
         c = self.config
 
         def per_task(net, p, b):
-            lp = self.adapted_dist(net, obs_norm, p, b.obs).log_prob(b.action)
+            kl, adapted = inner_kl(self, net, obs_norm, p)
+            lp = distrax.MultivariateNormalDiag(*self._dist(adapted, obs_norm, b.obs)).log_prob(b.action)
             z = jnp.zeros_like(lp)
             loss, parts = ppo_loss(lp, b.log_prob, b.adv, z, z, z, z, clip_eps=c.clip_eps, vf_coef=0.0, ent_coef=0.0,
                                    clip_value=False)
-            return loss, inner_kl(self, net, obs_norm, p), parts["clip_frac"]
+            return loss, kl, parts["clip_frac"]
 
         def total(net, kl_coef):
             loss, kl, clip_frac = jax.vmap(per_task, in_axes=(None, 0, 0))(net, pre, post)

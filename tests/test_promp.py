@@ -37,12 +37,14 @@ def test_inner_kl_is_the_gaussian_kl_of_the_inner_step(tiny):
     _, dist, _ = trainer.policy.apply(params, {}, obs)
     u = dist.sample(seed=jax.random.key(1))
     b = Batch(obs, u, dist.log_prob(u), jnp.asarray(rng.normal(size=50), jnp.float32), jnp.ones(50))
-    got = inner_kl(trainer, params["net"], params["obs_norm"], [b])
+    got, adapted = inner_kl(trainer, params["net"], params["obs_norm"], [b])
     after = adapt(trainer.policy, params["net"], params["obs_norm"], b, c.inner_lr, c.estimator)
     m0, s0 = trainer._dist(params["net"], params["obs_norm"], obs)
     m1, s1 = trainer._dist(after, params["obs_norm"], obs)
     want = np.mean(np.sum(np.log(s1 / s0) + (s0**2 + (m0 - m1) ** 2) / (2 * s1**2) - 0.5, -1))
     np.testing.assert_allclose(got, want, rtol=1e-4)
+    for x, y in zip(jax.tree.leaves(adapted), jax.tree.leaves(after)):  # the adapted weights come back too
+        np.testing.assert_array_equal(x, y)
     assert float(got) > 0
 
 
