@@ -213,7 +213,9 @@ class GradientMetaConfig:
         gae_lambda: GAE lambda over the linear feature baseline (1.0: Monte-Carlo returns minus the baseline).
         hidden: policy MLP widths.
         init_log_std: initial Gaussian log std.
-        normalize_obs: observation normalization inside the policy (statistics frozen at initialization).
+        normalize_obs: running observation normalization inside the policy (statistics updated after
+            each meta-iteration from its pre-update rollouts, as PPO does; the agent's inner steps keep
+            them fixed).
     """
 
     total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000

@@ -115,6 +115,8 @@ class Learner:
     policy_spec: Callable[[Any, Env], Any]
     env_batch: Callable[[Any], Any]
     finetune_agent: Callable[[Any, Env, Any, Any], Any] | None = None
+    export_agent: Callable[[Any, Env, Any], Any] | None = None
+    adapt_function: Callable[[Any, Any, Any], Any] | None = None
 
     def default_config(self, env_id: str, **overrides) -> Any:
         """The preset for ``env_id`` with ``overrides`` applied (unknown fields are named)."""
@@ -245,4 +247,6 @@ def _gradient_meta(name: str, description: str, config: str, preset: str, module
         policy_spec=lazy("meta_rl.maml:policy_spec"),
         env_batch=lambda c: (c.meta_batch, c.rollouts_per_task),
         finetune_agent=lazy("meta_rl.maml:finetune_agent"),
+        export_agent=lazy("meta_rl.maml:export_agent"),
+        adapt_function=lazy("meta_rl.maml:adapt_function"),
     )

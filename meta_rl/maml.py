@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import distrax
+import numpy as np
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -38,6 +39,7 @@ from meta_rl.losses import gae
 from meta_rl.networks import Policy, PolicySpec
 from meta_rl.rollout import Runner, Transition, collect
 from sim.core import Env
+from sim.normalize import update_stats
 from sim.wrappers import VmapEnv, with_mode
 
 # --------------------------------------------------------------------------------------------------
@@ -50,23 +52,56 @@ def baseline_features(obs: jax.Array, t: jax.Array, horizon: int) -> jax.Array:
     ``[o, o^2, a, a^2, a^3, 1]`` with ``o`` clipped to [-10, 10] and ``a = t / horizon``.
 
     Args:
-        obs: [N, D] observations; t: [N] step index within the episode.
+        obs: [..., D] observations; t: [...] step index within the episode.
 
     Returns:
-        [N, 2 D + 4] features.
+        [..., 2 D + 4] features.
     """
     o = jnp.clip(obs.astype(jnp.float32), -10.0, 10.0)
-    a = (t.astype(jnp.float32) / horizon)[:, None]
+    a = (t.astype(jnp.float32) / horizon)[..., None]
     return jnp.concatenate([o, o * o, a, a * a, a * a * a, jnp.ones_like(a)], -1)
 
 
+BASELINE_RIDGE = 1e-4  # ridge of the baseline's normal equations, relative to their (unit) diagonal
+
+
+def spd_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``x`` with ``a x = b`` for a symmetric positive-definite ``a`` [F, F] and ``b`` [F]: Gaussian
+    elimination without pivoting (stable on SPD matrices), unrolled over the F columns with static
+    slices only, so that :mod:`deploy.export` can write it as ONNX nodes (``adapt.onnx``), which
+    ``jnp.linalg.solve``/``lstsq`` (LAPACK calls) cannot be."""
+    n = a.shape[-1]
+    m = jnp.concatenate([a, b[..., None]], -1)  # [F, F + 1]: the augmented system
+    pivots = []
+    for _ in range(n):  # forward elimination: each step drops the first row and column
+        row = jax.lax.slice_in_dim(m, 0, 1, axis=-2)  # [1, k + 1]
+        rest = jax.lax.slice_in_dim(m, 1, m.shape[-2], axis=-2)
+        pivots.append(row[..., 0, :])
+        factor = rest[..., :1] / row[..., :1]
+        m = (rest - factor * row)[..., 1:]
+    x = jnp.zeros(b.shape[:-1] + (0,), a.dtype)
+    for row in reversed(pivots):  # back substitution: row = [pivot, coefficients of the later x, rhs]
+        rhs = row[..., -1:] - jnp.sum(row[..., 1:-1] * x, -1, keepdims=True)
+        x = jnp.concatenate([rhs / row[..., :1], x], -1)
+    return x
+
+
 def fit_linear_baseline(features: jax.Array, returns: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Least-squares fit of ``returns`` [N] on ``features`` [N, F] (rows where ``mask`` only); the fitted
-    values [N] (constant, no gradient)."""
+    """Ridge least-squares fit of ``returns`` on ``features`` [..., F] over the leading axes (rows where
+    ``mask`` only); the fitted values (constant, no gradient).
+
+    The normal equations of the MAML reference's linear baseline (rllab's, ``F^T F + reg I``), with
+    the features first scaled to unit norm (so one relative ridge, :data:`BASELINE_RIDGE`, suits any
+    units) and solved by :func:`spd_solve`, which exports to ONNX.
+    """
     if mask is not None:
-        features, returns = features * mask[:, None], returns * mask
-    w = jnp.linalg.lstsq(features, returns)[0]
-    return jax.lax.stop_gradient(features @ w)
+        features, returns = features * mask[..., None], returns * mask
+    axes = tuple(range(features.ndim - 1))
+    scale = jax.lax.rsqrt(jnp.sum(features * features, axes) + 1e-12)  # [F]
+    f = features * scale
+    gram = jnp.tensordot(f, f, (axes, axes)) + BASELINE_RIDGE * jnp.eye(f.shape[-1], dtype=f.dtype)
+    w = spd_solve(gram, jnp.tensordot(f, returns, (axes, axes)))
+    return jax.lax.stop_gradient(f @ w)
 
 
 def task_advantages(reward: jax.Array, done: jax.Array, obs: jax.Array, t: jax.Array, gamma: float, lam: float,
@@ -102,8 +137,9 @@ class Batch:
     """One task's samples for a loss (flattened over rollouts and steps).
 
     Attributes:
-        obs: [N, D]; action: [N, A] the distribution samples ``u``; log_prob: [N] of the behaviour
-        policy; adv: [N] normalized advantages; mask: [N] 1 where the sample counts.
+        obs: [..., D]; action: [..., A] the distribution samples ``u``; log_prob: [...] of the behaviour
+        policy; adv: [...] normalized advantages; mask: [...] 1 where the sample counts (the leading
+        axes: [N] flattened in training, [E, H] episodes in :func:`adapt_on_episodes`).
     """
 
     obs: jax.Array
@@ -140,6 +176,65 @@ def adapt(policy: Policy, net: Any, obs_norm: Any, batch: Batch, inner_lr, estim
     if first_order:
         g = jax.lax.stop_gradient(g)
     return jax.tree.map(lambda p, d: p - inner_lr * d, net, g)
+
+
+def _lag_matrix(n: int, base: float) -> np.ndarray:
+    """[n, n] float32 ``base ** (j - i)`` for ``j >= i``, else 0: ``x @ M.T`` sums ``base``-discounted
+    futures along the last axis (a discounted reverse cumulative sum, as one matrix product)."""
+    lag = np.arange(n)[None, :] - np.arange(n)[:, None]
+    return np.where(lag >= 0, np.float64(base) ** np.maximum(lag, 0), 0.0).astype(np.float32)
+
+
+def episode_advantages(reward: jax.Array, mask: jax.Array, obs: jax.Array, gamma: float, lam: float,
+                       horizon: int) -> jax.Array:
+    """:func:`task_advantages` for the layout the agent and a robot record: one episode per row, from
+    its first step, ``mask`` 1 on the steps that happened (a prefix), the last of them terminal.
+
+    The same quantities (returns-to-go, the linear feature baseline, GAE(lambda) over it, normalization
+    over the masked steps), written with matrix products instead of a scan so that the whole inner
+    step exports to ONNX (``adapt.onnx``); ``tests/test_maml.py`` checks it against
+    :func:`task_advantages`.
+
+    Args:
+        reward, mask: [E, H]; obs: [E, H, D].
+
+    Returns:
+        [E, H] advantages (0 where masked; no gradient).
+    """
+    H = reward.shape[-1]
+    m = mask.astype(jnp.float32)
+    r = reward.astype(jnp.float32) * m
+    returns = r @ _lag_matrix(H, gamma).T
+    t = jnp.broadcast_to(jnp.arange(H, dtype=jnp.float32), r.shape)
+    values = fit_linear_baseline(baseline_features(obs, t, horizon), returns, m)
+    following = jnp.concatenate([(values * m)[..., 1:], jnp.zeros_like(values[..., :1])], -1)
+    delta = (r + gamma * following - values) * m
+    adv = delta @ _lag_matrix(H, gamma * lam).T
+    n = jnp.maximum(m.sum(), 1.0)
+    mean = (adv * m).sum() / n
+    std = jnp.sqrt((((adv - mean) * m) ** 2).sum() / n)
+    return jax.lax.stop_gradient((adv - mean) / (std + 1e-8) * m)
+
+
+def adapt_on_episodes(policy: Policy, net: Any, obs_norm: Any, episodes: dict, c: GradientMetaConfig) -> Any:
+    """One inner step (``c.inner_lr``, ``c.estimator``, first order: no meta-gradient at test time) on
+    recorded episodes of one world, as the agent takes it after each episode and ``adapt.onnx`` runs it
+    on a robot.
+
+    Args:
+        episodes: ``obs`` [E, H, D], ``action`` [E, H, A] the policy's samples ``u`` (distribution
+            units, before the clip to [-1, 1]), ``reward`` [E, H], ``mask`` [E, H] (1 on the steps
+            that happened, a prefix of each row). They must come from the policy with weights ``net``:
+            the behaviour log-probabilities are recomputed from it.
+
+    Returns:
+        The adapted weights.
+    """
+    obs, u = episodes["obs"].astype(jnp.float32), episodes["action"].astype(jnp.float32)
+    mask = episodes["mask"].astype(jnp.float32)
+    adv = episode_advantages(episodes["reward"], mask, obs, c.gamma, c.gae_lambda, c.horizon)
+    log_prob = jax.lax.stop_gradient(_log_prob(policy, net, obs_norm, obs, u))
+    return adapt(policy, net, obs_norm, Batch(obs, u, log_prob, adv, mask), c.inner_lr, c.estimator, True)
 
 
 def conjugate_gradient(matvec, b: jax.Array, iters: int) -> jax.Array:
@@ -318,10 +413,12 @@ class Trainer(ScanTrainer):
         batches, returns = jax.vmap(self._collect_task, in_axes=(None, None, 0, 0))(
             ts.params["net"], obs_norm, worlds, jax.random.split(k_tasks, c.meta_batch))
         net, outer, m = self.outer_step(ts.params["net"], obs_norm, batches[:-1], batches[-1], ts.outer)
+        if self.spec.normalize_obs:  # as PPO: this iteration used the old statistics; the next uses these
+            obs_norm = update_stats(obs_norm, batches[0].obs)
         ret = returns.mean(0)  # [S + 1] per phase
         metrics = {**m, "pre_return": ret[0], "episode_return": ret[-1], "adapt_gain": ret[-1] - ret[0],
                    "episodes": jnp.asarray(c.num_envs * (c.inner_steps + 1), jnp.float32)}
-        return ts.replace(params={**ts.params, "net": net}, key=key, update=ts.update + 1, outer=outer), metrics
+        return ts.replace(params={"net": net, "obs_norm": obs_norm}, key=key, update=ts.update + 1, outer=outer), metrics
 
     def init_outer(self, net: Any) -> Any:
         """The outer optimizer's state (TRPO keeps none)."""
@@ -379,9 +476,9 @@ class MAMLAgent(Agent):
     """MAML's test-time adaptation (see the module docstring).
 
     State: ``net`` the adapted weights of each world [B, ...]; ``episode`` the episode so far (``obs``,
-    ``action`` samples ``u``, ``log_prob``, ``reward``: [B, H, ...]) with ``t`` [B] steps written and
-    ``ended`` [B]; ``pending`` the last action's observation, sample and log-probability until its
-    reward arrives.
+    ``action`` samples ``u``, ``reward``: [B, H, ...]) with ``t`` [B] steps written and ``ended`` [B];
+    ``pending`` the last action's observation and sample until its reward arrives. At an episode's end
+    it takes :func:`adapt_on_episodes` on that episode.
     """
 
     params: Any
@@ -399,8 +496,8 @@ class MAMLAgent(Agent):
         zf = lambda *shape: jnp.zeros((batch,) + shape, jnp.float32)  # noqa: E731
         return {
             "net": jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), self.params["net"]),
-            "episode": {"obs": zf(H, s.obs_dim), "action": zf(H, A), "log_prob": zf(H), "reward": zf(H)},
-            "pending": {"obs": zf(s.obs_dim), "action": zf(A), "log_prob": zf()},
+            "episode": {"obs": zf(H, s.obs_dim), "action": zf(H, A), "reward": zf(H)},
+            "pending": {"obs": zf(s.obs_dim), "action": zf(A)},
             "t": jnp.zeros((batch,), jnp.int32),
             "ended": jnp.zeros((batch,), bool),
         }
@@ -416,7 +513,7 @@ class MAMLAgent(Agent):
         obs = self.policy.spec.select_obs(obs)
         dist = self._dist(state["net"], obs)
         u = dist.sample(seed=key)
-        pending = {"obs": obs.astype(jnp.float32), "action": u, "log_prob": dist.log_prob(u)}
+        pending = {"obs": obs.astype(jnp.float32), "action": u}
         return self.policy.env_action(u), {**state, "pending": pending}
 
     def observe(self, state, step: Step):
@@ -429,16 +526,13 @@ class MAMLAgent(Agent):
         return {**state, "episode": ep, "t": state["t"] + 1, "ended": state["ended"] | step.done}
 
     def _adapt_rows(self, state):
-        c, H = self.config, self.episode_length
+        H = self.episode_length
         steps = jnp.arange(H)
 
         def one(net, ep, t):
-            mask = steps < t
-            done = steps == t - 1
-            adv = task_advantages(ep["reward"][:, None], done[:, None], ep["obs"][:, None], steps[:, None],
-                                  c.gamma, c.gae_lambda, c.horizon, mask[:, None])[:, 0]
-            b = Batch(ep["obs"], ep["action"], ep["log_prob"], adv, mask.astype(jnp.float32))
-            return adapt(self.policy, net, self.params["obs_norm"], b, c.inner_lr, c.estimator, True)
+            episodes = {"obs": ep["obs"][None], "action": ep["action"][None], "reward": ep["reward"][None],
+                        "mask": (steps < t).astype(jnp.float32)[None]}
+            return adapt_on_episodes(self.policy, net, self.params["obs_norm"], episodes, self.config)
 
         net = jax.vmap(one)(state["net"], state["episode"], state["t"])
         return {**state, "net": net, "t": jnp.zeros_like(state["t"]), "ended": jnp.zeros_like(state["ended"])}
@@ -466,3 +560,73 @@ def finetune_agent(c: GradientMetaConfig, env: Env, spec: PolicySpec, params: An
     if spec.discrete or spec.recurrent:
         raise ValueError(f"the maml inner step fine-tunes Gaussian MLP policies, got a {'discrete' if spec.discrete else spec.kind} one")
     return MAMLAgent(params, Policy(spec), c, env.unwrapped.episode_length)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run exports for a robot: the policy with its weights as state, and the inner step
+# --------------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class AdaptivePolicyAgent(Agent):
+    """The Gaussian MLP a MAML/ProMP run exports (``policy.onnx``): its weights are the agent's
+    *state* (ONNX inputs ``net.<path>_in``, passed through to ``net.<path>_out``, initial value the
+    meta-learned weights), so the adapted weights that ``adapt.onnx`` outputs (same names) drop
+    straight into the policy on a robot that has onnxruntime alone.
+
+    ``policy_step`` acts with the mode (the deterministic contract); :meth:`exploration` gives what a
+    robot needs to sample from the policy for the episodes it adapts on (``deploy.runtime.Controller``
+    with ``explore=True``).
+    """
+
+    params: Any
+    policy: Any = struct.field(pytree_node=False)
+
+    @property
+    def policy_spec(self):
+        return self.policy.spec
+
+    def initial_state(self, batch: int):
+        return {"net": jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), self.params["net"])}
+
+    def _dist(self, state, obs):
+        def one(net, o):
+            _, d, _ = self.policy.apply({"net": net, "obs_norm": self.params["obs_norm"]}, {}, o[None])
+            return d.loc[0], d.scale_diag[0]
+
+        return distrax.MultivariateNormalDiag(*jax.vmap(one)(state["net"], self.policy.spec.select_obs(obs)))
+
+    def act(self, state, obs, key):
+        return self.policy.env_action(self._dist(state, obs).sample(seed=key)), state
+
+    def policy_step(self, state, obs):
+        return self.policy.deterministic(self._dist(state, obs)), state
+
+    def exploration(self, state, obs) -> tuple[jax.Array, jax.Array]:
+        """``(mean, std)`` of the policy's Gaussian in env units *before* the clip to the action bounds
+        (``offset + scale * loc``, ``scale * std``): a robot samples ``mean + std * noise`` and clips
+        the command; the unclipped sample is what :func:`adapt_on_episodes` needs (``u = (a - offset) /
+        scale``)."""
+        d = self._dist(state, obs)
+        s = self.policy.spec
+        return jnp.asarray(s.action_offset) + jnp.asarray(s.action_scale) * d.loc, jnp.asarray(s.action_scale) * d.scale_diag
+
+
+def export_agent(c: GradientMetaConfig, env: Env, params: Any) -> AdaptivePolicyAgent:
+    """What ``proteus export`` writes as ``policy.onnx`` for a MAML/ProMP run (see :class:`AdaptivePolicyAgent`)."""
+    return AdaptivePolicyAgent(params, Policy(policy_spec(c, env)))
+
+
+def adapt_function(c: GradientMetaConfig, spec: PolicySpec, obs_norm: Any):
+    """``f(state, episodes) -> state``: the inner step on each world's recorded episodes, over a batch of
+    worlds, in the robot's units: ``state`` is :class:`AdaptivePolicyAgent`'s (``{"net": [W, ...]}``),
+    ``episodes`` holds ``obs`` [W, E, H, D], ``action`` [W, E, H, A] in env units (the unclipped
+    samples), ``reward`` and ``mask`` [W, E, H]. What ``adapt.onnx`` computes."""
+    policy = Policy(spec)
+    offset, scale = jnp.asarray(spec.action_offset), jnp.asarray(spec.action_scale)
+
+    def one(net, ep):
+        ep = {**ep, "action": (ep["action"].astype(jnp.float32) - offset) / scale}
+        return adapt_on_episodes(policy, net, obs_norm, ep, c)
+
+    return lambda state, episodes: {"net": jax.vmap(one)(state["net"], episodes)}

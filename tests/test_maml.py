@@ -14,8 +14,8 @@ import pytest
 import sim
 from meta_rl import learners
 from meta_rl.configs import ConfigError, MAMLConfig
-from meta_rl.maml import (Batch, adapt, baseline_features, conjugate_gradient, fit_linear_baseline, inner_loss,
-                          task_advantages, trpo_step)
+from meta_rl.maml import (BASELINE_RIDGE, Batch, adapt, baseline_features, conjugate_gradient, episode_advantages,
+                          fit_linear_baseline, inner_loss, spd_solve, task_advantages, trpo_step)
 from meta_rl.networks import Policy, PolicySpec
 
 ENV = "point-goal"
@@ -44,16 +44,36 @@ def test_baseline_features_golden():
     np.testing.assert_allclose(f, [[1.0, -10.0, 1.0, 100.0, 0.5, 0.25, 0.125, 1.0]])
 
 
+def _ridge_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The fitted values of the baseline's ridge regression, in float64: columns scaled to unit norm,
+    ``(F^T F + BASELINE_RIDGE I) w = F^T y``."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    f = x / np.sqrt((x * x).sum(0) + 1e-12)
+    w = np.linalg.solve(f.T @ f + BASELINE_RIDGE * np.eye(f.shape[1]), f.T @ y)
+    return f @ w
+
+
+def test_spd_solve_golden():
+    """The unrolled elimination solves SPD systems (here of the baseline's size for the cheetah)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 38))
+    a = (x.T @ x / 200 + 0.1 * np.eye(38)).astype(np.float32)
+    b = rng.normal(size=38).astype(np.float32)
+    np.testing.assert_allclose(spd_solve(jnp.asarray(a), jnp.asarray(b)), np.linalg.solve(a.astype(np.float64), b),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_linear_baseline_is_least_squares():
+    """The ridge fit is the reference's ridge least squares, and (ridge 1e-4) near plain least squares."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(30, 4)).astype(np.float32)
     y = rng.normal(size=(30,)).astype(np.float32)
-    want = x @ np.linalg.lstsq(x, y, rcond=None)[0]
-    np.testing.assert_allclose(fit_linear_baseline(jnp.asarray(x), jnp.asarray(y)), want, rtol=1e-4, atol=1e-4)
+    got = fit_linear_baseline(jnp.asarray(x), jnp.asarray(y))
+    np.testing.assert_allclose(got, _ridge_fit(x, y), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, x @ np.linalg.lstsq(x, y, rcond=None)[0], rtol=1e-3, atol=1e-3)
     mask = np.r_[np.ones(20), np.zeros(10)].astype(np.float32)  # masked rows do not move the fit
-    want = x[:20] @ np.linalg.lstsq(x[:20], y[:20], rcond=None)[0]
-    np.testing.assert_allclose(fit_linear_baseline(jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask))[:20], want,
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fit_linear_baseline(jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask))[:20],
+                               _ridge_fit(x[:20], y[:20]), rtol=1e-4, atol=1e-5)
 
 
 def test_task_advantages_golden():
@@ -76,7 +96,7 @@ def test_task_advantages_golden():
     o = obs.reshape(T * R, 2)
     a = t.reshape(T * R, 1) / 5
     feats = np.concatenate([o, o**2, a, a**2, a**3, np.ones_like(a)], 1)
-    v = (feats @ np.linalg.lstsq(feats, ret.reshape(T * R), rcond=None)[0]).reshape(T, R)
+    v = _ridge_fit(feats, ret.reshape(T * R)).reshape(T, R)
     nxt = np.concatenate([v[1:], np.zeros((1, R))])
     delta = reward + gamma * nxt * (1 - done) - v
     adv = np.zeros_like(reward)
@@ -87,6 +107,23 @@ def test_task_advantages_golden():
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     got = task_advantages(jnp.asarray(reward), jnp.asarray(done), jnp.asarray(obs), jnp.asarray(t), gamma, lam, 5)
     np.testing.assert_allclose(got, adv, rtol=2e-3, atol=2e-3)
+
+
+def test_episode_advantages_match_task_advantages():
+    """The matrix form (one episode per row, a masked prefix) equals the scan form on the same episodes."""
+    rng = np.random.default_rng(8)
+    E, H, D = 3, 12, 2
+    lengths = np.array([12, 7, 4])
+    mask = (np.arange(H) < lengths[:, None]).astype(np.float32)
+    reward = (rng.normal(size=(E, H)) * mask).astype(np.float32)
+    obs = (rng.normal(size=(E, H, D)) * mask[..., None]).astype(np.float32)
+    got = episode_advantages(jnp.asarray(reward), jnp.asarray(mask), jnp.asarray(obs), 0.95, 0.9, H)
+    t = np.broadcast_to(np.arange(H), (E, H))
+    done = np.arange(H) == lengths[:, None] - 1
+    want = task_advantages(jnp.asarray(reward.T), jnp.asarray(done.T), jnp.asarray(obs.transpose(1, 0, 2)),
+                           jnp.asarray(t.T), 0.95, 0.9, H, jnp.asarray(mask.T))
+    np.testing.assert_allclose(got, np.asarray(want).T, rtol=1e-4, atol=1e-4)
+    assert np.all(np.asarray(got)[mask == 0] == 0)
 
 
 # -- the inner step and its estimators ---------------------------------------------------------------
