@@ -49,14 +49,16 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy.files import write_atomic
+from deploy.runtime import EXPLORATION_OUTPUTS  # optional outputs: agents with an ``exploration(state, obs)``
 
 OPSET = 17
 CONTRACT_VERSION = 2  # 2: state inputs named from the agent state's pytree paths
 TRIAL_TIME = "trial_time"  # the RL² input read as trial steps / max_trial_steps (sim.wrappers.TRIAL_TIME)
 PARITY_BATCH = 4  # observations per parity step (the batch axis is dynamic in the graph)
 
-__all__ = ["OPSET", "SUPPORTED_PRIMITIVES", "ExportReport", "ParityError", "UnsupportedPrimitive", "build_onnx",
-           "export_agent", "export_onnx", "initial_state", "obs_inputs", "obs_layout", "read_metadata"]
+__all__ = ["EPISODE_INPUTS", "EXPLORATION_OUTPUTS", "OPSET", "SUPPORTED_PRIMITIVES", "AdaptReport", "ExportReport",
+           "ParityError", "UnsupportedPrimitive", "build_adapt_onnx", "build_onnx", "export_adapt", "export_agent",
+           "export_onnx", "initial_state", "obs_inputs", "obs_layout", "random_episodes", "read_metadata"]
 
 
 class ParityError(RuntimeError):
@@ -570,8 +572,12 @@ def _obs_feed(spec, obs) -> dict[str, np.ndarray]:
     return feed
 
 
+
+
 def _trace(agent, state_layout, spec):
-    """``agent.policy_step`` as ONNX nodes over a symbolic batch: (tracer, input infos, output infos)."""
+    """``agent.policy_step`` as ONNX nodes over a symbolic batch: (tracer, input infos, output infos).
+    An agent with an ``exploration(state, obs) -> (mean, std)`` method also gets the outputs
+    :data:`EXPLORATION_OUTPUTS` (what a robot samples its exploring actions from)."""
     import jax
     from jax import export as jax_export
 
@@ -581,20 +587,32 @@ def _trace(agent, state_layout, spec):
     state_specs = [jax.ShapeDtypeStruct((batch, *s["shape"]), np.dtype(s["dtype"])) for s in state_layout]
     obs_in = obs_inputs(spec)
     obs_specs = [jax.ShapeDtypeStruct((batch, *shape), dtype) for _, _, shape, dtype in obs_in]
+    explore = callable(getattr(agent, "exploration", None))
 
     def flat_step(*leaves):
         obs_leaves, state_leaves = leaves[: len(obs_in)], leaves[len(obs_in):]
         obs = obs_leaves[0] if obs_in[0][1] is None else {part: x for (_, part, _, _), x in zip(obs_in, obs_leaves)}
-        action, state = agent.policy_step(jax.tree.unflatten(treedef, state_leaves), obs)
-        if jax.tree.structure(state) != treedef:
-            raise ValueError(f"policy_step returned a state of structure {jax.tree.structure(state)}, "
+        state = jax.tree.unflatten(treedef, state_leaves)
+        action, new_state = agent.policy_step(state, obs)
+        if jax.tree.structure(new_state) != treedef:
+            raise ValueError(f"policy_step returned a state of structure {jax.tree.structure(new_state)}, "
                              f"not initial_state's {treedef}")
-        return [action, *jax.tree.leaves(state)]
+        extra = list(agent.exploration(state, obs)) if explore else []
+        return [action, *jax.tree.leaves(new_state), *extra]
 
-    closed = jax.make_jaxpr(flat_step)(*obs_specs, *state_specs)
-    t = _Tracer()
     names = [n for n, _, _, _ in obs_in] + [s["input"] for s in state_layout]
-    specs = [*obs_specs, *state_specs]
+    out_names = ["action"] + [s["output"] for s in state_layout] + (list(EXPLORATION_OUTPUTS) if explore else [])
+    return _trace_graph(flat_step, names, [*obs_specs, *state_specs], out_names)
+
+
+def _trace_graph(flat_fn, names: list[str], specs: list, out_names: list[str]):
+    """Any JAX function of named inputs (``ShapeDtypeStruct`` s, symbolic dims allowed) as ONNX nodes:
+    (tracer, input infos, output infos), outputs named ``out_names`` (``action`` of an integer type is
+    written as int64, the contract's discrete action)."""
+    import jax
+
+    closed = jax.make_jaxpr(flat_fn)(*specs)
+    t = _Tracer()
     inputs = []
     for name, spec in zip(names, specs):
         for axis, d in enumerate(spec.shape):
@@ -605,7 +623,6 @@ def _trace(agent, state_layout, spec):
         inputs.append(helper.make_tensor_value_info(name, _onnx_dtype(spec.dtype), dims))
     results = t.run(closed.jaxpr, closed.consts, names, [True] * len(closed.jaxpr.outvars))
 
-    out_names = ["action"] + [s["output"] for s in state_layout]
     outputs, claimed = [], set(names)
     renamed: dict[str, str] = {}
     for name, value, var in zip(out_names, results, closed.jaxpr.outvars):
@@ -730,7 +747,8 @@ def _metadata(agent, layout: list[dict], metadata: dict) -> dict:
         "obs_normalized_in_graph": bool(s.normalize_obs),
         "obs_clip": float(s.obs_clip),
         "inputs": [n for n, _, _, _ in obs_inputs(s)] + [st["input"] for st in layout],
-        "outputs": ["action"] + [st["output"] for st in layout],
+        "outputs": ["action"] + [st["output"] for st in layout]
+                   + (list(EXPLORATION_OUTPUTS) if callable(getattr(agent, "exploration", None)) else []),
         "state": layout,
         "policy_spec": s.to_dict(),
     }
@@ -824,6 +842,8 @@ def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.nd
 
     sess = _ort_session(model_bytes)
     out_names = ["action"] + [st["output"] for st in layout]
+    explore = callable(getattr(agent, "exploration", None))
+    explore_fn = jax.jit(lambda state, obs: agent.exploration(state, obs)) if explore else None
     act_err = state_err = 0.0
     steps = inputs = 0
     for seq in sequences:
@@ -836,8 +856,15 @@ def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.nd
                    {part: jnp.asarray(feed[name]) for name, part, _, _ in obs_inputs(s)})
             if logits_fn is not None:
                 logits = np.asarray(logits_fn(j_state, jnp.asarray(obs) if "obs" in feed else obs), np.float64)
-            j_act, j_state = jax_step(j_state, jnp.asarray(obs) if "obs" in feed else obs)
+            j_obs = jnp.asarray(obs) if "obs" in feed else obs
+            j_extra = [np.asarray(x) for x in explore_fn(j_state, j_obs)] if explore else []
+            j_act, j_state = jax_step(j_state, j_obs)
             out = sess.run(out_names, {**feed, **o_state})
+            if explore:  # the exploration outputs count as action outputs
+                o_extra = sess.run(list(EXPLORATION_OUTPUTS), {**feed, **o_state})
+                for o, j in zip(o_extra, j_extra):
+                    e = float(np.max(np.abs(o.astype(np.float64) - j))) if o.shape == j.shape else float("inf")
+                    act_err = max(act_err, e if np.isfinite(e) else float("inf"))
             o_act, j_act = out[0], np.asarray(j_act)
             if o_act.shape[:1] != (B,) or o_act.shape != j_act.shape:
                 err = float("inf")
@@ -1011,3 +1038,173 @@ def read_metadata(path) -> dict:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: metadata {p.key!r} is not JSON ({e})") from e
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# adapt.onnx: a gradient learner's inner step, for robots that adapt with onnxruntime alone
+# --------------------------------------------------------------------------------------------------
+
+EPISODE_INPUTS = ("episodes.obs", "episodes.action", "episodes.reward", "episodes.mask")
+ADAPT_CONTRACT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptReport:
+    """What :func:`export_adapt` wrote and how closely onnxruntime matched JAX.
+
+    Attributes:
+        path: the ONNX file written.
+        max_param_error: max |adapted weight (onnxruntime) - adapted weight (JAX)| over every weight
+            of every world checked.
+        worlds_checked, episodes_checked: the parity batch (worlds x episodes per world).
+        tol: the tolerance it was checked against.
+        nodes: ONNX nodes in the graph.
+        metadata: the decoded metadata written into the model.
+    """
+
+    path: Path
+    max_param_error: float
+    worlds_checked: int
+    episodes_checked: int
+    tol: float
+    nodes: int
+    metadata: dict
+
+
+def _adapt_specs(agent, layout: list[dict], horizon: int):
+    import jax
+    from jax import export as jax_export
+
+    worlds, episodes = jax_export.symbolic_shape("worlds, episodes")
+    s = agent.policy_spec
+    f32 = np.dtype(np.float32)
+    state = [jax.ShapeDtypeStruct((worlds, *st["shape"]), np.dtype(st["dtype"])) for st in layout]
+    eps = [jax.ShapeDtypeStruct((worlds, episodes, horizon, s.obs_dim), f32),
+           jax.ShapeDtypeStruct((worlds, episodes, horizon, len(s.action_names)), f32),
+           jax.ShapeDtypeStruct((worlds, episodes, horizon), f32),
+           jax.ShapeDtypeStruct((worlds, episodes, horizon), f32)]
+    return state, eps
+
+
+def _flat_adapt(agent, adapt_fn, n_state: int):
+    import jax
+
+    treedef = jax.tree.structure(agent.initial_state(1))
+    keys = [n.split(".", 1)[1] for n in EPISODE_INPUTS]
+
+    def flat(*leaves):
+        state = jax.tree.unflatten(treedef, leaves[:n_state])
+        new = adapt_fn(state, dict(zip(keys, leaves[n_state:])))
+        if jax.tree.structure(new) != treedef:
+            raise ValueError(f"the adapt function returned a state of structure {jax.tree.structure(new)}, "
+                             f"not the policy's {treedef}")
+        return jax.tree.leaves(new)
+
+    return flat
+
+
+def build_adapt_onnx(agent, adapt_fn, horizon: int, metadata: dict | None = None, *,
+                     opset: int = OPSET) -> onnx.ModelProto:
+    """The ONNX model of ``adapt_fn(state, episodes) -> state`` (no parity check, nothing written).
+
+    The contract (``adapt.onnx``)::
+
+        inputs   <path>_in        the policy's state inputs, [W, ...] per world (the same names as
+                                  ``policy.onnx``'s: its weights, for an AdaptivePolicyAgent)
+                 episodes.obs     float32 [W, E, H, obs_dim]   E recorded episodes per world, padded to H steps
+                 episodes.action  float32 [W, E, H, act_dim]   the policy's unclipped samples, actuator units
+                 episodes.reward  float32 [W, E, H]
+                 episodes.mask    float32 [W, E, H]            1 on the steps that happened (a prefix of each row)
+        outputs  <path>_out       the adapted state: feed it to policy.onnx's <path>_in
+
+    The metadata holds ``obs_names``, ``action_names``, ``horizon`` (H), ``state`` (without initial
+    values: those are the policy's) and the caller's keys (the inner step's settings).
+    """
+    layout = _state_layout(agent)
+    s = agent.policy_spec
+    state_specs, ep_specs = _adapt_specs(agent, layout, horizon)
+    names = [st["input"] for st in layout] + list(EPISODE_INPUTS)
+    out_names = [st["output"] for st in layout]
+    t, inputs, outputs = _trace_graph(_flat_adapt(agent, adapt_fn, len(layout)), names, [*state_specs, *ep_specs],
+                                      out_names)
+    meta = {**(metadata or {}), "contract": "adapt", "adapt_contract_version": ADAPT_CONTRACT_VERSION,
+            "agent": type(agent).__name__, "obs_names": list(s.obs_names), "action_names": list(s.action_names),
+            "horizon": int(horizon), "inputs": names, "outputs": out_names,
+            "state": [{k: v for k, v in st.items() if k != "init"} for st in layout],
+            "package_version": _package_version()}
+    graph = helper.make_graph(t.nodes, f"proteus_adapt_{type(agent).__name__}", inputs, outputs, t.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="proteus", producer_version=str(meta["package_version"]))
+    model.ir_version = min(model.ir_version, 8)
+    model.doc_string = (f"Proteus {type(agent).__name__} inner step: policy state + recorded episodes -> adapted "
+                        f"state (adapt contract v{ADAPT_CONTRACT_VERSION})")
+    helper.set_model_props(model, {k: json.dumps(v, default=_jsonable) for k, v in meta.items()})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def random_episodes(agent, horizon: int, worlds: int, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Episodes [W, E, H, ...] for a parity check: observations around the normalizer's statistics,
+    actions sampled from the agent's exploration outputs (or standard normal), rewards standard normal,
+    one full-length episode per world and the others of random lengths."""
+    import jax
+    import jax.numpy as jnp
+
+    s = agent.policy_spec
+    rng = np.random.default_rng(seed)
+    obs = _random_sequence(agent, worlds * episodes * horizon, seed)[:, 0].reshape(worlds, episodes, horizon, -1)
+    A = len(s.action_names)
+    if callable(getattr(agent, "exploration", None)):
+        state = agent.initial_state(worlds)
+        mean, std = jax.vmap(lambda o: agent.exploration(state, o), in_axes=1, out_axes=1)(
+            jnp.asarray(obs.reshape(worlds, episodes * horizon, -1)))
+        action = np.asarray(mean) + np.asarray(std) * rng.standard_normal(np.shape(mean))
+        action = action.reshape(worlds, episodes, horizon, A).astype(np.float32)
+    else:
+        action = rng.standard_normal((worlds, episodes, horizon, A)).astype(np.float32)
+    lengths = rng.integers(1, horizon + 1, (worlds, episodes))
+    lengths[:, 0] = horizon
+    mask = (np.arange(horizon) < lengths[..., None]).astype(np.float32)
+    reward = (rng.standard_normal((worlds, episodes, horizon)) * mask).astype(np.float32)
+    return {"obs": obs * mask[..., None], "action": action * mask[..., None], "reward": reward, "mask": mask}
+
+
+def export_adapt(agent, adapt_fn, path, horizon: int, metadata: dict | None = None, *,
+                 episodes: dict | None = None, tol: float = 1e-4, overwrite: bool = False) -> AdaptReport:
+    """Export a gradient learner's inner step as ``adapt.onnx`` (:func:`build_adapt_onnx`) after
+    checking it against the jitted JAX ``adapt_fn`` from the agent's initial state: on random episodes
+    (2 worlds x 3 episodes of mixed lengths, :func:`random_episodes`) and on ``episodes`` when given
+    (``{"obs", "action", "reward", "mask"}`` [W, E, H, ...]). Any adapted weight further than ``tol``
+    raises :class:`ParityError` and nothing is written."""
+    import jax
+    import jax.numpy as jnp
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    model = build_adapt_onnx(agent, adapt_fn, horizon, metadata)
+    data = model.SerializeToString()
+    layout = _state_layout(agent)
+    sess = _ort_session(data)
+    jitted = jax.jit(adapt_fn)
+    checks = [random_episodes(agent, horizon, 2, 3)] + ([episodes] if episodes is not None else [])
+    err, worlds, n_eps = 0.0, 0, 0
+    for ep in checks:
+        W, E = np.shape(ep["obs"])[:2]
+        state = agent.initial_state(W)
+        want = jax.tree.leaves(jitted(state, {k: jnp.asarray(v) for k, v in ep.items()}))
+        feed = {st["input"]: np.asarray(x) for st, x in zip(layout, jax.tree.leaves(state))}
+        feed.update({n: np.ascontiguousarray(ep[n.split(".", 1)[1]], np.float32) for n in EPISODE_INPUTS})
+        got = sess.run([st["output"] for st in layout], feed)
+        for g, w in zip(got, want):
+            w = np.asarray(w)
+            e = float(np.max(np.abs(g.astype(np.float64) - w), initial=0.0)) if g.shape == w.shape else float("inf")
+            err = max(err, e if np.isfinite(e) else float("inf"))
+        worlds, n_eps = worlds + W, n_eps + W * E
+    if not err <= tol:
+        raise ParityError(f"adapt.onnx/JAX parity failed: max adapted-weight error {err:.3g} > tolerance {tol:g} "
+                          f"over {worlds} worlds ({n_eps} episodes); {path} was not written")
+    write_atomic(path, data, overwrite=overwrite)
+    meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+    return AdaptReport(path=path, max_param_error=err, worlds_checked=worlds, episodes_checked=n_eps, tol=tol,
+                       nodes=len(model.graph.node), metadata=meta)

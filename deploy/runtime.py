@@ -39,6 +39,7 @@ __all__ = [
     "SafetyEvents", "SystemClock",
 ]
 
+EXPLORATION_OUTPUTS = ("action_mean", "action_std")  # a gradient learner's policy: its Gaussian, unclipped
 _any, _sum = np.logical_or.reduce, np.add.reduce  # the ufuncs themselves: no per-call Python wrapper
 SPIN_S = 0.0005  # the last stretch before a deadline is busy-waited: time.sleep overshoots by ~0.1 ms
 
@@ -233,6 +234,8 @@ class OnnxPolicy:
             dtype = np.dtype(s["dtype"])
             row = np.zeros(s["shape"], dtype) if s["init"] == "zeros" else np.asarray(s["init"], dtype)
             self._init.append((s["input"], row))
+        self.explorable = all(n in self.output_names for n in EXPLORATION_OUTPUTS)
+        self._explore_names = [*self._run_names, *EXPLORATION_OUTPUTS]
         self.obs_dim = shapes["obs"][1] if "obs" in shapes else None
         self.core_size = int(self.metadata.get("core_size", 0) or 0)
         self._run_opts = ort.RunOptions()
@@ -255,6 +258,15 @@ class OnnxPolicy:
         feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
         out = self._run(self._run_names, feed, self._run_opts)
         return out[0], dict(zip(self.carry_names, out[1:]))
+
+    def step_explore(self, obs: np.ndarray, carry: dict[str, np.ndarray]):
+        """:meth:`step` plus the policy's Gaussian in actuator units before the clip (``action_mean``,
+        ``action_std`` [B, act_dim]): ``(action, new state, mean, std)``. Only for policies that export
+        them (:attr:`explorable`: MAML/ProMP)."""
+        feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
+        out = self._run(self._explore_names, feed, self._run_opts)
+        n = len(self.carry_names)
+        return out[0], dict(zip(self.carry_names, out[1:1 + n])), out[1 + n], out[2 + n]
 
 
 _ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int64": "tensor(int64)",
@@ -363,6 +375,14 @@ class Controller:
         threads: onnxruntime intra-op threads.
         clock: what timestamps are judged by and the loop is paced with (``now()``,
             ``sleep_until(t)``); default :class:`SystemClock` (``time.monotonic``).
+        explore: sample each action from the policy's Gaussian (``action_mean + action_std * noise``,
+            then the safety clip) instead of taking its mode: how a robot gathers the episodes a
+            gradient learner adapts on (:mod:`deploy.episodes`). Only for policies with the
+            exploration outputs (MAML/ProMP exports).
+        seed: seeds the exploration noise.
+
+    After every step, :attr:`last_obs` and :attr:`last_sample` hold the observation the policy read and
+    the action it chose (the unclipped sample when exploring); both are ``None`` after a fault step.
 
     Raises:
         ContractMismatch: every mismatch between the metadata and the robot (observation names and
@@ -371,7 +391,7 @@ class Controller:
     """
 
     def __init__(self, onnx_path, robot: RobotInterface, safety: SafetyConfig = SafetyConfig(), threads: int = 1,
-                 clock=None):
+                 clock=None, explore: bool = False, seed: int | None = None):
         if not isinstance(robot, RobotInterface):
             raise TypeError(f"robot must provide {RobotInterface.__name__} (obs_names, action_names, control_dt, "
                             f"read_observation, write_command); got {type(robot).__name__}")
@@ -420,6 +440,13 @@ class Controller:
             raise ValueError(f"SafetyConfig.max_stale_steps must be >= 0, got {safety.max_stale_steps}")
         self.max_faults = int(safety.max_stale_steps)
         self.clock = SystemClock() if clock is None else clock
+        self.explore = bool(explore)
+        if self.explore and not self.policy.explorable:
+            raise ValueError(f"{self.policy.path} has no exploration outputs ({', '.join(EXPLORATION_OUTPUTS)}): "
+                             "only the policies of gradient learners (maml, promp) can explore")
+        self._rng = np.random.default_rng(seed)
+        self.last_obs: np.ndarray | None = None
+        self.last_sample: np.ndarray | None = None
 
         self.events = SafetyEvents()
         self.last_action: np.ndarray | None = None  # the last command written (the rate limiter's reference)
@@ -543,6 +570,7 @@ class Controller:
             self.steps += 1
 
     def _step(self) -> np.ndarray:
+        self.last_obs = self.last_sample = None
         try:
             obs, ts = self.robot.read_observation()
             obs = np.asarray(obs, np.float32).reshape(1, -1)
@@ -578,8 +606,12 @@ class Controller:
         if fault is not None:
             return self._fault(fault)
 
-        action, carry = self.policy.step(obs, self._carry)
-        action = action[0]
+        if self.explore:
+            _, carry, mean, std = self.policy.step_explore(obs, self._carry)
+            action = (mean[0] + std[0] * self._rng.standard_normal(mean.shape[1])).astype(np.float32)
+        else:
+            action, carry = self.policy.step(obs, self._carry)
+            action = action[0]
         if not _finite(action) or not all(_finite(c) for c in carry.values()):
             self.events.nan_action += 1
             return self._fault("non-finite policy output")
@@ -588,6 +620,7 @@ class Controller:
             return self._fault(self.last_error)
         self._carry = carry
         self._faults_in_row = 0
+        self.last_obs, self.last_sample = obs[0], action
         return command
 
     # ---------------------------------------------------------------------------------------------

@@ -365,6 +365,8 @@ class MujocoStandIn:
         episodes: one dict per finished episode (``return``, ``length``, ``terminated``,
             ``unstable``, ``tracking_error``, ``action_change``, ``trial``, ``episode_in_trial``).
         episode_done, trial_done: set by the last :meth:`write_command` (an episode, a trial ended).
+        last_reward: the task reward of the last :meth:`write_command` (what a robot's own reward
+            function gives an :class:`~deploy.episodes.EpisodeRecorder`).
         last_sample_age_s: age of the sample the last :meth:`read_observation` returned.
     """
 
@@ -428,6 +430,7 @@ class MujocoStandIn:
         self._episode_index = 0
         self._episode_in_trial = 0
         self.episode_done = self.trial_done = False
+        self.last_reward = 0.0
         self._start_episode()
 
     # -- episodes and trials ------------------------------------------------------------------------
@@ -495,6 +498,7 @@ class MujocoStandIn:
         self.steps += 1
         self._t += 1
         reward, terminated, unstable, err = float(reward), bool(terminated), bool(unstable), float(err)
+        self.last_reward = reward
         self._ret += reward
         if math.isfinite(err):
             self._tracking.append(err)
@@ -514,9 +518,13 @@ class MujocoStandIn:
         self._start_episode()
 
 
-def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int) -> dict:
+def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int, recorder=None) -> dict:
     """Step ``controller`` on ``standin`` (simulated time, back to back) until ``episodes`` more
     episodes have finished, resetting the controller at trial ends only.
+
+    With a ``recorder`` (:class:`~deploy.episodes.EpisodeRecorder`) every step's observation, action
+    (:attr:`~deploy.runtime.Controller.last_sample`) and reward are recorded, one row per episode; an
+    episode with a fault step (the safe action, not the policy's) is discarded.
 
     A :class:`~deploy.runtime.ControllerStopped` (the safety layer gave up) ends the run early: the
     episodes finished before it are returned, and the one it cut short as ``partial_episode``.
@@ -529,14 +537,24 @@ def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int) 
     start_ep, start_steps = len(standin.episodes), standin.steps
     before = dataclasses.replace(controller.events)
     stop_reason = None
+    faulted = False
     while len(standin.episodes) - start_ep < episodes:
         try:
             controller.step()
         except ControllerStopped as e:
             stop_reason = str(e)
             break
+        if recorder is not None:
+            faulted = faulted or controller.last_sample is None
+            if not faulted:
+                recorder.add(controller.last_obs, controller.last_sample, standin.last_reward)
+            if standin.episode_done:
+                recorder.discard_episode() if faulted else recorder.end_episode()
+                faulted = False
         if standin.trial_done:
             controller.reset()
+    if recorder is not None:
+        recorder.discard_episode()  # the one a stop cut short
     stopped = stop_reason is not None
     partial = standin.current_episode() if stopped else None
     return {"episodes": standin.episodes[start_ep:], "steps": standin.steps - start_steps,
@@ -701,7 +719,8 @@ def _finite_or_none(x):
 def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None = None, latency_ms=(0.0, 0.0),
                 friction=None, mass=None, gain=None, noise_std: float = 0.0, timestep: float | None = None,
                 task: dict | None = None, seed: int = 0, out_dir=None, training_return: float | None = None,
-                overwrite: bool = False, safety: SafetyConfig | None = None, console=None) -> dict:
+                overwrite: bool = False, safety: SafetyConfig | None = None, console=None, explore: bool = False,
+                record=None) -> dict:
     """Run an exported policy on ``worlds`` MuJoCo stand-ins of ``env_id`` and write the sim2sim report.
 
     Each world draws its latency and its friction, mass and gain scales from the given ranges
@@ -730,9 +749,15 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
             limit of ``3 control_dt`` plus the largest latency (a slow sensor is what is measured
             here, not a watchdog trip).
         console: a ``rich`` console (default: a new one).
+        explore: the controller samples its actions (:class:`~deploy.runtime.Controller` ``explore``;
+            MAML/ProMP policies only).
+        record: save every episode (observations, sampled actions, rewards) to this ``.npz``
+            (:class:`~deploy.episodes.EpisodeRecorder`) for ``proteus adapt``; one world only (the
+            episodes of one world adapt one policy).
 
     Returns:
-        The report (what ``sim2sim.json`` holds) plus ``json`` and ``png`` paths.
+        The report (what ``sim2sim.json`` holds) plus ``json`` and ``png`` paths (and ``recorded``:
+        the episode file and its episode count, when recording).
 
     Raises:
         ValueError: a bad option (:func:`check_options`, :func:`check_robot_options`: the option and
@@ -763,6 +788,13 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
     for p in (json_path, png_path):
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass overwrite=True (--overwrite) to replace it")
+    if record is not None:
+        record = Path(record)
+        if opts.worlds != 1:
+            raise ValueError(f"recording episodes needs worlds=1 (the episodes of one world adapt one policy), "
+                             f"got worlds={opts.worlds}")
+        if record.exists() and not overwrite:
+            raise FileExistsError(f"{record} exists; pass overwrite=True (--overwrite) to replace it")
     sim.entry(env_id)  # unknown ids raise, naming the known ones
     check_robot_options(env_id, opts.latency_ms[1], opts.timestep)
     lat = opts.latency_ms
@@ -791,6 +823,11 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
 
+    recorder = None
+    if record is not None:
+        from deploy.episodes import EpisodeRecorder
+
+        recorder = EpisodeRecorder(meta["obs_names"], meta["action_names"], robot.episode_length, robot.control_dt)
     rng = np.random.default_rng(seed)
     W = opts.worlds
     draws = {name: (None if r is None else _latin(rng, r[0], r[1], W)) for name, r in ranges.items()}
@@ -807,13 +844,13 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
                 task=task, seed=int(rng.integers(2**31)),
                 **{k: (None if draws[k] is None else float(draws[k][w])) for k in ("friction", "mass", "gain")})
             try:
-                controller = Controller(path, standin, safety)
+                controller = Controller(path, standin, safety, explore=explore, seed=int(rng.integers(2**31)))
             except ContractMismatch as e:
                 extra = []
                 if policy_env is not None and policy_env != env_id:
                     extra.append(f"the policy was exported for env {policy_env!r}; the stand-in plays {env_id!r}")
                 raise ContractMismatch(e.mismatches + extra, path) from None
-            out = run_episodes(controller, standin, episodes)
+            out = run_episodes(controller, standin, episodes, recorder)
             eps = out["episodes"]
             rets = [e["return"] for e in eps]
             trk = [e["tracking_error"] for e in eps if e["tracking_error"] is not None]
@@ -868,6 +905,7 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         "rl2": rl2,
         "episodes_per_trial": K,
         "episodes_per_world": episodes,
+        "explore": bool(explore),
         "notes": notes,
         "worlds": W,
         "seed": int(seed),
@@ -888,9 +926,16 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
     }
     report = json.loads(json.dumps(report, default=_finite_or_none), parse_constant=lambda c: None)
     write_atomic(json_path, (json.dumps(report, indent=2) + "\n").encode(), overwrite=overwrite)
+    recorded = None
+    if recorder is not None:
+        if recorder.episodes == 0:
+            raise ValueError(f"no whole episode without a fault step was recorded; {record} was not written")
+        recorder.save(record, overwrite=overwrite)
+        recorded = {"path": str(record), "episodes": recorder.episodes}
+        console.print(f"recorded {recorder.episodes} episode(s) to {record}")
     _plot(report, png_path, overwrite)
     _print_table(report, console, json_path, png_path)
-    return {**report, "json": str(json_path), "png": str(png_path)}
+    return {**report, "json": str(json_path), "png": str(png_path), "recorded": recorded}
 
 
 def _returns(episodes: list[dict]) -> list[float]:

@@ -39,29 +39,10 @@ def record_observations(spec, params, steps: int = 64, batch: int = 8, seed: int
     return np.asarray(obs, np.float32)[:steps]
 
 
-def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, console=None) -> dict:
-    """Export a run folder's latest agent (any learner: its deterministic ``policy_step``); returns the
-    export report as a dict."""
-    from deploy.export import export_agent
-    from proteus.console import make_console
-    from proteus.runs import load_agent_params, make_env
-
-    console = console or make_console()
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    spec, params, meta = load_agent_params(run_dir)
+def run_metadata(spec, meta: dict, env) -> dict:
+    """The ONNX metadata of a run's policy (what ``proteus export`` and ``proteus adapt`` write)."""
     mode = spec.learner.env_mode(spec.config)
-    env = make_env(spec)
-    agent = spec.learner.make_agent(spec.config, env, params, True)
-    out = Path(out) if out is not None else run_dir / "policy.onnx"
-    plot = out.with_name(out.stem + "_parity.png")
-    for p in (out, plot):
-        if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
-    with console.status(f"recording a rollout of {run_dir} for the parity check"):
-        recorded = record_observations(spec, params)
-    metadata = {
+    return {
         # abstract tasks (bandits, MDPs) have no clock: one decision per step
         "control_dt": float(meta.get("control_dt", 1.0)),
         "env_id": spec.env,
@@ -73,6 +54,49 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
         # denominator of the trial_time input
         "episode_length": int(env.unwrapped.episode_length),
     }
+
+
+def export_agent_of(spec, env, params):
+    """The agent whose ``policy_step`` a run exports (the learner's ``export_agent``, else its
+    deterministic ``make_agent``)."""
+    L = spec.learner
+    if L.export_agent is not None:
+        return L.export_agent(spec.config, env, params)
+    return L.make_agent(spec.config, env, params, True)
+
+
+def adapt_metadata(spec) -> dict:
+    """What ``adapt.onnx`` records of the inner step it computes."""
+    c = spec.config
+    return {"env_id": spec.env, "algo": spec.algo, "inner_lr": c.inner_lr, "estimator": c.estimator,
+            "gamma": c.gamma, "gae_lambda": c.gae_lambda, "baseline_horizon": c.horizon}
+
+
+def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, console=None) -> dict:
+    """Export a run folder's latest agent (any learner: its deterministic ``policy_step``); returns the
+    export report as a dict. A learner that adapts by gradient (MAML, ProMP) also gets ``adapt.onnx``
+    beside the policy: its inner step (:func:`deploy.export.export_adapt`)."""
+    from deploy.export import export_adapt, export_agent
+    from proteus.console import make_console
+    from proteus.runs import load_agent_params, make_env
+
+    console = console or make_console()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    spec, params, meta = load_agent_params(run_dir)
+    env = make_env(spec)
+    agent = export_agent_of(spec, env, params)
+    out = Path(out) if out is not None else run_dir / "policy.onnx"
+    plot = out.with_name(out.stem + "_parity.png")
+    adapt_fn = spec.learner.adapt_function
+    adapt_out = out.with_name("adapt.onnx") if adapt_fn is not None else None
+    for p in (out, plot, adapt_out):
+        if p is not None and p.exists() and not overwrite:
+            raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
+    with console.status(f"recording a rollout of {run_dir} for the parity check"):
+        recorded = record_observations(spec, params)
+    metadata = run_metadata(spec, meta, env)
     with console.status(f"exporting {out} (parity check against JAX)"):
         report = export_agent(agent, out, metadata, parity_obs=recorded, overwrite=overwrite)
     _plot_parity(agent, out, recorded, plot)
@@ -80,8 +104,18 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
                   f"max |carry error| {report.max_carry_error:.2g} over {report.steps} steps "
                   f"({report.inputs_checked} observations; tolerance {report.tol:g})")
     console.print(f"parity plot: {plot}")
-    return {"path": str(out), "plot": str(plot), "kind": report.kind, "max_action_error": report.max_action_error,
-            "max_carry_error": report.max_carry_error, "steps": report.steps, "inputs_checked": report.inputs_checked}
+    result = {"path": str(out), "plot": str(plot), "kind": report.kind, "max_action_error": report.max_action_error,
+              "max_carry_error": report.max_carry_error, "steps": report.steps, "inputs_checked": report.inputs_checked}
+    if adapt_fn is not None:
+        fn = adapt_fn(spec.config, agent.policy_spec, params["obs_norm"])
+        with console.status(f"exporting {adapt_out} (the inner step; parity check against JAX)"):
+            rep = export_adapt(agent, fn, adapt_out, metadata["episode_length"], adapt_metadata(spec),
+                               overwrite=overwrite)
+        console.print(f"wrote {adapt_out}: the inner step ({rep.nodes} ONNX nodes), max |adapted weight error| "
+                      f"{rep.max_param_error:.2g} over {rep.worlds_checked} worlds ({rep.episodes_checked} episodes; "
+                      f"tolerance {rep.tol:g})")
+        result["adapt"] = {"path": str(adapt_out), "max_param_error": rep.max_param_error, "nodes": rep.nodes}
+    return result
 
 
 def _plot_parity(agent, onnx_path: Path, recorded: np.ndarray, path: Path) -> None:
