@@ -473,6 +473,32 @@ class Export:
 
 
 @dataclasses.dataclass(frozen=True)
+class Adapt:
+    """Adapt a MAML/ProMP run's policy on episodes a robot recorded (`proteus deploy POLICY --explore
+    --record FILE`, or a robot's own deploy.episodes.EpisodeRecorder): one inner step, exported as a
+    parity-checked ONNX policy with an adapt.json report."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder (runs/NAME) of a maml or promp run."""
+    episodes: Path
+    """The recorded episodes (.npz)."""
+    out: Path | None = None
+    """Adapted ONNX policy (default RUN/adapted/policy.onnx)."""
+    overwrite: bool = False
+    """Replace existing files."""
+
+    def run(self) -> None:
+        from proteus.runspec import read_run_spec
+
+        read_run_spec(self.run_dir)  # a missing or foreign folder is refused before JAX loads
+        if not Path(self.episodes).is_file():
+            raise FileNotFoundError(f"no episode file at {self.episodes}")
+        from proteus.adapt import adapt_run
+
+        adapt_run(self.run_dir, self.episodes, self.out, self.overwrite)
+
+
+@dataclasses.dataclass(frozen=True)
 class Deploy:
     """Run an ONNX policy in the fixed-rate runtime against a MuJoCo stand-in for the robot, with hidden
     dynamics, sensor latency and another physics timestep; writes the sim2sim report (JSON + PNG)."""
@@ -505,12 +531,24 @@ class Deploy:
     """Replace a previous report."""
     json: Path | None = None
     """Also write the whole report to this file."""
+    episodes: int | None = None
+    """Episodes per world (default: one trial for an RL² policy, 2 otherwise)."""
+    task: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """A task parameter of the stand-in's world, NAME=VALUE (repeatable; e.g. --task direction=-1).
+    Unset ones take the middle of their training range."""
+    explore: bool = False
+    """Sample actions from the policy's Gaussian instead of its mode (MAML/ProMP policies: the episodes
+    they adapt on)."""
+    record: Path | None = None
+    """Save the episodes (observations, sampled actions, rewards) to this .npz for `proteus adapt`
+    (needs --worlds 1)."""
 
     def run(self) -> None:
         from proteus.demo import deploy_standin
 
         deploy_standin(self.onnx, self.standin, self.latency_ms, self.friction, self.mass, self.gain, self.noise_std,
-                       self.timestep, self.worlds, self.training_return, self.seed, self.out, self.overwrite, self.json)
+                       self.timestep, self.worlds, self.training_return, self.seed, self.out, self.overwrite, self.json,
+                       episodes=self.episodes, task=self.task, explore=self.explore, record=self.record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,6 +593,7 @@ Command = Union[
     Annotated[TrainHelp, tyro.conf.subcommand("train")],
     Annotated[Eval, tyro.conf.subcommand("eval")],
     Annotated[Export, tyro.conf.subcommand("export")],
+    Annotated[Adapt, tyro.conf.subcommand("adapt")],
     Annotated[Deploy, tyro.conf.subcommand("deploy")],
     Annotated[Demo, tyro.conf.subcommand("demo")],
     Annotated[Envs, tyro.conf.subcommand("envs")],

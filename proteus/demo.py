@@ -52,11 +52,27 @@ def training_return_of(onnx_path: Path, env_id: str, episodes: int = 16) -> floa
     return float(jax_episode_returns(policy, params, env_id, episodes).mean())
 
 
+def parse_task(items) -> dict[str, float]:
+    """``("direction=-1", "target_vel=1.5")`` -> ``{"direction": -1.0, "target_vel": 1.5}`` (``--task``)."""
+    out = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            v = math.nan
+        if not sep or not name or not math.isfinite(v):
+            raise ValueError(f"--task takes NAME=NUMBER (e.g. direction=-1), got {item!r}")
+        out[name.strip()] = v
+    return out
+
+
 def deploy_standin(onnx_path: Path, env_id: str, latency_ms: str = "0:20", friction: str | None = "0.3:1.2",
                    mass: str | None = None, gain: str | None = None, noise_std: float = 0.0,
                    timestep: float | None = None, worlds: int = 8, training_return: float | None = None,
                    seed: int = 0, out_dir: Path | None = None, overwrite: bool = False,
-                   json_path: Path | None = None, console=None) -> dict:
+                   json_path: Path | None = None, console=None, episodes: int | None = None,
+                   task: tuple[str, ...] = (), explore: bool = False, record: Path | None = None) -> dict:
     """The stand-in run behind ``proteus deploy POLICY.onnx --standin ENV``.
 
     Every option is checked before anything is built or compiled (the training return's JAX
@@ -76,12 +92,20 @@ def deploy_standin(onnx_path: Path, env_id: str, latency_ms: str = "0:20", frict
     if json_path is not None and Path(json_path).exists() and not overwrite:
         raise FileExistsError(f"{json_path} exists; pass --overwrite to replace it")
     check_robot_options(env_id, opts.latency_ms[1], opts.timestep, cli=True)  # the env's model, no compile
+    if episodes is not None and (not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1):
+        raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")
+    task_values = parse_task(task)
+    if record is not None and worlds != 1:
+        raise ValueError(f"--record needs --worlds 1 (the episodes of one world adapt one policy), got --worlds {worlds}")
+    if record is not None and Path(record).exists() and not overwrite:
+        raise FileExistsError(f"{record} exists; pass --overwrite to replace it")
     if training_return is None:
         training_return = training_return_of(onnx_path, env_id)
     report = run_standin(
         onnx_path, env_id, worlds=opts.worlds, latency_ms=opts.latency_ms, friction=opts.friction, mass=opts.mass,
         gain=opts.gain, noise_std=opts.noise_std, timestep=opts.timestep, seed=seed, out_dir=out_dir,
-        training_return=training_return, overwrite=overwrite, console=console,
+        training_return=training_return, overwrite=overwrite, console=console, episodes=episodes,
+        task=task_values or None, explore=explore, record=record,
     )
     if json_path is not None:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str))
