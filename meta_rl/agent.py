@@ -144,3 +144,50 @@ class PolicyAgent(Agent):
     def policy_step(self, state, obs):
         state, dist = self._dist(state, obs)
         return self.policy.deterministic(dist), state
+
+
+@struct.dataclass
+class TaskObservingAgent(Agent):
+    """An oracle trained on the privileged env ``<id>+task`` (:class:`sim.wrappers.ObserveTask`)
+    played on ``<id>``: at :meth:`init` it reads each world's task parameters (oracles may read the
+    world) and inserts them where its policy reads them, right after the base observation.
+
+    Attributes:
+        agent: the oracle run's own agent (its policy reads ``base_dim`` base values, then the task).
+        task_fn: ``world -> [B, T]`` the task parameters of a batch of worlds.
+        base_dim: base observation values before the task's.
+        task_dim: T.
+    """
+
+    agent: Any
+    task_fn: Any = struct.field(pytree_node=False)
+    base_dim: int = struct.field(pytree_node=False)
+    task_dim: int = struct.field(pytree_node=False)
+
+    @property
+    def policy_spec(self):
+        return self.agent.policy_spec
+
+    def initial_state(self, batch: int) -> AgentState:
+        return {"inner": self.agent.initial_state(batch), "task": jnp.zeros((batch, self.task_dim), jnp.float32)}
+
+    def init(self, key: jax.Array, world: Any) -> AgentState:
+        return {"inner": self.agent.init(key, world), "task": jnp.asarray(self.task_fn(world), jnp.float32)}
+
+    def _obs(self, state, obs):
+        return jnp.concatenate([obs[..., : self.base_dim], state["task"], obs[..., self.base_dim:]], -1)
+
+    def act(self, state, obs, key):
+        action, inner = self.agent.act(state["inner"], self._obs(state, obs), key)
+        return action, {**state, "inner": inner}
+
+    def observe(self, state, step: Step):
+        step = step.replace(obs=self._obs(state, step.obs), next_obs=self._obs(state, step.next_obs))
+        return {**state, "inner": self.agent.observe(state["inner"], step)}
+
+    def end_episode(self, state):
+        return {**state, "inner": self.agent.end_episode(state["inner"])}
+
+    def policy_step(self, state, obs):
+        action, inner = self.agent.policy_step(state["inner"], self._obs(state, obs))
+        return action, {**state, "inner": inner}

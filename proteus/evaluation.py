@@ -40,6 +40,7 @@ from meta_rl.baselines.oracles import known_oracle, known_references
 from meta_rl.evaluate import EVAL_SEED, compiled_run_trials, eval_tasks, mean_ci95
 from proteus.report import BenchRow
 from randomization.ranges import SPLITS, SplitRange, check_split
+from sim.registry import TASK_SUFFIX
 
 DEFAULT_TASKS_ROBOT = 256
 DEFAULT_TASKS_CHEAP = 1000
@@ -118,10 +119,39 @@ def _add_finetuned(main: dict, others: dict, players: dict, baseline_names: dict
     return skipped
 
 
-def _check_spaces(loaded: dict, env) -> None:
-    """The agent reads the env's (base) observation and writes its actions, by name."""
+def _observe_task_wrapper(env):
+    from sim.wrappers import ObserveTask
+
+    e = env
+    while e is not None and not isinstance(e, ObserveTask):
+        e = getattr(e, "env", None)
+    if e is None:
+        raise ValueError(f"{env.id} has no ObserveTask wrapper")
+    return e
+
+
+def _task_observing(agent, loaded: dict):
+    """An oracle run of ``<id>+task`` as an agent of ``<id>`` (:class:`meta_rl.agent.TaskObservingAgent`)."""
+    from meta_rl.agent import TaskObservingAgent
+
+    wrapper = _observe_task_wrapper(loaded["env"])
+    T = len(wrapper.task_names)
+    return TaskObservingAgent(agent, wrapper.task_vector, loaded["policy_spec"].obs_dim - T, T)
+
+
+def _check_spaces(loaded: dict, env, task_observed: bool = False) -> None:
+    """The agent reads the env's (base) observation and writes its actions, by name (an oracle of
+    ``<id>+task``: the base observation, then ``task.<name>`` for each task parameter)."""
     spec = loaded["policy_spec"]
     space = env.observation_space
+    if task_observed:
+        wrapper = _observe_task_wrapper(loaded["env"])
+        task = tuple(f"task.{n}" for n in wrapper.task_names)
+        want = tuple(space.names[: spec.obs_dim - len(task)]) + task
+        if tuple(spec.obs_names) != want or tuple(env.action_space.names) != tuple(spec.action_names):
+            raise ValueError(f"the oracle in {loaded['dir'] / 'policy'} does not fit {env.id} with its task observed "
+                             f"(policy obs {list(spec.obs_names)}; expected {list(want)})")
+        return
     if spec.structured:  # a dict observation: every part the policy reads, by name and shape
         have = dict(space.items()) if hasattr(space, "items") else {}
         bad = [n for n, shape, _ in spec.obs_parts if n not in have or tuple(have[n].shape) != tuple(shape)]
@@ -267,7 +297,7 @@ def evaluate_run(
         if path is None:
             continue
         cfg = read_run_config(Path(path))
-        if cfg["env"] != env_id:
+        if cfg["env"] != env_id and not (role == "oracle" and cfg["env"] == env_id + TASK_SUFFIX):
             raise ValueError(f"{role.rstrip('0123456789')} run {path} is on {cfg['env']!r}, but {run_dir} is on "
                              f"{env_id!r}: a comparison needs the same env")
         others[role] = _load(Path(path), role)
@@ -297,7 +327,7 @@ def evaluate_run(
     K = env.episodes_per_trial
 
     for loaded in (main, *others.values()):
-        _check_spaces(loaded, env)
+        _check_spaces(loaded, env, task_observed=loaded["cfg"]["env"].endswith(TASK_SUFFIX))
 
     # who plays: the policy, the baselines, the oracle (a run, or the known optimum): all Agents
     def run_meta(loaded, det):
@@ -316,8 +346,12 @@ def evaluate_run(
     if "oracle" in others:
         players["oracle"], det = _agent(others["oracle"], deterministic)
         o = others["oracle"]
+        note = "a policy trained on the exact world (given as oracle_run)"
+        if o["cfg"]["env"].endswith(TASK_SUFFIX):
+            players["oracle"] = _task_observing(players["oracle"], o)
+            note = f"a policy trained on {o['cfg']['env']}: it observes each world's task parameters"
         meta["oracle"] = {"kind": "run", "label": f"run {o['dir']}", "run": str(o["dir"]), "algo": o["cfg"]["algo"],
-                          "deterministic": det, "note": "a policy trained on the exact world (given as oracle_run)"}
+                          "deterministic": det, "note": note}
     else:
         known = known_oracle(env)
         if known is None:

@@ -53,8 +53,23 @@ def registered() -> list[str]:
     return list(_REGISTRY)
 
 
+TASK_SUFFIX = "+task"
+"""``<id>+task``: the env ``<id>`` with its task parameters observed (:class:`sim.wrappers.ObserveTask`),
+for training oracles."""
+
+
+def _observed_task_entry(base: EnvEntry) -> EnvEntry:
+    from sim.wrappers import ObserveTask
+
+    return dataclasses.replace(base, id=base.id + TASK_SUFFIX, factory=lambda backend: ObserveTask(base.factory(backend)),
+                               description=f"{base.description}; its task parameters observed (for oracles)")
+
+
 def entry(env_id: str) -> EnvEntry:
-    """The registry entry of ``env_id``; an unknown id raises listing the known ones."""
+    """The registry entry of ``env_id``; an unknown id raises listing the known ones. ``<id>+task`` is
+    the registered ``<id>`` with its task parameters in the observation (:data:`TASK_SUFFIX`)."""
+    if env_id.endswith(TASK_SUFFIX) and env_id[: -len(TASK_SUFFIX)] in _REGISTRY:
+        return _observed_task_entry(_REGISTRY[env_id[: -len(TASK_SUFFIX)]])
     try:
         return _REGISTRY[env_id]
     except KeyError:

@@ -512,3 +512,50 @@ class NormalizeObs(Wrapper):
         info = dict(state.info)
         stats = info.pop("obs_norm")  # batch-level, so it must not pass through an inner vmap
         return self._norm(self.env.step(state.replace(info=info), action), stats)
+
+
+TASK_OBS_PREFIX = "task."
+"""Observation names of the task parameters an :class:`ObserveTask` env appends (``task.direction``)."""
+
+
+class ObserveTask(Wrapper):
+    """The world's task parameters appended to a MuJoCo robot's observation, named ``task.<name>``:
+    the privileged env ``<id>+task`` (``sim.make("cheetah-dir+task")``) on which an *oracle* is
+    trained, a policy that knows the task as the MAML paper's oracle does. ``proteus eval --oracle``
+    plays such a run on the plain env by reading each world's task (:class:`meta_rl.agent.TaskObservingAgent`).
+
+    Wraps the base (unbatched) env, below batching and the env modes.
+    """
+
+    def __init__(self, env: Env):
+        super().__init__(env)
+        base = env.unwrapped
+        ranges = getattr(getattr(base, "task", None), "task_ranges", None)
+        if not ranges:
+            raise ValueError(f"{base.id if hasattr(base, 'id') else base} has no task parameters to observe "
+                             "(only MuJoCo robot tasks with task parameters have a '+task' variant)")
+        self.task_names = tuple(ranges)
+        space = env.observation_space
+        if not isinstance(space, Box) or len(space.shape) != 1:
+            raise ValueError(f"ObserveTask needs a flat observation, got {space}")
+        names = tuple(f"{TASK_OBS_PREFIX}{n}" for n in self.task_names)
+        inf = (float("inf"),) * len(names)
+        self._space = Box(space.names + names, space.low + tuple(-x for x in inf), space.high + inf)
+
+    @property
+    def observation_space(self):  # type: ignore[override]
+        return self._space
+
+    def task_vector(self, params) -> jax.Array:
+        """[..., T] the task parameters of ``params`` (any batch shape), in :attr:`task_names` order."""
+        values = self.env.param_values(params)
+        return jnp.stack([jnp.asarray(values[n], jnp.float32) for n in self.task_names], -1)
+
+    def _with_task(self, s: State) -> State:
+        return s.replace(obs=jnp.concatenate([s.obs, self.task_vector(s.params)], -1))
+
+    def reset(self, key, params):
+        return self._with_task(self.env.reset(key, params))
+
+    def step(self, state, action):
+        return self._with_task(self.env.step(state, action))
