@@ -164,6 +164,9 @@ def _register_builtin() -> None:
                           trial_time=True))
     register(EnvEntry("point-goal", lambda _: _task("point_nav", "PointNav", "goal"), 2,
                       "2-D point navigation to an unseen goal (MAML/ProMP), trials of 2 episodes"))
+    register(EnvEntry("point-goal2d", lambda _: _task("point_nav", "PointNav", "goal2d"), 2,
+                      "2-D navigation to an unseen goal in [-0.5, 0.5]^2, squared-distance reward (the MAML paper's), "
+                      "trials of 2 episodes"))
     register(EnvEntry("point-vel", lambda _: _task("point_nav", "PointNav", "vel"), 2,
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
 

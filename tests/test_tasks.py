@@ -120,3 +120,23 @@ def test_bad_inputs_are_named():
         PointNav("run")
     with pytest.raises(ValueError, match="num_states must be >= 1, got 0"):
         TabularMDP(num_states=0)
+
+
+def test_point_goal2d_is_the_maml_papers_navigation():
+    """Goals in [-0.5, 0.5]^2 (minus the held-out band on each axis), squared-distance reward, the
+    episode ends within 0.01 of the goal; interp is the band on both axes, extrap the corners beyond."""
+    env = PointNav("goal2d")
+    keys = jax.random.split(jax.random.key(0), 4000)
+    goals = {split: np.asarray(jax.vmap(lambda k: env.sample_params(k, split))(keys).target) for split in sim.SPLITS}
+    train, interp, extrap = (goals[s] for s in sim.SPLITS)
+    assert np.all(np.abs(train) <= 0.5) and not np.any((train > 0.15) & (train < 0.25))
+    assert np.all((interp >= 0.15) & (interp <= 0.25))
+    assert np.all((np.abs(extrap) >= 0.5) & (np.abs(extrap) <= 0.7))
+    params = env.sample_params(jax.random.key(3))
+    s = env.reset(jax.random.key(1), params)
+    s = env.step(s, jnp.array([1.0, -1.0]))
+    np.testing.assert_allclose(s.reward, -np.sum((np.array([0.1, -0.1]) - np.asarray(params.target)) ** 2), atol=1e-6)
+    assert not s.terminated
+    for _ in range(10):  # straight at the goal: reached within 10 steps of 0.1 per axis
+        s = env.step(s, (params.target - s.obs) / 0.1)
+    assert s.terminated and float(s.reward) > -1e-4

@@ -4,7 +4,7 @@ A point starts at the origin; the action is its velocity, clipped to ``[-1, 1]^2
 with ``dt = 0.1`` (so at most 0.1 per step per axis, as in MAML's displacement actions). Episodes last
 100 steps (a time limit: ``truncated``); there is no terminal state. The observation is the position.
 
-Two task families:
+Three task families:
 
 * ``goal``: reward ``-||x - goal||``. Goals sit at radius ``U[0.2, 0.5]`` and at an angle that is
   ``train``: [0°, 300°] minus the held-out sector (150°, 180°); ``interp``: that sector, (150°, 180°),
@@ -12,6 +12,11 @@ Two task families:
 * ``vel``: reward ``-||v - v*||`` for the commanded (clipped) velocity ``v`` and a target ``v*`` with a
   uniform direction and speed ``train``: [0.2, 0.6] minus (0.35, 0.45); ``interp``: (0.35, 0.45);
   ``extrap``: (0.6, 0.9], faster than anything trained on.
+* ``goal2d``: the MAML paper's 2-D navigation (Finn et al. 2017, §5.3): goals ``U[-0.5, 0.5]^2``,
+  reward the negative *squared* distance, and the episode ends (``terminated``) once the point is
+  within 0.01 of the goal. Each coordinate is drawn on its own: ``train`` [-0.5, 0.5] minus
+  (0.15, 0.25); ``interp`` that band on both axes (a held-out patch inside the square); ``extrap``
+  [-0.7, -0.5) or (0.5, 0.7] on both axes (the four corners beyond the square).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from sim.core import Box, Env, new_state
 
 _DT = 0.1
 _MAX_V = 1.0
+GOAL2D_RADIUS = 0.01  # goal2d: the episode ends within this distance of the goal
+FAMILIES = ("goal", "vel", "goal2d")
 
 
 @struct.dataclass
@@ -34,8 +41,8 @@ class PointParams:
 
 class PointNav(Env):
     def __init__(self, family: str = "goal", episode_length: int = 100):
-        if family not in ("goal", "vel"):
-            raise ValueError(f"unknown point-nav family {family!r}; expected 'goal' or 'vel'")
+        if family not in FAMILIES:
+            raise ValueError(f"unknown point-nav family {family!r}; expected one of {', '.join(FAMILIES)}")
         if int(episode_length) < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         self.task = family
@@ -51,6 +58,9 @@ class PointNav(Env):
                     "goal_angle_deg", train=(0.0, 300.0), interp=(150.0, 180.0), extrap=((300.0, 360.0),), unit="°"
                 ),
             }
+        elif family == "goal2d":
+            coord = dict(train=(-0.5, 0.5), interp=(0.15, 0.25), extrap=((-0.7, -0.5), (0.5, 0.7)))
+            self.ranges = {"goal_x": SplitRange("goal_x", **coord), "goal_y": SplitRange("goal_y", **coord)}
         else:
             self.ranges = {
                 "speed": SplitRange("speed", train=(0.2, 0.6), interp=(0.35, 0.45), extrap=((0.6, 0.9),), unit="/s"),
@@ -63,15 +73,23 @@ class PointNav(Env):
 
     def sample_params(self, key, split="train", ranges=None):
         check_split(split)
+        b = (lambda n: None) if ranges is None else (lambda n: ranges[n])  # noqa: E731
+        if self.task == "goal2d":
+            kx, ky = jax.random.split(key)
+            r = self.ranges
+            return PointParams(target=jnp.stack([r["goal_x"].sample(kx, split, (), b("goal_x")),
+                                                 r["goal_y"].sample(ky, split, (), b("goal_y"))]))
         k_mag, k_ang = jax.random.split(key)
         (mag_name, mag_range), (ang_name, ang_range) = self.ranges.items()  # (magnitude, angle in degrees)
-        b = (lambda n: None) if ranges is None else (lambda n: ranges[n])  # noqa: E731
         mag = mag_range.sample(k_mag, split, (), b(mag_name))
         rad = jnp.deg2rad(ang_range.sample(k_ang, split, (), b(ang_name)))
         return PointParams(target=mag * jnp.stack([jnp.cos(rad), jnp.sin(rad)]))
 
     def param_values(self, params: PointParams) -> dict[str, jax.Array]:
-        """The named polar parameters of a world (inverse of ``sample_params``; any batch shape)."""
+        """The named parameters of a world (inverse of ``sample_params``; any batch shape): polar, or
+        the goal's coordinates for ``goal2d``."""
+        if self.task == "goal2d":
+            return {"goal_x": params.target[..., 0], "goal_y": params.target[..., 1]}
         mag = jnp.linalg.norm(params.target, axis=-1)
         ang = jnp.rad2deg(jnp.arctan2(params.target[..., 1], params.target[..., 0])) % 360.0
         return dict(zip(self.ranges, (mag, ang)))
@@ -86,14 +104,19 @@ class PointNav(Env):
         pos = state.env_state["pos"] + _DT * v
         t = state.env_state["t"] + 1
         target = state.params.target
+        terminated = jnp.zeros((), bool)
         if self.task == "goal":
             reward = -jnp.linalg.norm(pos - target)
+        elif self.task == "goal2d":
+            d2 = jnp.sum(jnp.square(pos - target))
+            reward = -d2
+            terminated = d2 < GOAL2D_RADIUS**2
         else:
             reward = -jnp.linalg.norm(v - target)
         return state.replace(
             obs=pos,
             reward=reward.astype(jnp.float32),
-            terminated=jnp.zeros((), bool),
+            terminated=terminated,
             truncated=t >= self.episode_length,
             env_state={"pos": pos, "t": t},
         )
