@@ -6,7 +6,10 @@
 - :mod:`deploy.rl2_inputs` — :class:`RL2Inputs`: the RL² inputs (previous action, reward, done,
   trial time) a robot driver appends to its observations, NumPy only.
 - :mod:`deploy.runtime` — :class:`Controller`, :class:`RobotInterface`, :class:`SafetyConfig`,
-  :class:`SafetyEvents`, :class:`OnnxPolicy`. Needs ``numpy`` and ``onnxruntime`` only.
+  :class:`SafetyEvents`, :class:`OnnxPolicy`, :class:`OnnxAdapter` (a gradient learner's
+  ``adapt.onnx``). Needs ``numpy`` and ``onnxruntime`` only.
+- :mod:`deploy.episodes` — :class:`EpisodeRecorder`, :func:`load_episodes`: the episodes a robot
+  records for adaptation, NumPy only.
 - :mod:`deploy.bench` — :func:`bench_export` (onnxruntime vs jitted JAX latency per control step),
   :func:`soak` (the controller under injected faults) and :func:`bench_deploy` (soak at 500 Hz, jitter,
   Controller.step vs raw onnxruntime).
@@ -35,6 +38,10 @@ _EXPORTS = {
     "ControllerStopped": "deploy.runtime",
     "ContractMismatch": "deploy.runtime",
     "OnnxPolicy": "deploy.runtime",
+    "OnnxAdapter": "deploy.runtime",
+    "EpisodeRecorder": "deploy.episodes",
+    "load_episodes": "deploy.episodes",
+    "export_adapt": "deploy.export",
     "RobotInterface": "deploy.runtime",
     "SafetyConfig": "deploy.runtime",
     "SafetyEvents": "deploy.runtime",
@@ -62,6 +69,10 @@ __all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
     "ControllerStopped",
     "ContractMismatch",
     "OnnxPolicy",
+    "OnnxAdapter",
+    "EpisodeRecorder",
+    "load_episodes",
+    "export_adapt",
     "RobotInterface",
     "SafetyConfig",
     "SafetyEvents",

@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 __all__ = [
-    "ContractMismatch", "Controller", "ControllerStopped", "OnnxPolicy", "RobotInterface", "SafetyConfig",
+    "ContractMismatch", "Controller", "ControllerStopped", "OnnxAdapter", "OnnxPolicy", "RobotInterface", "SafetyConfig",
     "SafetyEvents", "SystemClock",
 ]
 
@@ -479,6 +479,23 @@ class Controller:
         """A copy of the policy's state by input name (``h_in``, ``c_in``, ...; empty for MLP policies)."""
         return {k: v.copy() for k, v in self._carry.items()}
 
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replace the policy's state (e.g. with the adapted weights :class:`OnnxAdapter` returns): the
+        same input names, per-row shapes and dtypes as :attr:`carry`, finite. Kept until the next
+        :meth:`reset` (which returns to the metadata's initial state: a new world)."""
+        want = self.policy.init_carry(1)
+        if set(state) != set(want):
+            raise ValueError(f"state names {sorted(state)} differ from the policy's {sorted(want)}")
+        new = {}
+        for name, row in want.items():
+            x = np.asarray(state[name])
+            if x.shape != row.shape or x.dtype != row.dtype:
+                raise ValueError(f"state {name!r}: {x.dtype} {x.shape}, expected {row.dtype} {row.shape}")
+            if not _finite(x):
+                raise ValueError(f"state {name!r} holds NaN or inf")
+            new[name] = np.ascontiguousarray(x)
+        self._carry = new
+
     @property
     def stopped(self) -> bool:
         return self._stopped
@@ -714,3 +731,48 @@ def _timestamp(ts) -> float:
         return float(ts)
     except (TypeError, ValueError):
         return math.nan
+
+
+class OnnxAdapter:
+    """A gradient learner's ``adapt.onnx`` in onnxruntime: the policy's state (its weights) and one
+    world's recorded episodes in, the adapted state out, ready for :meth:`Controller.set_state`.
+
+    Args:
+        path: the ``adapt.onnx`` written by ``proteus export`` beside ``policy.onnx``.
+
+    Attributes:
+        metadata: the decoded metadata (``obs_names``, ``action_names``, ``horizon``, ``state``...).
+    """
+
+    def __init__(self, path, threads: int = 1):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no adapt.onnx at {path}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ValueError(f"{path} is not a loadable ONNX model ({type(e).__name__}: {e})") from e
+        self.metadata = {k: json.loads(v) for k, v in self.session.get_modelmeta().custom_metadata_map.items()}
+        if self.metadata.get("contract") != "adapt":
+            raise ValueError(f"{path} is not an adapt.onnx (its metadata has no adapt contract)")
+        self.path = path
+        self.horizon = int(self.metadata["horizon"])
+        self._state = self.metadata["state"]
+
+    def __call__(self, state: dict[str, np.ndarray], episodes: dict) -> dict[str, np.ndarray]:
+        """``state``: the policy's state by input name, rows [1, ...] (``Controller.carry``);
+        ``episodes``: ``obs``, ``action``, ``reward``, ``mask`` [E, H', ...] of one world (an
+        :class:`~deploy.episodes.EpisodeRecorder`'s ``arrays()``, or :func:`~deploy.episodes.load_episodes`,
+        whose names are then checked). Returns the adapted state by input name."""
+        from deploy.episodes import check_episodes, pad_to
+
+        if "obs_names" in episodes:
+            check_episodes(episodes, self.metadata["obs_names"], self.metadata["action_names"], self.horizon)
+        ep = pad_to(episodes, self.horizon)
+        feed = {s["input"]: np.asarray(state[s["input"]]) for s in self._state}
+        feed.update({f"episodes.{k}": v[None] for k, v in ep.items()})
+        out = self.session.run([s["output"] for s in self._state], feed)
+        return {s["input"]: x for s, x in zip(self._state, out)}

@@ -9,11 +9,9 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from deploy.episodes import EpisodeRecorder, check_episodes, load_episodes, pad_to
-from deploy.export import EPISODE_INPUTS
 from deploy.runtime import OnnxPolicy
 
 ENV = "pendulum-swingup"
@@ -49,27 +47,46 @@ def test_recorded_episodes_are_explored_whole_episodes(robot_flow):
 
 
 def test_adapt_onnx_alone_gives_the_adapted_policy(robot_flow):
-    """A robot with onnxruntime alone: the weights from policy.onnx's initial state, the recorded
-    episodes into adapt.onnx, and out come the weights ``proteus adapt`` (JAX) wrote into the adapted
-    policy, within 1e-4."""
+    """A robot with onnxruntime alone: the controller's state (policy.onnx's initial weights) and the
+    recorded episodes through adapt.onnx (OnnxAdapter) give the weights ``proteus adapt`` (JAX) wrote
+    into the adapted policy, within 1e-4; set as the controller's state, it then acts as that policy."""
+    from deploy.runtime import Controller, OnnxAdapter
+
     run, eps = robot_flow
     pol = OnnxPolicy(run / "policy.onnx")
-    ep = pad_to(load_episodes(eps), pol.metadata["episode_length"])
-    sess = ort.InferenceSession(str(run / "adapt.onnx"), providers=["CPUExecutionProvider"])
-    feed = {**pol.init_carry(1), **{n: ep[n.split(".", 1)[1]][None] for n in EPISODE_INPUTS}}
-    outs = sess.run([s["output"] for s in pol.state], feed)
+    meta = pol.metadata
+    obs = np.linspace(-1, 1, len(meta["obs_names"])).astype(np.float32)
+
+    class Robot:
+        obs_names, action_names, control_dt = meta["obs_names"], meta["action_names"], meta["control_dt"]
+        t = 0.0
+        written = []
+
+        def read_observation(self):
+            self.t += 1e-3
+            return obs, self.t
+
+        def write_command(self, a):
+            self.written.append(np.array(a))
+
+    ctl = Controller(run / "policy.onnx", Robot(), clock=type("C", (), {"now": lambda self: Robot.t,
+                                                                         "sleep_until": lambda self, t: None})())
+    adapted_state = OnnxAdapter(run / "adapt.onnx")(ctl.carry, load_episodes(eps))
     adapted = OnnxPolicy(run / "adapted" / "policy.onnx")
     moved = 0.0
-    for s, got in zip(pol.state, outs):
-        want = adapted.init_carry(1)[s["input"]]
+    for name, got in adapted_state.items():
+        want = adapted.init_carry(1)[name]
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
-        moved = max(moved, float(np.abs(want - pol.init_carry(1)[s["input"]]).max()))
+        moved = max(moved, float(np.abs(want - ctl.carry[name]).max()))
     assert moved > 1e-4  # the step did move the weights
     report = json.loads((run / "adapted" / "adapt.json").read_text())
     assert report["episodes"] == 2 and report["weight_change_l2"] > 0
-    # and the adapted state feeds straight back into the policy graph
-    action, state = pol.step(ep["obs"][0, :3], {k: np.repeat(v, 3, 0) for k, v in zip(pol.carry_names, outs)})
-    assert action.shape == (3, 1) and np.all(np.isfinite(action))
+    ctl.set_state(adapted_state)  # the adapted weights drive the controller
+    command = ctl.step()
+    want, _ = adapted.step(obs[None], adapted.init_carry(1))
+    np.testing.assert_allclose(command, np.clip(want[0], meta["action_low"], meta["action_high"]), atol=1e-4)
+    with pytest.raises(ValueError, match="differ from the policy's"):
+        ctl.set_state({"h_in": np.zeros((1, 3), np.float32)})
 
 
 def test_bad_episode_files_are_refused_naming_the_difference(robot_flow, tmp_path, capsys):
