@@ -192,3 +192,12 @@ def test_adapt_function_is_the_agents_inner_step():
                                      "reward": ep["reward"][:, None] * mask[:, None], "mask": mask[:, None]})["net"]
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("item", ["direction", "=1", "direction=fast", "direction=nan"])
+def test_deploy_task_option_is_checked(item):
+    from proteus.demo import parse_task
+
+    with pytest.raises(ValueError, match="--task takes NAME=NUMBER"):
+        parse_task([item])
+    assert parse_task(["direction=-1", "target_vel=1.5"]) == {"direction": -1.0, "target_vel": 1.5}
