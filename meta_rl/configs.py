@@ -216,6 +216,9 @@ class GradientMetaConfig:
         normalize_obs: running observation normalization inside the policy (statistics updated after
             each meta-iteration from its pre-update rollouts, as PPO does; the agent's inner steps keep
             them fixed).
+        adapt_episodes: test time only (training ignores it): episodes the agent collects in a world
+            before each inner step (1: a step after every episode; ``rollouts_per_task``: the step as
+            trained). ``proteus eval --adapt-episodes K``.
     """
 
     total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000
@@ -231,10 +234,11 @@ class GradientMetaConfig:
     hidden: tuple[int, ...] = (64, 64)
     init_log_std: float = 0.0
     normalize_obs: bool = False
+    adapt_episodes: int = 1
 
     def __post_init__(self):
         bad = _check(self, ints={"total_steps": 2**62, "meta_batch": 2**20, "rollouts_per_task": 2**20,
-                                 "horizon": 2**20, "inner_steps": 100},
+                                 "horizon": 2**20, "inner_steps": 100, "adapt_episodes": 1000},
                      bools=("first_order", "normalize_obs"), floats=("inner_lr", "gamma", "gae_lambda", "init_log_std"),
                      positive=("inner_lr",))
         if not 0 < self.gamma <= 1:

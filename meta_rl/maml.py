@@ -475,10 +475,12 @@ def init_agent_params(c: GradientMetaConfig, env: Env, key: jax.Array) -> Any:
 class MAMLAgent(Agent):
     """MAML's test-time adaptation (see the module docstring).
 
-    State: ``net`` the adapted weights of each world [B, ...]; ``episode`` the episode so far (``obs``,
-    ``action`` samples ``u``, ``reward``: [B, H, ...]) with ``t`` [B] steps written and ``ended`` [B];
-    ``pending`` the last action's observation and sample until its reward arrives. At an episode's end
-    it takes :func:`adapt_on_episodes` on that episode.
+    State: ``net`` the adapted weights of each world [B, ...]; ``episode`` the episodes since the last
+    step (``obs``, ``action`` samples ``u``, ``reward``: [B, K, H, ...], K = ``config.adapt_episodes``)
+    with ``k`` [B] episodes complete, their ``lengths`` [B, K], ``t`` [B] steps of the one in progress
+    and ``ended`` [B]; ``pending`` the last action's observation and sample until its reward arrives.
+    Once K episodes are in, it takes :func:`adapt_on_episodes` on all of them (K = 1: after every
+    episode, from that episode alone).
     """
 
     params: Any
@@ -491,14 +493,17 @@ class MAMLAgent(Agent):
         return self.policy.spec
 
     def initial_state(self, batch: int):
-        s, H = self.policy.spec, self.episode_length
+        s, H, K = self.policy.spec, self.episode_length, self.config.adapt_episodes
         A = len(s.action_names)
         zf = lambda *shape: jnp.zeros((batch,) + shape, jnp.float32)  # noqa: E731
+        zi = lambda *shape: jnp.zeros((batch,) + shape, jnp.int32)  # noqa: E731
         return {
             "net": jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), self.params["net"]),
-            "episode": {"obs": zf(H, s.obs_dim), "action": zf(H, A), "reward": zf(H)},
+            "episode": {"obs": zf(K, H, s.obs_dim), "action": zf(K, H, A), "reward": zf(K, H)},
             "pending": {"obs": zf(s.obs_dim), "action": zf(A)},
-            "t": jnp.zeros((batch,), jnp.int32),
+            "t": zi(),
+            "k": zi(),
+            "lengths": zi(K),
             "ended": jnp.zeros((batch,), bool),
         }
 
@@ -517,25 +522,34 @@ class MAMLAgent(Agent):
         return self.policy.env_action(u), {**state, "pending": pending}
 
     def observe(self, state, step: Step):
-        H = self.episode_length
+        H, K = self.episode_length, self.config.adapt_episodes
         t = jnp.minimum(state["t"], H - 1)
         row = {**state["pending"], "reward": step.reward.astype(jnp.float32)}
-        at = jax.nn.one_hot(t, H, dtype=bool)  # [B, H]
-        ep = jax.tree.map(lambda buf, x: jnp.where(at.reshape(at.shape + (1,) * (buf.ndim - 2)), x[:, None], buf),
+        at = jax.nn.one_hot(state["k"], K, dtype=bool)[:, :, None] & jax.nn.one_hot(t, H, dtype=bool)[:, None, :]
+        ep = jax.tree.map(lambda buf, x: jnp.where(at.reshape(at.shape + (1,) * (buf.ndim - 3)),
+                                                   x.reshape(x.shape[:1] + (1, 1) + x.shape[1:]), buf),
                           state["episode"], row)
         return {**state, "episode": ep, "t": state["t"] + 1, "ended": state["ended"] | step.done}
 
     def _adapt_rows(self, state):
-        H = self.episode_length
+        """Every row's episode end: its length is kept; once ``adapt_episodes`` episodes are in, one
+        inner step on all of them (the caller keeps the result only where an episode ended)."""
+        H, K = self.episode_length, self.config.adapt_episodes
         steps = jnp.arange(H)
+        lengths = jnp.where(jax.nn.one_hot(state["k"], K, dtype=bool), jnp.minimum(state["t"], H)[:, None],
+                            state["lengths"])
+        full = state["k"] + 1 >= K
 
-        def one(net, ep, t):
-            episodes = {"obs": ep["obs"][None], "action": ep["action"][None], "reward": ep["reward"][None],
-                        "mask": (steps < t).astype(jnp.float32)[None]}
+        def one(net, ep, lens):
+            episodes = {**ep, "mask": (steps[None, :] < lens[:, None]).astype(jnp.float32)}
             return adapt_on_episodes(self.policy, net, self.params["obs_norm"], episodes, self.config)
 
-        net = jax.vmap(one)(state["net"], state["episode"], state["t"])
-        return {**state, "net": net, "t": jnp.zeros_like(state["t"]), "ended": jnp.zeros_like(state["ended"])}
+        adapted = jax.vmap(one)(state["net"], state["episode"], lengths)
+        net = jax.tree.map(lambda a, n: jnp.where(full.reshape((-1,) + (1,) * (n.ndim - 1)), a, n), adapted,
+                           state["net"])
+        zero = jnp.zeros_like(state["t"])
+        return {**state, "net": net, "t": zero, "k": jnp.where(full, 0, state["k"] + 1),
+                "lengths": jnp.where(full[:, None], 0, lengths), "ended": jnp.zeros_like(state["ended"])}
 
     def end_episode(self, state):
         # computed for the whole batch only when some episode ended (the runner keeps it where one did)

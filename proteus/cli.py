@@ -433,6 +433,9 @@ class Eval:
     episodes: int | None = None
     """Episodes per trial (default: the env's). A gradient learner adapts after each episode: 4 gives
     its returns after 0, 1, 2 and 3 inner steps."""
+    adapt_episodes: int | None = None
+    """A gradient learner (maml, promp) takes each inner step on this many episodes (default 1); with
+    --episodes 11, --adapt-episodes 10 scores the step as MAML trains it (10 rollouts) in episode 11."""
 
     def run(self) -> None:
         from proteus.runspec import read_run_spec
@@ -443,12 +446,14 @@ class Eval:
             raise UsageError(f"--tasks must be >= 2 (a confidence interval needs two worlds), got {self.tasks}")
         if self.episodes is not None and not 1 <= self.episodes <= 10_000:
             raise UsageError(f"--episodes must lie in [1, 10000], got {self.episodes}")
+        if self.adapt_episodes is not None and not 1 <= self.adapt_episodes <= 1000:
+            raise UsageError(f"--adapt-episodes must lie in [1, 1000], got {self.adapt_episodes}")
         from proteus.evaluation import evaluate_run
 
         det = {"auto": None, "mode": True, "sample": False}[self.actions]
         evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=list(self.baseline),
                      oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det,
-                     finetune=self.finetune, episodes=self.episodes)
+                     finetune=self.finetune, episodes=self.episodes, adapt_episodes=self.adapt_episodes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -243,6 +243,7 @@ def evaluate_run(
     progress: bool = True,
     finetune: bool = False,
     episodes: int | None = None,
+    adapt_episodes: int | None = None,
 ) -> dict:
     """Evaluate a run's latest policy zero-shot on each split; write ``run_dir/eval/`` and return the report.
 
@@ -263,6 +264,9 @@ def evaluate_run(
             baselines on the same worlds.
         episodes: episodes per trial (default: the env's); a gradient learner adapts after each, so 4
             gives its returns after 0, 1, 2 and 3 inner steps.
+        adapt_episodes: a gradient learner's agent (and ``finetune``'s) takes each inner step on this
+            many episodes (default its config's, 1); e.g. 10 with ``episodes=11``: the step on 10
+            episodes as MAML trains, scored in the 11th.
         overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
         console: a Rich console (default: :func:`proteus.console.make_console`).
 
@@ -287,6 +291,12 @@ def evaluate_run(
         raise ValueError("no split to evaluate; expected some of " + ", ".join(SPLITS))
 
     main = _load(run_dir, "policy")
+    if adapt_episodes is not None:
+        if not hasattr(main["spec"].config, "adapt_episodes"):
+            raise ValueError(f"adapt_episodes applies to learners that adapt by gradient (maml, promp), not "
+                             f"{main['spec'].algo}")
+        main["spec"] = dataclasses.replace(main["spec"], config=dataclasses.replace(main["spec"].config,
+                                                                                    adapt_episodes=int(adapt_episodes)))
     env_id, backend = main["cfg"]["env"], main["cfg"]["backend"]
     if backend == "auto":
         backend = sim.entry(env_id).backends[0]
@@ -407,6 +417,7 @@ def evaluate_run(
         "backend": backend,
         "tasks": tasks,
         "episodes_per_trial": K,
+        "adapt_episodes": getattr(main["spec"].config, "adapt_episodes", None),
         "eval_seed": EVAL_SEED,
         **meta,
         "splits": {},

@@ -180,7 +180,7 @@ def test_adapt_function_is_the_agents_inner_step():
     u = rng.normal(size=(2, H, 2)).astype(np.float32)
     ep = {"obs": rng.normal(size=(2, H, D)).astype(np.float32), "action": u,
           "reward": rng.normal(size=(2, H)).astype(np.float32)}
-    state = {**state, "episode": {k: jnp.asarray(v) for k, v in ep.items()}, "t": jnp.array([H, 60]),
+    state = {**state, "episode": {k: jnp.asarray(v)[:, None] for k, v in ep.items()}, "t": jnp.array([H, 60]),
              "ended": jnp.array([True, True])}
     want = agent.end_episode(state)["net"]
     spec = agent.policy_spec
@@ -201,3 +201,40 @@ def test_deploy_task_option_is_checked(item):
     with pytest.raises(ValueError, match="--task takes NAME=NUMBER"):
         parse_task([item])
     assert parse_task(["direction=-1", "target_vel=1.5"]) == {"direction": -1.0, "target_vel": 1.5}
+
+
+def test_agent_steps_on_k_episodes_at_once():
+    """``adapt_episodes=2``: the first episode's end leaves the weights as they are; the second's takes
+    one inner step on both episodes, the same as the export's function on those two episodes."""
+    import dataclasses
+
+    import sim
+    from meta_rl import learners
+
+    L = learners.get("maml")
+    c = L.default_config("point-goal", meta_batch=2, rollouts_per_task=1, hidden=(8,), total_steps=400)
+    c2 = dataclasses.replace(c, adapt_episodes=2)
+    env = sim.make("point-goal", batch_size=(2, 1), mode="fixed")
+    params = L.init_agent_params(c, env, jax.random.key(0))
+    agent = L.make_agent(c2, env, params, False)
+    H, D = agent.episode_length, agent.policy_spec.obs_dim
+    rng = np.random.default_rng(1)
+    eps = [{"obs": rng.normal(size=(1, H, D)).astype(np.float32), "action": rng.normal(size=(1, H, 2)).astype(np.float32),
+            "reward": rng.normal(size=(1, H)).astype(np.float32)} for _ in range(2)]
+    state = agent.initial_state(1)
+    for i, ep in enumerate(eps):
+        buf = {k: state["episode"][k].at[:, i].set(jnp.asarray(v)) for k, v in ep.items()}
+        state = agent.end_episode({**state, "episode": buf, "t": jnp.array([H]), "ended": jnp.array([True])})
+        if i == 0:
+            for a, b in zip(jax.tree.leaves(state["net"]), jax.tree.leaves(agent.initial_state(1)["net"])):
+                np.testing.assert_array_equal(a, b)
+            assert int(state["k"][0]) == 1
+    spec = agent.policy_spec
+    fn = L.adapt_function(c2, spec, params["obs_norm"])
+    both = {k: np.concatenate([e[k] for e in eps])[None] for k in ("obs", "reward")}
+    both["action"] = (spec.action_offset + spec.action_scale * np.concatenate([e["action"] for e in eps]))[None]
+    both["mask"] = np.ones((1, 2, H), np.float32)
+    want = fn(L.export_agent(c2, env, params).initial_state(1), both)["net"]
+    for a, b in zip(jax.tree.leaves(state["net"]), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert int(state["k"][0]) == 0
