@@ -52,6 +52,8 @@ def print_envs(verbose: bool = False, console: Console | None = None) -> None:
         table.add_row(r["id"], r["backend"], r["family"], f"{r['obs']} → {r['trial_obs']}", r["action"],
                       r["trial"], escape(", ".join(r["randomized"])))
     console.print(table)
+    console.print("Any MuJoCo robot with task parameters also runs as ID+task (e.g. cheetah-dir+task): its task "
+                  "parameters appended to the observation, to train an oracle for proteus eval --oracle.", soft_wrap=True)
     if not verbose:
         console.print("proteus envs --verbose shows each family's parameter ranges per split.")
         return
