@@ -522,12 +522,11 @@ class MAMLAgent(Agent):
         return self.policy.env_action(u), {**state, "pending": pending}
 
     def observe(self, state, step: Step):
-        H, K = self.episode_length, self.config.adapt_episodes
+        H = self.episode_length
         t = jnp.minimum(state["t"], H - 1)
         row = {**state["pending"], "reward": step.reward.astype(jnp.float32)}
-        at = jax.nn.one_hot(state["k"], K, dtype=bool)[:, :, None] & jax.nn.one_hot(t, H, dtype=bool)[:, None, :]
-        ep = jax.tree.map(lambda buf, x: jnp.where(at.reshape(at.shape + (1,) * (buf.ndim - 3)),
-                                                   x.reshape(x.shape[:1] + (1, 1) + x.shape[1:]), buf),
+        # one element per row written in place (a scatter), not the whole [K, H] buffer rewritten
+        ep = jax.tree.map(lambda buf, x: jax.vmap(lambda b, v, k, i: b.at[k, i].set(v))(buf, x, state["k"], t),
                           state["episode"], row)
         return {**state, "episode": ep, "t": state["t"] + 1, "ended": state["ended"] | step.done}
 
