@@ -16,8 +16,9 @@ One meta-iteration (:meth:`Trainer.update`), all ``meta_batch`` tasks ``vmap``pe
    and the surrogate improving.
 
 The agent (:class:`MAMLAgent`) adapts at test time as in training: its state is the adapted weights
-of each world plus the episode in progress; at every episode's end it takes one inner step on that
-episode. It samples its actions in every episode (a policy gradient needs them); the exported
+of each world plus the episodes since its last step; after every ``adapt_episodes`` episodes (1 by
+default; ``rollouts_per_task`` is the step as trained) it takes one inner step on them
+(:func:`adapt_on_episodes`, the function ``adapt.onnx`` exports for robots). It samples its actions in every episode (a policy gradient needs them); the exported
 ``policy_step`` acts with the mode of the adapted policy.
 """
 
