@@ -472,6 +472,15 @@ def init_agent_params(c: GradientMetaConfig, env: Env, key: jax.Array) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
+def per_row_dist(policy: Policy, obs_norm: Any, nets: Any, obs: jax.Array) -> distrax.MultivariateNormalDiag:
+    """The Gaussian of each row's own weights (``nets`` [B, ...]) at its observation ``obs`` [B, D]."""
+    def one(net, o):
+        _, d, _ = policy.apply({"net": net, "obs_norm": obs_norm}, {}, o[None])
+        return d.loc[0], d.scale_diag[0]
+
+    return distrax.MultivariateNormalDiag(*jax.vmap(one)(nets, obs))
+
+
 @struct.dataclass
 class MAMLAgent(Agent):
     """MAML's test-time adaptation (see the module docstring).
@@ -509,11 +518,7 @@ class MAMLAgent(Agent):
         }
 
     def _dist(self, nets, obs):
-        def one(net, o):
-            _, d, _ = self.policy.apply({"net": net, "obs_norm": self.params["obs_norm"]}, {}, o[None])
-            return d.loc[0], d.scale_diag[0]
-
-        return distrax.MultivariateNormalDiag(*jax.vmap(one)(nets, obs))
+        return per_row_dist(self.policy, self.params["obs_norm"], nets, obs)
 
     def act(self, state, obs, key):
         obs = self.policy.spec.select_obs(obs)
@@ -604,11 +609,7 @@ class AdaptivePolicyAgent(Agent):
         return {"net": jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), self.params["net"])}
 
     def _dist(self, state, obs):
-        def one(net, o):
-            _, d, _ = self.policy.apply({"net": net, "obs_norm": self.params["obs_norm"]}, {}, o[None])
-            return d.loc[0], d.scale_diag[0]
-
-        return distrax.MultivariateNormalDiag(*jax.vmap(one)(state["net"], self.policy.spec.select_obs(obs)))
+        return per_row_dist(self.policy, self.params["obs_norm"], state["net"], self.policy.spec.select_obs(obs))
 
     def act(self, state, obs, key):
         return self.policy.env_action(self._dist(state, obs).sample(seed=key)), state
