@@ -304,15 +304,18 @@ class MAMLConfig(GradientMetaConfig):
 class ProMPConfig(GradientMetaConfig):
     """ProMP (Rothfuss et al. 2019): MAML's structure with the low-variance curvature (LVC) inner
     estimator, and an outer step of several Adam steps on PPO's clipped objective of the adapted
-    policies plus an adaptive KL penalty between each task's pre- and post-update policies.
+    policies plus a KL penalty that keeps each inner step's policy near the one that sampled its
+    episodes (ProMP's eq. 8; see :mod:`meta_rl.promp`).
 
     Attributes:
         (the shared fields: see :class:`GradientMetaConfig`; ``estimator`` defaults to ``lvc``)
         outer_lr: Adam learning rate of the outer steps.
         outer_steps: Adam steps on each meta-iteration's data (ProMP's ``num_ppo_steps``).
         clip_eps: PPO ratio clip of the outer objective.
-        inner_kl_coef: initial weight of the pre/post-update KL penalty.
-        target_inner_kl: the penalty weight halves below ``target / 1.5`` and doubles above ``1.5 target``.
+        inner_kl_coef: weight of the KL penalty (the reference's ``init_inner_kl_penalty``, 5e-4).
+        adaptive_kl: adapt that weight (the reference's runs keep it fixed): it halves when the KL
+            falls below ``target_inner_kl / 1.5`` and doubles above ``1.5 * target_inner_kl``.
+        target_inner_kl: the KL target of ``adaptive_kl``.
         max_grad_norm: global gradient norm clip of the outer steps.
     """
 
@@ -321,11 +324,12 @@ class ProMPConfig(GradientMetaConfig):
     outer_steps: int = 5
     clip_eps: float = 0.3
     inner_kl_coef: float = 5e-4
+    adaptive_kl: bool = False
     target_inner_kl: float = 0.01
     max_grad_norm: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
-        _check(self, ints={"outer_steps": 1000}, floats=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl",
-                                                         "max_grad_norm"),
+        _check(self, ints={"outer_steps": 1000}, bools=("adaptive_kl",),
+               floats=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl", "max_grad_norm"),
                positive=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl", "max_grad_norm"))

@@ -1,5 +1,5 @@
-"""ProMP (:mod:`meta_rl.promp`): the pre/post-update KL, the outer step (PPO's clipped loss through the
-inner step, the adaptive KL weight) and a tiny run whose adaptation pays."""
+"""ProMP (:mod:`meta_rl.promp`): the KL penalty to the sampling policies, the outer step (PPO's clipped
+loss through the inner step, the fixed or adaptive KL weight) and a tiny run whose adaptation pays."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sim
 from meta_rl import learners
 from meta_rl.configs import ConfigError, ProMPConfig
 from meta_rl.maml import Batch, adapt
-from meta_rl.promp import inner_kl
+from meta_rl.promp import inner_kl, sampling_dists
 
 ENV = "point-goal"
 
@@ -28,30 +28,54 @@ def tiny():
     return L, c, L.make_train(c, env)
 
 
-def test_inner_kl_is_the_gaussian_kl_of_the_inner_step(tiny):
+def _gauss_kl(m0, s0, m1, s1):
     """KL(N(m0, s0) || N(m1, s1)) summed over actions, averaged over observations, written out."""
-    _, c, trainer = tiny
-    params = trainer.policy.init(jax.random.key(0))
-    rng = np.random.default_rng(0)
+    return np.mean(np.sum(np.log(s1 / s0) + (s0**2 + (m0 - m1) ** 2) / (2 * s1**2) - 0.5, -1))
+
+
+def _batch(trainer, params, seed=0):
+    rng = np.random.default_rng(seed)
     obs = jnp.asarray(rng.normal(size=(50, 2)), jnp.float32)
     _, dist, _ = trainer.policy.apply(params, {}, obs)
-    u = dist.sample(seed=jax.random.key(1))
-    b = Batch(obs, u, dist.log_prob(u), jnp.asarray(rng.normal(size=50), jnp.float32), jnp.ones(50))
-    got, adapted = inner_kl(trainer, params["net"], params["obs_norm"], [b])
-    after = adapt(trainer.policy, params["net"], params["obs_norm"], b, c.inner_lr, c.estimator)
-    m0, s0 = trainer._dist(params["net"], params["obs_norm"], obs)
-    m1, s1 = trainer._dist(after, params["obs_norm"], obs)
-    want = np.mean(np.sum(np.log(s1 / s0) + (s0**2 + (m0 - m1) ** 2) / (2 * s1**2) - 0.5, -1))
+    u = dist.sample(seed=jax.random.key(seed + 1))
+    return Batch(obs, u, dist.log_prob(u), jnp.asarray(rng.normal(size=50), jnp.float32), jnp.ones(50))
+
+
+def test_inner_kl_is_the_kl_to_the_sampling_policies(tiny):
+    """ProMP's penalty (paper eq. 8): for each inner step, KL(the policy that sampled that step's
+    episodes || the one the current weights give there). Zero, with zero gradient, at the sampling
+    weights, whatever the inner step does; the Gaussian KL written out once the weights move."""
+    _, c, trainer = tiny
+    params = trainer.policy.init(jax.random.key(0))
+    net, norm = params["net"], params["obs_norm"]
+    b0 = _batch(trainer, params, 0)
+    after = adapt(trainer.policy, net, norm, b0, c.inner_lr, c.estimator)
+    b1 = _batch(trainer, {**params, "net": after}, 2)  # the second inner step's episodes, sampled by the adapted policy
+    sampling = sampling_dists(trainer, net, norm, [b0, b1])
+    (m, s), (m1, s1) = sampling
+    np.testing.assert_allclose(m1, trainer._dist(after, norm, b1.obs)[0], rtol=1e-6)  # the chain of sampling policies
+
+    kl_fn = lambda n: inner_kl(trainer, n, norm, [b0, b1], sampling)[0]  # noqa: E731
+    kl, grad = jax.value_and_grad(kl_fn)(net)
+    assert abs(float(kl)) < 1e-6  # the inner step's own size costs nothing: adaptation is not penalized
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grad)) < 1e-5
+
+    moved = jax.tree.map(lambda p: p + 0.05 * jnp.sign(p), net)
+    got, adapted = inner_kl(trainer, moved, norm, [b0, b1], sampling)
+    moved_after = adapt(trainer.policy, moved, norm, b0, c.inner_lr, c.estimator)
+    want = 0.5 * (_gauss_kl(m, s, *trainer._dist(moved, norm, b0.obs))
+                  + _gauss_kl(m1, s1, *trainer._dist(moved_after, norm, b1.obs)))
     np.testing.assert_allclose(got, want, rtol=1e-4)
-    for x, y in zip(jax.tree.leaves(adapted), jax.tree.leaves(after)):  # the adapted weights come back too
-        np.testing.assert_array_equal(x, y)
     assert float(got) > 0
+    final = adapt(trainer.policy, moved_after, norm, b1, c.inner_lr, c.estimator)
+    for x, y in zip(jax.tree.leaves(adapted), jax.tree.leaves(final)):  # the weights after both steps come back
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("target, factor", [(1.0, 0.5), (1e-9, 2.0)])
-def test_kl_weight_adapts_to_its_target(tiny, target, factor):
+@pytest.mark.parametrize("adaptive, target, factor", [(True, 1.0, 0.5), (True, 1e-9, 2.0), (False, 1e-9, 1.0)])
+def test_kl_weight_fixed_or_adapting_to_its_target(tiny, adaptive, target, factor):
     L, c, _ = tiny
-    c = dataclasses.replace(c, target_inner_kl=target)
+    c = dataclasses.replace(c, adaptive_kl=adaptive, target_inner_kl=target)
     trainer = L.make_train(c, sim.make(ENV, batch_size=L.env_batch(c), mode="fixed"))
     ts, m = jax.jit(trainer.update)(trainer.init(jax.random.key(0)))
     np.testing.assert_allclose(ts.outer["kl_coef"], c.inner_kl_coef * factor, rtol=1e-6)
