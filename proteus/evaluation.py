@@ -264,8 +264,8 @@ def evaluate_run(
             baselines on the same worlds.
         episodes: episodes per trial (default: the env's); a gradient learner adapts after each, so 4
             gives its returns after 0, 1, 2 and 3 inner steps.
-        adapt_episodes: a gradient learner's agent (and ``finetune``'s) takes each inner step on this
-            many episodes (default its config's, 1); e.g. 10 with ``episodes=11``: the step on 10
+        adapt_episodes: every gradient learner's agent (the run's, a baseline's, and ``finetune``'s)
+            takes each inner step on this many episodes (default its config's, 1); e.g. 10 with ``episodes=11``: the step on 10
             episodes as MAML trains, scored in the 11th.
         overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
         console: a Rich console (default: :func:`proteus.console.make_console`).
@@ -291,12 +291,6 @@ def evaluate_run(
         raise ValueError("no split to evaluate; expected some of " + ", ".join(SPLITS))
 
     main = _load(run_dir, "policy")
-    if adapt_episodes is not None:
-        if not hasattr(main["spec"].config, "adapt_episodes"):
-            raise ValueError(f"adapt_episodes applies to learners that adapt by gradient (maml, promp), not "
-                             f"{main['spec'].algo}")
-        main["spec"] = dataclasses.replace(main["spec"], config=dataclasses.replace(main["spec"].config,
-                                                                                    adapt_episodes=int(adapt_episodes)))
     env_id, backend = main["cfg"]["env"], main["cfg"]["backend"]
     if backend == "auto":
         backend = sim.entry(env_id).backends[0]
@@ -311,6 +305,14 @@ def evaluate_run(
             raise ValueError(f"{role.rstrip('0123456789')} run {path} is on {cfg['env']!r}, but {run_dir} is on "
                              f"{env_id!r}: a comparison needs the same env")
         others[role] = _load(Path(path), role)
+    if adapt_episodes is not None:  # every player that adapts by gradient steps on that many episodes
+        stepping = [x for x in (main, *others.values()) if hasattr(x["spec"].config, "adapt_episodes")]
+        if not stepping:
+            raise ValueError(f"adapt_episodes applies to learners that adapt by gradient (maml, promp), not "
+                             f"{main['spec'].algo}" + (" or its baselines" if baseline_paths else ""))
+        for x in stepping:
+            x["spec"] = dataclasses.replace(x["spec"], config=dataclasses.replace(x["spec"].config,
+                                                                                  adapt_episodes=int(adapt_episodes)))
     # baselines are named by folder (made unique); the first is "baseline" in ratios and plots
     baseline_names: dict[str, str] = {}
     for i in range(len(baseline_paths)):
@@ -342,7 +344,9 @@ def evaluate_run(
     # who plays: the policy, the baselines, the oracle (a run, or the known optimum): all Agents
     def run_meta(loaded, det):
         return {"run": str(loaded["dir"]), "algo": loaded["cfg"]["algo"], "deterministic": det,
-                "updates": loaded.get("updates"), "env_steps": loaded.get("env_steps")}
+                "updates": loaded.get("updates"), "env_steps": loaded.get("env_steps"),
+                **({"adapt_episodes": loaded["spec"].config.adapt_episodes}
+                   if hasattr(loaded["spec"].config, "adapt_episodes") else {})}
 
     players: dict[str, Any] = {}
     players["policy"], det_policy = _agent(main, deterministic)

@@ -349,6 +349,13 @@ def test_cli_train_eval_finetune_and_export(tmp_path, capsys):
         assert {"policy_minus", "ci95", "last_episode_minus", "last_episode_ci95"} <= set(d)
     assert report["baselines"]["ppo + maml step"]["finetuned_by"] == "maml"
     assert "episode 3 alone (after adaptation)" in capsys.readouterr().out
+    # --adapt-episodes reaches a gradient-learner baseline too: the run against itself plays identically
+    main(["eval", str(maml), "--tasks", "8", "--split", "train", "--baseline", str(maml), "--episodes", "3",
+          "--adapt-episodes", "2", "--overwrite"])
+    report = json.loads((maml / "eval" / "report.json").read_text())
+    row = report["splits"]["train"]
+    assert report["baselines"]["maml"]["adapt_episodes"] == report["adapt_episodes"] == 2
+    np.testing.assert_allclose(row["baselines"]["maml"]["episode_means"], row["policy"]["episode_means"])
     main(["export", str(maml)])
     assert (maml / "policy.onnx").stat().st_size > 0
 
