@@ -434,8 +434,9 @@ class Eval:
     """Episodes per trial (default: the env's). A gradient learner adapts after each episode: 4 gives
     its returns after 0, 1, 2 and 3 inner steps."""
     adapt_episodes: int | None = None
-    """A gradient learner (maml, promp) takes each inner step on this many episodes (default 1); with
-    --episodes 11, --adapt-episodes 10 scores the step as MAML trains it (10 rollouts) in episode 11."""
+    """Every gradient learner (maml, promp: the run and its baselines) takes each inner step on this
+    many episodes (default 1); with --episodes 11, --adapt-episodes 10 scores the step as MAML trains
+    it (10 rollouts) in episode 11."""
 
     def run(self) -> None:
         from proteus.runspec import read_run_spec

@@ -265,8 +265,8 @@ def evaluate_run(
         episodes: episodes per trial (default: the env's); a gradient learner adapts after each, so 4
             gives its returns after 0, 1, 2 and 3 inner steps.
         adapt_episodes: every gradient learner's agent (the run's, a baseline's, and ``finetune``'s)
-            takes each inner step on this many episodes (default its config's, 1); e.g. 10 with ``episodes=11``: the step on 10
-            episodes as MAML trains, scored in the 11th.
+            takes each inner step on this many episodes (default its config's, 1); e.g. 10 with
+            ``episodes=11``: the step on 10 episodes as MAML trains, scored in the 11th.
         overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
         console: a Rich console (default: :func:`proteus.console.make_console`).
 
