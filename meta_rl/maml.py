@@ -549,7 +549,10 @@ class MAMLAgent(Agent):
             episodes = {**ep, "mask": (steps[None, :] < lens[:, None]).astype(jnp.float32)}
             return adapt_on_episodes(self.policy, net, self.params["obs_norm"], episodes, self.config)
 
-        adapted = jax.vmap(one)(state["net"], state["episode"], lengths)
+        # the inner step only when a row that just ended has all its episodes in (with early
+        # terminations some row ends at most steps, but a row steps once per K episodes)
+        adapted = jax.lax.cond(jnp.any(state["ended"] & full),
+                               lambda: jax.vmap(one)(state["net"], state["episode"], lengths), lambda: state["net"])
         net = jax.tree.map(lambda a, n: jnp.where(full.reshape((-1,) + (1,) * (n.ndim - 1)), a, n), adapted,
                            state["net"])
         zero = jnp.zeros_like(state["t"])
