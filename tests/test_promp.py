@@ -97,3 +97,17 @@ def test_bad_config_is_named(field, value):
     with pytest.raises(ConfigError) as e:
         dataclasses.replace(ProMPConfig(), **{field: value})
     assert e.value.field == field
+
+
+def test_promp_run_exports_policy_and_lvc_inner_step_with_parity(tmp_path):
+    """A ProMP run exports like MAML's: ``policy.onnx`` and ``adapt.onnx``, whose inner step is the LVC
+    estimator's; both are written only after onnxruntime matched JAX."""
+    from proteus.cli import main
+    from proteus.export import export_run
+
+    run = tmp_path / "promp"
+    main(["train", "promp", "--env", ENV, "--meta-batch", "2", "--rollouts-per-task", "2", "--hidden", "8",
+          "--steps", "800", "--out", str(run), "--no-progress"])
+    rep = export_run(run)
+    assert rep["max_action_error"] < 1e-5 and rep["max_carry_error"] < 1e-5
+    assert rep["adapt"]["max_param_error"] < 1e-4 and (run / "adapt.onnx").stat().st_size > 0
