@@ -32,10 +32,12 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
+from mujoco import batch as mujoco_batch
 
 from randomization.ranges import check_split
 from robots.task import MujocoTask, PhysicsView
 from sim.core import Box, Env, State, guard_action, new_state
+from sim.host_call import host_call
 
 UNSTABLE_QVEL = 1e4
 
@@ -47,12 +49,18 @@ def prepare_model(model: mujoco.MjModel) -> mujoco.MjModel:
 
 
 class _NativePool:
-    """Per-env ``MjModel`` copies, per-thread ``MjData``, a persistent rollout thread pool and
-    preallocated buffers, so one batched step costs one ``mujoco.rollout`` call and nothing else."""
+    """The native backend's simulations: per-world ``MjModel`` copies stepped by ``mujoco.batch.Batch``.
+
+    One call of :meth:`step` loads each world's exact state (see :class:`MujocoEnv`: float64
+    ``mjSTATE_FULLPHYSICS`` + warm start) into the batch's state rows, writes the controls, runs
+    ``nstep`` substeps in place on the batch's thread pool and reads the rows back: no state reset,
+    no solver warm start lost, nothing recorded per substep. A world's model copy is re-randomized
+    (and ``mj_setConst`` recomputes what MuJoCo derives) only when its values change.
+    """
+
+    EXACT = int(mujoco.mjtState.mjSTATE_FULLPHYSICS) | int(mujoco.mjtState.mjSTATE_WARMSTART)
 
     def __init__(self, model: mujoco.MjModel, resolved, nthread: int | None = None):
-        from mujoco import rollout
-
         # MuJoCo's automatic reset on a bad state would hide a blow-up (the state silently jumps back to
         # qpos0, time 0); without it the non-finite state comes back and MujocoEnv counts it, as on MJX
         self.base = copy.copy(model)
@@ -61,25 +69,29 @@ class _NativePool:
         self.nthread = nthread or max(1, os.cpu_count() or 1)
         self.models: list[mujoco.MjModel] = []
         self.values = np.zeros((0, 0), np.float32)  # each model copy's randomized values, flattened
-        self.datas = [mujoco.MjData(model) for _ in range(self.nthread)]
-        self.rollout = rollout.Rollout(nthread=self.nthread)
-        self.serial = rollout.Rollout(nthread=0)  # no pool: cheaper per call for tiny models
-        self.plan: dict[tuple[int, int], tuple[bool, int]] = {}  # (batch, nstep) -> (threaded, chunk)
+        self.scratch = mujoco.MjData(self.base)
+        self.batches: dict[tuple[int, int], mujoco_batch.Batch] = {}  # (nsim, nthread) -> Batch
+        self.synced: dict[tuple[int, int], int] = {}  # Batch -> the models version it was given
+        self.version = 0  # bumped whenever a model copy changes
+        self.plan: dict[tuple[int, int], int] = {}  # (batch, nstep) -> threads (1: the caller's only)
         self.lock = threading.Lock()
         self.resamples = 0
-        self._buffers: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
-        self.nstate = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
-
-    def _buffers_for(self, batch: int, nstep: int):
-        if (batch, nstep) not in self._buffers:
-            m = self.base
-            self._buffers[(batch, nstep)] = (
-                np.zeros((batch, self.nstate)),
-                np.zeros((batch, nstep, m.nu)),
-                np.zeros((batch, nstep, self.nstate)),
-                np.zeros((batch, nstep, m.nsensordata)),
-            )
-        return self._buffers[(batch, nstep)]
+        self.nphys = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        self.nexact = mujoco.mj_stateSize(model, self.EXACT)
+        probe = mujoco_batch.Batch(self.base, 1, 1)
+        # the state row's columns that hold the exact snapshot, in mj_getState order (FULLPHYSICS's
+        # components, then the warm start): runs of (row offset, snapshot offset, size)
+        cols = []
+        bits = [b for b in range(int(mujoco.mjtState.mjSTATE_INTEGRATION).bit_length()) if (1 << b) & int(mujoco.mjtState.mjSTATE_FULLPHYSICS)]
+        bits.append(int(np.log2(int(mujoco.mjtState.mjSTATE_WARMSTART))))
+        for b in bits:
+            off, size = probe._component(1 << b)
+            cols.extend(range(off, off + size))
+        self.cols = np.asarray(cols, np.intp)
+        self.contiguous = bool(np.array_equal(self.cols, np.arange(len(cols))))
+        off, size = probe._component(int(mujoco.mjtState.mjSTATE_CTRL))
+        self.ctrl_cols = slice(off, off + size)
+        assert len(cols) == self.nexact
 
     def _randomize(self, values: dict[str, np.ndarray], batch: int) -> None:
         names = list(values)
@@ -90,51 +102,77 @@ class _NativePool:
             self.values = np.full((len(self.models), flat.shape[1]), np.nan, np.float32)
         changed = np.flatnonzero(np.any(flat != self.values[:batch], axis=1))
         for i in changed:
-            self.resolved.apply_native(self.models[i], self.datas[0], {n: np.asarray(values[n][i]) for n in names})
+            self.resolved.apply_native(self.models[i], self.scratch, {n: np.asarray(values[n][i]) for n in names})
             self.values[i] = flat[i]
+        if len(changed):
+            self.version += 1
         self.resamples += len(changed)
 
-    def step(self, values: dict[str, np.ndarray], physics: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
+    def _batch(self, nsim: int, threads: int):
+        key = (nsim, threads)
+        b = self.batches.get(key)
+        if b is None:
+            b = self.batches[key] = mujoco_batch.Batch(self.base, nsim, threads)
+        if self.synced.get(key) != self.version:
+            b.set_models(self.models[:nsim])
+            self.synced[key] = self.version
+        return b
+
+    def step(self, values: dict[str, np.ndarray], exact: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
+        """Advance each world ``nstep`` substeps from its exact state (``(batch, nexact)`` float64);
+        return the new exact states. A world MuJoCo raised an error in comes back non-finite."""
         with self.lock:
-            batch = physics.shape[0]
+            batch = exact.shape[0]
             self._randomize(values, batch)
-            init, control, state, sensordata = self._buffers_for(batch, nstep)
-            init[:] = physics
-            control[:] = np.asarray(ctrl)[:, None, :]
-            plan = self.plan.get((batch, nstep)) or self._calibrate(batch, nstep)
-            self._call(plan, batch, nstep)
-            return state[:, -1]
+            threads = self.plan.get((batch, nstep)) or self._calibrate(exact, ctrl, nstep)
+            b = self._batch(batch, threads)
+            rows = b.state
+            if self.contiguous:
+                rows[:, : self.nexact] = exact
+            else:
+                rows[:, self.cols] = exact
+            rows[:, self.ctrl_cols] = ctrl
+            try:
+                b.step(nstep=nstep)
+            except mujoco_batch.SimulationError as err:
+                rows[err.ids, : ] = np.nan
+            return rows[:, : self.nexact].copy() if self.contiguous else rows[:, self.cols]
 
-    def _call(self, plan: tuple[bool, int], batch: int, nstep: int) -> None:
-        init, control, state, sensordata = self._buffers_for(batch, nstep)
-        threaded, chunk = plan
-        runner, datas = (self.rollout, self.datas) if threaded else (self.serial, self.datas[:1])
-        runner.rollout(self.models[:batch], datas, init, control, nstep=nstep, state=state,
-                       sensordata=sensordata, skip_checks=True, chunk_size=chunk)
-
-    def _calibrate(self, batch: int, nstep: int, calls: int = 5) -> tuple[bool, int]:
-        """Time the thread pool against one serial call on the real inputs and keep the faster.
+    def _calibrate(self, exact, ctrl, nstep: int, calls: int = 5) -> int:
+        """Time the thread pool against the caller's thread alone on the real inputs; keep the faster.
 
         Physics per call ranges from microseconds (a pendulum) to milliseconds (an ant); below a
-        few hundred microseconds the pool's dispatch costs more than it saves. Every candidate
-        computes the same states, so the choice changes speed only, never results.
+        few hundred microseconds the pool's dispatch costs more than it saves. Both compute
+        bit-identical states (``mujoco.batch`` guarantees it at any thread count), so the choice
+        changes speed only, never results.
         """
-        candidates = [(True, max(1, batch // (4 * self.nthread))), (False, batch)] if self.nthread > 1 else [(False, batch)]
+        batch = exact.shape[0]
+        candidates = [self.nthread, 1] if self.nthread > 1 else [1]
         best, best_t = candidates[0], float("inf")
-        for plan in candidates:
-            self._call(plan, batch, nstep)  # warm up
-            t = time.perf_counter()
-            for _ in range(calls):
-                self._call(plan, batch, nstep)
-            dt = time.perf_counter() - t
+        for threads in candidates:
+            b = self._batch(batch, threads)
+            rows = b.state
+            times = []
+            for _ in range(calls + 1):  # the first call warms up
+                rows[:, self.cols] = exact
+                rows[:, self.ctrl_cols] = ctrl
+                t = time.perf_counter()
+                try:
+                    b.step(nstep=nstep)
+                except mujoco_batch.SimulationError:
+                    pass
+                times.append(time.perf_counter() - t)
+            dt = sum(times[1:])
             if dt < best_t:
-                best, best_t = plan, dt
+                best, best_t = threads, dt
         self.plan[(batch, nstep)] = best
         return best
 
 
 class MujocoEnv(Env):
     """A :class:`MujocoTask` on the ``native`` or ``mjx`` backend (see the module docstring)."""
+
+    EXACT_STATE = _NativePool.EXACT  # what ``env_state["exact"]`` holds on native (mj_getState spec)
 
     def __init__(self, task: MujocoTask, backend: str = "native"):
         if backend not in ("native", "mjx"):
@@ -216,30 +254,56 @@ class MujocoEnv(Env):
         data = self._mjx.make_data(self._mx)
         return data.replace(qpos=qpos, qvel=qvel)
 
-    def _physics_step(self, physics, ctrl, dynamics):
+    def _initial_env_state(self, physics) -> dict:
         if self.backend == "native":
-            pool, nstep = self._pool, self.task.n_substeps
-            # one packed float32 array crosses to the host: pure_callback pays per argument
-            names = list(dynamics)
-            sizes = [int(np.prod(dynamics[n].shape[-1:])) if dynamics[n].ndim else 1 for n in names]
-            nphys = physics.shape[-1]
-            packed = jnp.concatenate(
-                [dynamics[n].reshape(dynamics[n].shape[:-1] + (-1,)).astype(jnp.float32) for n in names]
-                + [physics.astype(jnp.float32), ctrl.astype(jnp.float32)], -1)
-            splits = np.cumsum(sizes + [nphys])
+            # no exact snapshot yet: the first step starts from ``physics`` (see _native_step)
+            exact = jnp.zeros((2 * self._pool.nexact,), jnp.uint32)
+            return {"physics": physics, "exact": exact, "t": jnp.zeros((), jnp.int32)}
+        return {"physics": physics, "t": jnp.zeros((), jnp.int32)}
 
-            def host(packed):
-                packed = np.asarray(packed)
-                lead = packed.shape[:-1]  # any leading batch shape (nested vmaps: tasks x envs)
-                packed = packed.reshape(-1, packed.shape[-1])
-                parts = np.split(packed, splits, axis=-1)
-                values = dict(zip(names, parts[: len(names)]))
-                with np.errstate(over="ignore", invalid="ignore"):  # a blow-up: _finish counts it
-                    out = pool.step(values, parts[-2], parts[-1], nstep).astype(np.float32)
-                return out.reshape(lead + out.shape[-1:])
+    def _native_step(self, env_state, ctrl, dynamics):
+        """One control step on the host: ``(physics, exact)`` after ``n_substeps`` substeps.
 
-            out_type = jax.ShapeDtypeStruct(physics.shape, jnp.float32)
-            return jax.pure_callback(host, out_type, packed, vmap_method="expand_dims")
+        The world continues from ``env_state["exact"]`` (the float64 ``mjSTATE_FULLPHYSICS`` + warm
+        start, as uint32 bits) when ``env_state["physics"]`` is still its float32 rounding; when JAX
+        code changed ``physics`` (a reset, a push, a hand-set state) it starts from ``physics`` with
+        a cold warm start instead. Either way the step is a pure function of ``env_state``.
+        """
+        pool, nstep = self._pool, self.task.n_substeps
+        physics, exact = env_state["physics"], env_state["exact"]
+        # one packed array crosses to the host and one comes back
+        names = list(dynamics)
+        sizes = [int(np.prod(dynamics[n].shape[-1:])) if dynamics[n].ndim else 1 for n in names]
+        nphys, nexact = physics.shape[-1], pool.nexact
+        floats = jnp.concatenate(
+            [dynamics[n].reshape(dynamics[n].shape[:-1] + (-1,)).astype(jnp.float32) for n in names]
+            + [physics.astype(jnp.float32), ctrl.astype(jnp.float32)], -1)
+        packed = jnp.concatenate([jax.lax.bitcast_convert_type(floats, jnp.uint32), exact], -1)
+        splits = np.cumsum(sizes + [nphys, ctrl.shape[-1]])
+
+        def host(packed):
+            packed = np.asarray(packed)
+            lead = packed.shape[:-1]  # any leading batch shape (nested vmaps: tasks x envs)
+            packed = packed.reshape(-1, packed.shape[-1])
+            parts = np.split(packed, splits, axis=-1)
+            values = {n: p.view(np.float32) for n, p in zip(names, parts[: len(names)])}
+            phys32, ctrl32 = parts[-3].view(np.float32), parts[-2].view(np.float32)
+            state = np.ascontiguousarray(parts[-1]).view(np.float64)
+            stale = np.any(state[:, :nphys].astype(np.float32).view(np.uint32) != parts[-3], axis=1)
+            if stale.any():
+                state[stale, :nphys] = phys32[stale]
+                state[stale, nphys:] = 0.0  # cold warm start, as a fresh MjData has
+            with np.errstate(over="ignore", invalid="ignore"):  # a blow-up: _finish counts it
+                state = pool.step(values, state, ctrl32, nstep)
+                out = np.concatenate([state[:, :nphys].astype(np.float32).view(np.uint32), state.view(np.uint32)], -1)
+            return out.reshape(lead + out.shape[-1:])
+
+        out_type = jax.ShapeDtypeStruct(physics.shape[:-1] + (nphys + 2 * nexact,), jnp.uint32)
+        out = host_call(host, out_type, packed)
+        return jax.lax.bitcast_convert_type(out[..., :nphys], jnp.float32), out[..., nphys:]
+
+    def _physics_step(self, physics, ctrl, dynamics):
+        """MJX: ``n_substeps`` of ``mjx.step`` on the world's model."""
         model = self.resolved.apply_mjx(self._mx, dynamics)
         data = physics.replace(ctrl=ctrl)
 
@@ -249,7 +313,7 @@ class MujocoEnv(Env):
         data, _ = jax.lax.scan(sub, data, None, length=self.task.n_substeps)
         return data
 
-    def _finish(self, state: State, physics, action, fault) -> State:
+    def _finish(self, state: State, physics, action, fault, extra=None) -> State:
         """The State after a physics step; ``fault``: the action was invalid (and not applied)."""
         view = self._view(physics)
         task_params = state.params["task"]
@@ -269,7 +333,7 @@ class MujocoEnv(Env):
             reward=reward,
             terminated=terminated,
             truncated=(t >= self.episode_length) & ~terminated,
-            env_state={"physics": physics, "t": t},
+            env_state={"physics": physics, **(extra or {}), "t": t},
             metrics={"unstable": unstable.astype(jnp.float32)},
         )
 
@@ -289,12 +353,15 @@ class MujocoEnv(Env):
         physics = self._initial_physics(qpos, qvel)
         view = self._view(physics)
         obs = self.task.obs_fn(view, params["task"]).astype(jnp.float32)
-        env_state = {"physics": physics, "t": jnp.zeros((), jnp.int32)}
+        env_state = self._initial_env_state(physics)
         return new_state(obs, params, env_state, key, metrics={"unstable": jnp.zeros((), jnp.float32)})
 
     def step(self, state, action):
         action, fault = guard_action(self.action_space, self.check_action(action))
         action = jnp.clip(action, -1.0, 1.0)
         ctrl = self._ctrl_mid + self._ctrl_half * action
+        if self.backend == "native":
+            physics, exact = self._native_step(state.env_state, ctrl, state.params["dynamics"])
+            return self._finish(state, physics, action, fault, {"exact": exact})
         physics = self._physics_step(state.env_state["physics"], ctrl, state.params["dynamics"])
         return self._finish(state, physics, action, fault)
