@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import sim
+from proteus import bench_envpool
 from proteus.console import make_console
 from proteus.report import BenchRow, write_json
 
@@ -281,7 +282,8 @@ def open_loop_rate(ol: dict, steps: int, repeats: int = 3) -> float:
 
 def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 20, repeats: int = 3,
               hidden: int = 64, json_path: Path | None = None) -> list[BenchRow]:
-    """Physics and env steps/s of four ways to run ``batch`` randomized copies of a MuJoCo robot."""
+    """Physics and env steps/s of the ways to run ``batch`` randomized copies of a MuJoCo robot: open-loop
+    and closed-loop ``mujoco.rollout``, Proteus native and MJX, and EnvPool's jitted loop when installed."""
     from mujoco import rollout as mj_rollout
 
     e = sim.entry(env_id)
@@ -294,12 +296,12 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
     key, params, dr_env = ol["key"], ol["params"], ol["dr_env"]
     models, datas, init, roll = ol["models"], ol["datas"], ol["init"], ol["roll"]
     rng = np.random.default_rng(0)
-    results: dict[str, float] = {}
 
-    with console.status(f"{env_id}: (a) open-loop mujoco.rollout"):
-        results["a"] = open_loop_rate(ol, steps, repeats)
-
+    ctrl_open = rng.uniform(-1, 1, (batch, steps * nsub, m.nu))
     ctrl_steps = rng.uniform(-1, 1, (steps, batch, 1, m.nu)).repeat(nsub, axis=2)
+
+    def open_loop():
+        roll.rollout(models, datas, init, ctrl_open)
 
     def closed_loop(call):
         def run():
@@ -309,13 +311,6 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
                 state = out[:, -1]
 
         return run
-
-    with console.status(f"{env_id}: (b) closed loop, one mujoco.rollout.rollout call per control step"):
-        t = _best_time(closed_loop(mj_rollout.rollout), repeats)
-        results["b"] = batch * steps * nsub / t
-    with console.status(f"{env_id}: (b+) closed loop, one call per step on a persistent Rollout pool"):
-        t = _best_time(closed_loop(roll.rollout), repeats)
-        results["b+"] = batch * steps * nsub / t
 
     def jitted_loop(env, n):
         obs_dim = env.observation_space.shape[0]
@@ -333,11 +328,33 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
 
         return lambda: jax.block_until_ready(run(s0))
 
-    with console.status(f"{env_id}: (c) Proteus native, closed loop with randomization and an MLP policy"):
-        f = jitted_loop(dr_env, steps)
-        f()
-        t = _best_time(f, repeats)
-        results["c"] = batch * steps * nsub / t
+    runners = {"a": open_loop, "b": closed_loop(mj_rollout.rollout), "b+": closed_loop(roll.rollout),
+               "c": jitted_loop(dr_env, steps)}
+    peer = bench_envpool.peer_for(env_id)
+    worker = None
+    if peer and bench_envpool.available():
+        with console.status(f"{env_id}: (e) starting EnvPool {peer} in a worker process"):
+            worker = bench_envpool.Worker(env_id, batch, nsub, steps, nthread, hidden)
+        runners["e"] = worker.time
+    # every configuration once per round, the rounds interleaved: the ratios are taken per round
+    # (this machine's speed drifts between runs) and their median reported
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    try:
+        for k, run in runners.items():  # warm up (compiles the jitted loop)
+            with console.status(f"{env_id}: warming up {k}"):
+                run()
+        for r in range(repeats):
+            for k, run in runners.items():
+                with console.status(f"{env_id}: round {r + 1}/{repeats}, ({k})"):
+                    t = time.perf_counter()
+                    out = run()
+                    times[k].append(out if k == "e" else time.perf_counter() - t)
+    finally:
+        if worker is not None:
+            worker.close()
+    work = batch * steps * nsub
+    results = {k: work / float(np.median(v)) for k, v in times.items()}
+    ratio = {k: float(np.median(np.asarray(times["a"]) / np.asarray(v))) for k, v in times.items()}
 
     with console.status(f"{env_id}: (d) Proteus MJX on {jax.default_backend()} (compiling, then {mjx_steps} steps)"):
         mjx_env = sim.make(env_id, batch_size=batch, mode="fresh", backend="mjx")
@@ -345,6 +362,7 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
         f()
         t = _best_time(f, 1)
         results["d"] = batch * mjx_steps * nsub / t
+        ratio["d"] = results["d"] / results["a"]
 
     labels = {
         "a": "(a) open-loop mujoco.rollout (controls known in advance)",
@@ -352,29 +370,43 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
         "b+": "(b+) as (b) on a persistent Rollout thread pool (hand-tuned)",
         "c": "(c) Proteus native: jitted closed loop, DR + effects + MLP policy",
         "d": f"(d) Proteus MJX on {jax.default_backend()}",
+        "e": f"(e) EnvPool {peer}: jitted closed loop (XLA interface), MLP policy, no DR",
     }
-    table = Table(title=f"{env_id}: batch {batch}, {nthread} threads, {nsub} physics steps per control step")
-    for col in ("configuration", "physics steps/s", "env-steps/s", "vs (a)"):
+    table = Table(title=f"{env_id}: batch {batch}, {nthread} threads, {nsub} physics steps per control step, "
+                        f"median of {repeats} interleaved rounds")
+    for col in ("configuration", "physics steps/s", "env-steps/s", "vs (a)", "ms per control step"):
         table.add_column(col)
     rows = []
-    for k in ("a", "b", "b+", "c", "d"):
-        table.add_row(labels[k], f"{results[k]:,.0f}", f"{results[k] / nsub:,.0f}", f"{results[k] / results['a']:.2f}")
+    for k in ("a", "b", "b+", "c", "d", "e"):
+        if k in results:
+            table.add_row(labels[k], f"{results[k]:,.0f}", f"{results[k] / nsub:,.0f}", f"{ratio[k]:.2f}",
+                          f"{batch * nsub / results[k] * 1e3:.2f}")
     console.print(table)
+    if worker is None:
+        why = "envpool is not installed (pip install -e '.[bench]')" if peer else f"EnvPool has no peer for {env_id}"
+        console.print(f"(e) EnvPool row skipped: {why}")
+    per_pair = lambda k, b: float(np.median(np.asarray(times[b]) / np.asarray(times[k])))  # noqa: E731
     targets = [
-        ("(c) / (a) physics steps/s", results["c"], results["a"], "(a) open-loop rollout", 0.6),
-        ("(c) / (b) physics steps/s", results["c"], results["b"], "(b) one rollout call per step", 1.0),
-        ("(c) / (b+) physics steps/s", results["c"], results["b+"], "(b+) one call per step, persistent pool", None),
-        ("(c) / (d) physics steps/s", results["c"], results["d"], "(d) MJX on CPU", 20.0),
+        ("(c) / (a) physics steps/s", "c", "a", "(a) open-loop rollout", 0.85),
+        ("(c) / (b) physics steps/s", "c", "b", "(b) one rollout call per step", 1.0),
+        ("(c) / (b+) physics steps/s", "c", "b+", "(b+) one call per step, persistent pool", None),
+        ("(c) / (d) physics steps/s", "c", "d", "(d) MJX on CPU", 20.0),
+        ("(c) / (e) physics steps/s", "c", "e", f"(e) EnvPool {peer}, jitted loop", 1.1),
     ]
-    for name, v, b, bname, target in targets:
+    for name, k, b, bname, target in targets:
+        if b not in results:
+            continue
+        v = per_pair(k, b) if b in times else results[k] / results[b]
         if target is None:
-            console.print(f"{name} = {v / b:.2f}")
+            console.print(f"{name} = {v:.2f}")
         else:
-            ok = v / b >= target
-            console.print(f"{name} = {v / b:.2f} (target >= {target:g}) {'[green]✓[/green]' if ok else '[red]✗[/red]'}")
-        rows.append(BenchRow(f"{env_id} {name.split(' ')[0]} physics steps/s", v, b, bname, "physics steps/s"))
+            ok = v >= target
+            console.print(f"{name} = {v:.2f} (target >= {target:g}) {'[green]✓[/green]' if ok else '[red]✗[/red]'}")
+        rows.append(BenchRow(f"{env_id} {name.split(' ')[0]} physics steps/s", results[k], results[k] / v, bname,
+                             "physics steps/s"))
     if json_path:
-        write_json(rows, json_path, {"results": results, "batch": batch, "substeps": nsub})
+        write_json(rows, json_path, {"results": results, "ratios_vs_a": ratio, "batch": batch, "substeps": nsub,
+                                     "times_s": times})
         console.print(f"wrote {json_path}")
     return rows
 

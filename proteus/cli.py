@@ -96,7 +96,8 @@ class BenchSim:
 
 
 BACKENDS = ("auto", "jax", "native", "mjx")
-"""What ``--backend`` takes (``auto``: the env's first backend)."""
+"""What ``--backend`` takes (``auto``: the env's first backend; for a MuJoCo robot, native unless MJX
+measured faster for a tiny contact-free model: :func:`sim.registry.resolve_backend`)."""
 
 
 class UsageError(ValueError):
@@ -147,8 +148,12 @@ class TrainOptions:
     def run(self) -> None:
         from proteus.runs import RunSpec, train_run
 
+        from sim.registry import resolve_backend
+
         out = self.out or Path("runs") / f"{self.learner_name}-{self.env}-s{self.seed}"
-        spec = RunSpec(self.learner_name, self.env, self.backend, self.seed, self.config)  # type: ignore[attr-defined]
+        # the backend auto chose is recorded, so a resume steps on it on any machine
+        backend = resolve_backend(self.env, self.backend)
+        spec = RunSpec(self.learner_name, self.env, backend, self.seed, self.config)  # type: ignore[attr-defined]
         summary = train_run(spec, out, self.checkpoint_every, progress=self.progress)
         final = summary["final_return"]
         final = "n/a" if final is None else f"{final:.3f}"

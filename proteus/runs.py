@@ -235,6 +235,11 @@ def _check_folder(out: Path, spec: RunSpec, console=None) -> None:
             raise ValueError(f"corrupt {cfg}: {e}") from None
         old = {}
     new = _normalize_json(spec.to_json())
+    if old.get("backend") == "auto" and new["backend"] != "auto":  # a run recorded before auto was resolved
+        from sim.registry import resolve_backend
+
+        if resolve_backend(spec.env) == new["backend"]:
+            old = {**old, "backend": new["backend"]}
     diff = [k for k in new if k != "config" and old.get(k) != new[k]]
     diff += [f"config.{k}" for k in new["config"] if old.get("config", {}).get(k) != new["config"][k]]
     if diff and _started(out):

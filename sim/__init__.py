@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 _WHERE = {
     "SPLITS": "sim.core", "Box": "sim.core", "Discrete": "sim.core", "Env": "sim.core", "State": "sim.core",
     "EnvEntry": "sim.registry", "entry": "sim.registry", "make": "sim.registry", "register": "sim.registry",
-    "registered": "sim.registry",
+    "registered": "sim.registry", "resolve_backend": "sim.registry",
     "AutoReset": "sim.wrappers", "NormalizeObs": "sim.wrappers", "Trial": "sim.wrappers", "VmapEnv": "sim.wrappers",
     "Wrapper": "sim.wrappers",
 }
@@ -45,5 +45,5 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from sim.core import SPLITS, Box, Discrete, Env, State
-    from sim.registry import EnvEntry, entry, make, register, registered
+    from sim.registry import EnvEntry, entry, make, register, registered, resolve_backend
     from sim.wrappers import AutoReset, NormalizeObs, Trial, VmapEnv, Wrapper

@@ -93,19 +93,23 @@ class _NativePool:
         self.ctrl_cols = slice(off, off + size)
         assert len(cols) == self.nexact
 
-    def _randomize(self, values: dict[str, np.ndarray], batch: int) -> None:
-        names = list(values)
-        flat = np.concatenate([np.asarray(values[n], np.float32).reshape(batch, -1) for n in names], 1) if names else np.zeros((batch, 0), np.float32)
+    def _randomize(self, layout: tuple[tuple[str, int], ...], flat: np.ndarray) -> None:
+        """Bring each world's model copy to its row of ``flat`` (float32 values, laid out as
+        ``layout``: ``(name, size)`` pairs); only rows whose values changed are re-applied."""
+        batch = flat.shape[0]
         if len(self.models) < batch or self.values.shape[1] != flat.shape[1]:
             while len(self.models) < batch:
                 self.models.append(copy.copy(self.base))  # an independent mj_copyModel copy
             self.values = np.full((len(self.models), flat.shape[1]), np.nan, np.float32)
-        changed = np.flatnonzero(np.any(flat != self.values[:batch], axis=1))
+        changed = np.flatnonzero(np.any(flat.view(np.uint32) != self.values[:batch].view(np.uint32), axis=1))
+        if not len(changed):
+            return
+        bounds = np.cumsum([0] + [size for _, size in layout])
         for i in changed:
-            self.resolved.apply_native(self.models[i], self.scratch, {n: np.asarray(values[n][i]) for n in names})
+            values = {n: flat[i, a:b] for (n, _), a, b in zip(layout, bounds[:-1], bounds[1:])}
+            self.resolved.apply_native(self.models[i], self.scratch, values)
             self.values[i] = flat[i]
-        if len(changed):
-            self.version += 1
+        self.version += 1
         self.resamples += len(changed)
 
     def _batch(self, nsim: int, threads: int):
@@ -118,12 +122,13 @@ class _NativePool:
             self.synced[key] = self.version
         return b
 
-    def step(self, values: dict[str, np.ndarray], exact: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
-        """Advance each world ``nstep`` substeps from its exact state (``(batch, nexact)`` float64);
-        return the new exact states. A world MuJoCo raised an error in comes back non-finite."""
+    def step(self, layout, values: np.ndarray, exact: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
+        """Advance each world ``nstep`` substeps from its exact state (``(batch, nexact)`` float64) in
+        the model its ``values`` (see :meth:`_randomize`) give; return the new exact states. A world
+        MuJoCo raised an error in comes back non-finite."""
         with self.lock:
             batch = exact.shape[0]
-            self._randomize(values, batch)
+            self._randomize(layout, values)
             threads = self.plan.get((batch, nstep)) or self._calibrate(exact, ctrl, nstep)
             b = self._batch(batch, threads)
             rows = b.state
@@ -273,29 +278,29 @@ class MujocoEnv(Env):
         physics, exact = env_state["physics"], env_state["exact"]
         # one packed array crosses to the host and one comes back
         names = list(dynamics)
-        sizes = [int(np.prod(dynamics[n].shape[-1:])) if dynamics[n].ndim else 1 for n in names]
-        nphys, nexact = physics.shape[-1], pool.nexact
+        layout = tuple((n, int(np.prod(dynamics[n].shape[-1:])) if dynamics[n].ndim else 1) for n in names)
+        nphys, nexact, nu = physics.shape[-1], pool.nexact, ctrl.shape[-1]
         floats = jnp.concatenate(
             [dynamics[n].reshape(dynamics[n].shape[:-1] + (-1,)).astype(jnp.float32) for n in names]
             + [physics.astype(jnp.float32), ctrl.astype(jnp.float32)], -1)
         packed = jnp.concatenate([jax.lax.bitcast_convert_type(floats, jnp.uint32), exact], -1)
-        splits = np.cumsum(sizes + [nphys, ctrl.shape[-1]])
+        ndyn = sum(size for _, size in layout)
+        phys_at, ctrl_at, exact_at = slice(ndyn, ndyn + nphys), slice(ndyn + nphys, ndyn + nphys + nu), ndyn + nphys + nu
 
         def host(packed):
-            packed = np.asarray(packed)
             lead = packed.shape[:-1]  # any leading batch shape (nested vmaps: tasks x envs)
             packed = packed.reshape(-1, packed.shape[-1])
-            parts = np.split(packed, splits, axis=-1)
-            values = {n: p.view(np.float32) for n, p in zip(names, parts[: len(names)])}
-            phys32, ctrl32 = parts[-3].view(np.float32), parts[-2].view(np.float32)
-            state = np.ascontiguousarray(parts[-1]).view(np.float64)
-            stale = np.any(state[:, :nphys].astype(np.float32).view(np.uint32) != parts[-3], axis=1)
+            phys_bits = packed[:, phys_at]
+            state = np.ascontiguousarray(packed[:, exact_at:]).view(np.float64)
+            stale = np.any(state[:, :nphys].astype(np.float32).view(np.uint32) != phys_bits, axis=1)
             if stale.any():
-                state[stale, :nphys] = phys32[stale]
+                state[stale, :nphys] = phys_bits[stale].view(np.float32)
                 state[stale, nphys:] = 0.0  # cold warm start, as a fresh MjData has
+            out = np.empty((packed.shape[0], nphys + 2 * nexact), np.uint32)
             with np.errstate(over="ignore", invalid="ignore"):  # a blow-up: _finish counts it
-                state = pool.step(values, state, ctrl32, nstep)
-                out = np.concatenate([state[:, :nphys].astype(np.float32).view(np.uint32), state.view(np.uint32)], -1)
+                state = pool.step(layout, packed[:, :ndyn].view(np.float32), state, packed[:, ctrl_at].view(np.float32), nstep)
+                out[:, :nphys] = state[:, :nphys].astype(np.float32).view(np.uint32)
+            out[:, nphys:] = state.view(np.uint32)
             return out.reshape(lead + out.shape[-1:])
 
         out_type = jax.ShapeDtypeStruct(physics.shape[:-1] + (nphys + 2 * nexact,), jnp.uint32)

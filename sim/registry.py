@@ -24,7 +24,8 @@ class EnvEntry:
         factory: builds the base (unwrapped, unbatched) env for a backend.
         episodes_per_trial: episodes in one meta-RL trial.
         description: one line for listings.
-        backends: the backends it runs on; the first is the default (``backend="auto"``).
+        backends: the backends it runs on; the first is the default (``backend="auto"``, but see
+            :func:`resolve_backend` for MuJoCo robots).
         trial_time: the trial env adds the elapsed fraction of the trial to the RL² inputs
             (:class:`sim.wrappers.Trial`'s ``time_input``).
         info: facts about the env that presets read without building it (``arms`` of a bandit).
@@ -78,6 +79,18 @@ def entry(env_id: str) -> EnvEntry:
         raise KeyError(f"unknown env {env_id!r}.{hint} Known envs: {', '.join(_REGISTRY)}") from None
 
 
+def resolve_backend(env_id: str, backend: str = "auto") -> str:
+    """``backend`` itself, or for ``auto`` the entry's first backend; for a MuJoCo robot, native MuJoCo
+    unless the model is tiny and contact-free and MJX measured faster here
+    (:mod:`sim.backend_choice`)."""
+    if backend != "auto":
+        return backend
+    from sim.backend_choice import choose
+
+    e = entry(env_id)
+    return choose(env_id, e.backends, lambda: e.factory("native").unwrapped.model)
+
+
 def make(
     env_id: str,
     *,
@@ -92,7 +105,7 @@ def make(
 
     Args:
         env_id: a registered id (``proteus envs`` lists them).
-        backend: ``auto`` (the entry's first backend), or one the entry lists (``jax``, ``native``, ``mjx``).
+        backend: ``auto`` (:func:`resolve_backend`), or one the entry lists (``jax``, ``native``, ``mjx``).
         batch_size: wrap the base env in ``VmapEnv(batch_size)`` (``None``: unbatched); a tuple is a
             leading batch shape, e.g. ``(tasks, envs)``.
         split: where worlds are drawn from on resampling (``train``, ``interp``, ``extrap``).
@@ -114,8 +127,7 @@ def make(
     mode = check_mode("trial" if mode is None else mode)
     e = entry(env_id)
     check_split(split)
-    if backend == "auto":
-        backend = e.backends[0]
+    backend = resolve_backend(env_id, backend)
     if backend not in e.backends:
         raise ValueError(f"{env_id} runs on backend(s) {', '.join(e.backends)}, not {backend!r}")
     env = e.factory(backend)

@@ -3,6 +3,8 @@ import os
 # Keep JAX on CPU, quiet, and deterministic in tests.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# backend="auto" on MuJoCo robots is native here, whatever MJX would measure (sim.backend_choice)
+os.environ.setdefault("PROTEUS_AUTO_BACKEND", "native")
 
 import gc  # noqa: E402
 

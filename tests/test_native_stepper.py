@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
+import pytest
 
 from robots import cheetah
 from sim.core import where_done
@@ -113,3 +114,44 @@ def test_a_fresh_process_continues_identically_from_a_saved_state():
     for x, y, z in zip(data(first), data(again), data(resumed)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
         np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+
+
+def test_host_call_matches_pure_callback_under_nested_vmap():
+    from sim.host_call import FAST, host_call
+
+    assert FAST  # the pinned JAX exposes the fast path
+    fn = lambda a: (a.astype(np.float64) * 2 + 1).astype(np.float32)[..., :2]  # noqa: E731
+    out = jax.ShapeDtypeStruct((2,), jnp.float32)
+    x = jnp.arange(24, dtype=jnp.float32).reshape(2, 4, 3)
+    fast = jax.jit(jax.vmap(jax.vmap(lambda v: host_call(fn, out, v))))(x)
+    slow = jax.jit(jax.vmap(jax.vmap(lambda v: host_call(fn, out, v, fast=False))))(x)
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(slow))
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(x[..., :2] * 2 + 1))
+
+
+def test_auto_backend_times_mjx_only_for_tiny_contact_free_models(tmp_path, monkeypatch):
+    import sim
+    from sim import backend_choice
+
+    pend = sim.entry("pendulum-swingup").factory("native").unwrapped.model
+    chee = sim.entry("cheetah-dir").factory("native").unwrapped.model
+    assert backend_choice.contact_free(pend) and backend_choice.candidate(pend)
+    assert not backend_choice.contact_free(chee) and not backend_choice.candidate(chee)
+    monkeypatch.delenv("PROTEUS_AUTO_BACKEND", raising=False)
+    monkeypatch.setenv("PROTEUS_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_measure(env_id, *a, **k):
+        calls.append(env_id)
+        return {"native": 2.0, "mjx": 1.0}
+
+    monkeypatch.setattr(backend_choice, "measure", fake_measure)
+    assert sim.resolve_backend("pendulum-swingup") == "mjx"
+    assert sim.resolve_backend("pendulum-swingup") == "mjx"  # cached: measured once
+    assert calls == ["pendulum-swingup"] and (tmp_path / "backends.json").exists()
+    assert sim.resolve_backend("cheetah-dir") == "native" and calls == ["pendulum-swingup"]
+    assert sim.resolve_backend("bandit-k5-n10") == "jax"
+    assert sim.resolve_backend("pendulum-swingup", "native") == "native"
+    monkeypatch.setenv("PROTEUS_AUTO_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="PROTEUS_AUTO_BACKEND='gpu'"):
+        sim.resolve_backend("pendulum-swingup")
