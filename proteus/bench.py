@@ -383,7 +383,7 @@ def bench_sim(env_id: str, batch: int = 64, steps: int = 200, mjx_steps: int = 2
                           f"{batch * nsub / results[k] * 1e3:.2f}")
     console.print(table)
     if worker is None:
-        why = "envpool is not installed (pip install -e '.[bench]')" if peer else f"EnvPool has no peer for {env_id}"
+        why = "envpool is not installed (PROTEUS_EXTRAS=bench bash scripts/setup.sh)" if peer else f"EnvPool has no peer for {env_id}"
         console.print(f"(e) EnvPool row skipped: {why}")
     per_pair = lambda k, b: float(np.median(np.asarray(times[b]) / np.asarray(times[k])))  # noqa: E731
     targets = [

@@ -2,6 +2,7 @@
 # Create (or update) the project's virtual environment in .venv from nothing but python3 >= 3.11,
 # with the tested versions of every dependency (constraints.txt; pyproject.toml has the ranges).
 # Usage: bash scripts/setup.sh   (then use .venv/bin/proteus and .venv/bin/python -m pytest)
+#        PROTEUS_EXTRAS=bench bash scripts/setup.sh   also installs EnvPool, the peer of `proteus bench sim`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -18,5 +19,5 @@ fi
 if .venv/bin/python -m pip show --quiet mujoco-core >/dev/null 2>&1; then
     .venv/bin/python -m pip uninstall --quiet --yes mujoco mujoco-core mujoco-studio mujoco-mjx
 fi
-.venv/bin/python -m pip install --quiet -e ".[test]" -c constraints.txt
+.venv/bin/python -m pip install --quiet -e ".[test${PROTEUS_EXTRAS:+,$PROTEUS_EXTRAS}]" -c constraints.txt
 echo "Proteus installed in .venv: try .venv/bin/proteus envs"

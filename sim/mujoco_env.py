@@ -1,11 +1,18 @@
 """MuJoCo robots behind the Env contract, on two backends.
 
-* ``native``: MuJoCo C. Physics state is a plain array in ``mj_getState``'s ``mjSTATE_FULLPHYSICS``
-  layout; the step is a batched host callback (``jax.pure_callback``) inside the jitted step, which
-  runs every env of the batch on its own ``MjModel`` copy carrying that env's randomized values,
-  through ``mujoco.rollout`` and its thread pool. A model copy is re-randomized (and
+* ``native``: MuJoCo C. Each env of a batch runs on its own ``MjModel`` copy carrying its randomized
+  values, stepped in place by ``mujoco.batch.Batch`` on its thread pool from one host call per control
+  step inside the jitted step (:mod:`sim.host_call`). A model copy is re-randomized (and
   ``mj_setConst`` recomputes what MuJoCo derives) only when its env's params change, i.e. at world
-  resampling, never on ordinary steps.
+  resampling, never on ordinary steps. The state lives in the JAX ``State``, exactly:
+  ``env_state["exact"]`` holds MuJoCo's float64 ``mjSTATE_FULLPHYSICS`` and the solver's warm start
+  (``qacc_warmstart``) as uint32 bits, and ``env_state["physics"]`` their float32 rounding
+  (``mjSTATE_FULLPHYSICS`` layout: time, qpos, qvel, act...), which the task functions read and JAX
+  code may edit (resets, pushes). A step continues from ``exact`` while ``physics`` is still its
+  rounding, and starts from ``physics`` with a cold warm start once JAX changed it. So every step is
+  a pure function of the ``State``: the host keeps no state a run depends on (a replayed, restored or
+  resumed ``State`` steps bit for bit as the first time), each world steps exactly as its own
+  ``MjData`` under ``mj_step`` would, and nothing is rounded or reset between control steps.
 * ``mjx``: MuJoCo-MJX in JAX; the randomized fields are written into a per-env ``mjx.Model`` (a ``vmap``
   over params gives a batch of models). MJX has no ``mj_setConst``: quantities MuJoCo derives at
   compile time (``*_invweight0``, ``actuator_acc0``), which only set constraint softness, keep their
@@ -291,7 +298,7 @@ class MujocoEnv(Env):
             lead = packed.shape[:-1]  # any leading batch shape (nested vmaps: tasks x envs)
             packed = packed.reshape(-1, packed.shape[-1])
             phys_bits = packed[:, phys_at]
-            state = np.ascontiguousarray(packed[:, exact_at:]).view(np.float64)
+            state = packed[:, exact_at:].copy().view(np.float64)  # a copy: XLA's buffer may be read-only
             stale = np.any(state[:, :nphys].astype(np.float32).view(np.uint32) != phys_bits, axis=1)
             if stale.any():
                 state[stale, :nphys] = phys_bits[stale].view(np.float32)
