@@ -73,11 +73,15 @@ def test_bench_sim_small(tmp_path):
     path = tmp_path / "sim.json"
     main(["bench", "sim", "--env", "pendulum-swingup", "--batch", "4", "--steps", "5", "--mjx-steps", "2",
           "--json", str(path)])
+    from proteus import bench_envpool
+
     data = json.loads(path.read_text())
-    assert set(data["results"]) == {"a", "b", "b+", "c", "d"} and all(v > 0 for v in data["results"].values())
+    peer = bench_envpool.available()  # the EnvPool row needs the optional bench extra
+    assert set(data["results"]) == {"a", "b", "b+", "c", "d"} | ({"e"} if peer else set())
+    assert all(v > 0 for v in data["results"].values())
     assert [r["baseline_name"] for r in data["rows"]] == [
         "(a) open-loop rollout", "(b) one rollout call per step", "(b+) one call per step, persistent pool",
-        "(d) MJX on CPU"]
+        "(d) MJX on CPU"] + (["(e) EnvPool PendulumSwingup-v1, jitted loop"] if peer else [])
 
 
 def test_bench_sim_refuses_non_mujoco_env(capsys):
