@@ -96,7 +96,7 @@ def measure(env_id: str, batch: int = BATCH, steps: int = STEPS) -> dict[str, fl
 
 def choose(env_id: str, backends: tuple[str, ...], model_of=None) -> str:
     """The backend ``auto`` means for ``env_id`` (see the module docstring). ``model_of()`` gives the
-    env's ``MjModel`` (only called for envs with both MuJoCo backends)."""
+    env's ``MjModel``; it is called once per env and machine (the decision is cached either way)."""
     if set(backends) != {"native", "mjx"}:
         return backends[0]
     forced = os.environ.get("PROTEUS_AUTO_BACKEND")
@@ -104,21 +104,22 @@ def choose(env_id: str, backends: tuple[str, ...], model_of=None) -> str:
         if forced not in backends:
             raise ValueError(f"PROTEUS_AUTO_BACKEND={forced!r}: expected one of {', '.join(backends)}")
         return forced
-    if model_of is None or not candidate(model_of()):
-        return "native"
     path, key = cache_path(), _key(env_id)
     try:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
     if key not in cache:
-        seconds = measure(env_id)
-        cache[key] = {"backend": min(seconds, key=seconds.get), "seconds": seconds, "batch": BATCH, "steps": STEPS}
+        if model_of is None or not candidate(model_of()):
+            cache[key] = {"backend": "native", "why": f"more than {TINY_NV} dofs or contacts: not timed"}
+        else:
+            seconds = measure(env_id)
+            cache[key] = {"backend": min(seconds, key=seconds.get), "seconds": seconds, "batch": BATCH, "steps": STEPS}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(cache, indent=1))
             os.replace(tmp, path)
         except OSError:
-            pass  # a read-only home: measured again next time
+            pass  # a read-only home: decided again next time
     return cache[key]["backend"]

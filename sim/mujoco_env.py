@@ -87,7 +87,7 @@ class _NativePool:
         self.nexact = mujoco.mj_stateSize(model, self.EXACT)
         probe = mujoco_batch.Batch(self.base, 1, 1)
         # the state row's columns that hold the exact snapshot, in mj_getState order (FULLPHYSICS's
-        # components, then the warm start): runs of (row offset, snapshot offset, size)
+        # components, then the warm start), as column indices
         cols = []
         bits = [b for b in range(int(mujoco.mjtState.mjSTATE_INTEGRATION).bit_length()) if (1 << b) & int(mujoco.mjtState.mjSTATE_FULLPHYSICS)]
         bits.append(int(np.log2(int(mujoco.mjtState.mjSTATE_WARMSTART))))
@@ -147,7 +147,7 @@ class _NativePool:
             try:
                 b.step(nstep=nstep)
             except mujoco_batch.SimulationError as err:
-                rows[err.ids, : ] = np.nan
+                rows[err.ids, :] = np.nan  # those worlds kept their old state: report them unstable
             return rows[:, : self.nexact].copy() if self.contiguous else rows[:, self.cols]
 
     def _calibrate(self, exact, ctrl, nstep: int, calls: int = 5) -> int:
