@@ -76,7 +76,9 @@ class BenchEnv:
 @dataclasses.dataclass(frozen=True)
 class BenchSim:
     """Physics steps/s of a batch of randomized MuJoCo robots: open-loop mujoco.rollout, one rollout call
-    per control step, the Proteus native backend (jitted closed loop with an MLP policy) and MJX."""
+    per control step, the Proteus native backend (jitted closed loop with an MLP policy), MJX, and
+    EnvPool's jitted loop on the same model when envpool is installed (PROTEUS_EXTRAS=bench); ratios
+    are medians over interleaved rounds."""
 
     env: str = "pendulum-swingup"
     """Registered MuJoCo robot env id."""
