@@ -129,6 +129,16 @@ class _NativePool:
             self.synced[key] = self.version
         return b
 
+    def _load(self, b, exact: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
+        """Write the exact states and the controls into batch ``b``'s state rows; return the rows."""
+        rows = b.state
+        if self.contiguous:
+            rows[:, : self.nexact] = exact
+        else:
+            rows[:, self.cols] = exact
+        rows[:, self.ctrl_cols] = ctrl
+        return rows
+
     def step(self, layout, values: np.ndarray, exact: np.ndarray, ctrl: np.ndarray, nstep: int) -> np.ndarray:
         """Advance each world ``nstep`` substeps from its exact state (``(batch, nexact)`` float64) in
         the model its ``values`` (see :meth:`_randomize`) give; return the new exact states. A world
@@ -138,12 +148,7 @@ class _NativePool:
             self._randomize(layout, values)
             threads = self.plan.get((batch, nstep)) or self._calibrate(exact, ctrl, nstep)
             b = self._batch(batch, threads)
-            rows = b.state
-            if self.contiguous:
-                rows[:, : self.nexact] = exact
-            else:
-                rows[:, self.cols] = exact
-            rows[:, self.ctrl_cols] = ctrl
+            rows = self._load(b, exact, ctrl)
             try:
                 b.step(nstep=nstep)
             except mujoco_batch.SimulationError as err:
@@ -163,11 +168,9 @@ class _NativePool:
         best, best_t = candidates[0], float("inf")
         for threads in candidates:
             b = self._batch(batch, threads)
-            rows = b.state
             times = []
             for _ in range(calls + 1):  # the first call warms up
-                rows[:, self.cols] = exact
-                rows[:, self.ctrl_cols] = ctrl
+                self._load(b, exact, ctrl)
                 t = time.perf_counter()
                 try:
                     b.step(nstep=nstep)
