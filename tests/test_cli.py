@@ -79,9 +79,15 @@ def test_bench_sim_small(tmp_path):
     peer = bench_envpool.available()  # the EnvPool row needs the optional bench extra
     assert set(data["results"]) == {"a", "b", "b+", "c", "d"} | ({"e"} if peer else set())
     assert all(v > 0 for v in data["results"].values())
-    assert [r["baseline_name"] for r in data["rows"]] == [
+    names = [r["baseline_name"] for r in data["rows"]]
+    assert names[:-1] == [
         "(a) open-loop rollout", "(b) one rollout call per step", "(b+) one call per step, persistent pool",
         "(d) MJX on CPU"] + (["(e) EnvPool PendulumSwingup-v1, jitted loop"] if peer else [])
+    # the auto row: tests force PROTEUS_AUTO_BACKEND=native, so auto is row (c) against the faster of (a), (d)
+    assert data["auto_backend"] == "native" and names[-1].endswith("the faster of open-loop native and MJX")
+    fastest = max(data["results"]["a"], data["results"]["d"])
+    assert data["rows"][-1]["value"] == pytest.approx(data["results"]["c"])
+    assert data["rows"][-1]["baseline"] == pytest.approx(fastest)
 
 
 def test_bench_sim_refuses_non_mujoco_env(capsys):
