@@ -151,7 +151,7 @@ class _World:
                 m.actuator_biasprm[:, :3] *= gain
             return m
 
-        # the env's pool writes the spec's (nominal) values into its model copy and calls mj_setConst
+        # the env's pool writes the spec's (nominal) values into its simulations' fields and runs mj_setConst
         self.env = env = MujocoEnv(dataclasses.replace(task, load_model=load_model, n_substeps=chunk), "native")
         nq, nv = env.model.nq, env.model.nv
         calls = substeps // chunk

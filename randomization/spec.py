@@ -219,18 +219,27 @@ class ResolvedSpec:
             model = model.replace(**{term.field: field})
         return model
 
-    def apply_native(self, model: mujoco.MjModel, data: mujoco.MjData, values: dict[str, np.ndarray]) -> None:
-        """Write one world's values into a native model copy, then recompute derived quantities."""
+    def native_writes(self, values: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """What one world's values write into a native model: ``(field, rows, cols, new)`` per term, ``new``
+        float64 ``(len(rows), len(cols))``; ``field`` is an ``MjModel`` field name or ``opt.gravity``
+        (one row). :meth:`apply_native` writes them into an ``MjModel``, the native pool into the
+        per-simulation fields of a ``mujoco.batch.Batch``; both then run ``mj_setConst``."""
+        out = []
         for term in self.terms:
             idx = self.index[term.name]
-            v = np.asarray(values[term.name], np.float64)
-            new = self._combine(term, idx.nominal, v)
-            if term.field == "opt.gravity":
-                model.opt.gravity[idx.cols] = new[0]
+            new = self._combine(term, idx.nominal, np.asarray(values[term.name], np.float64))
+            out.append((term.field, idx.rows, idx.cols, new))
+        return out
+
+    def apply_native(self, model: mujoco.MjModel, data: mujoco.MjData, values: dict[str, np.ndarray]) -> None:
+        """Write one world's values into a native model copy, then recompute derived quantities."""
+        for field, rows, cols, new in self.native_writes(values):
+            if field == "opt.gravity":
+                model.opt.gravity[cols] = new[0]
                 continue
-            field = getattr(model, term.field)
-            if field.ndim == 1:
-                field[idx.rows] = new[:, 0]
+            arr = getattr(model, field)
+            if arr.ndim == 1:
+                arr[rows] = new[:, 0]
             else:
-                field[idx.rows[:, None], idx.cols[None, :]] = new
+                arr[rows[:, None], cols[None, :]] = new
         mujoco.mj_setConst(model, data)

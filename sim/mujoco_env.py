@@ -1,10 +1,10 @@
 """MuJoCo robots behind the Env contract, on two backends.
 
-* ``native``: MuJoCo C. Each env of a batch runs on its own ``MjModel`` copy carrying its randomized
-  values, stepped in place by ``mujoco.batch.Batch`` on its thread pool from one host call per control
-  step inside the jitted step (:mod:`sim.host_call`). A model copy is re-randomized (and
-  ``mj_setConst`` recomputes what MuJoCo derives) only when its env's params change, i.e. at world
-  resampling, never on ordinary steps. The state lives in the JAX ``State``, exactly:
+* ``native``: MuJoCo C. The envs of a batch are the simulations of a ``mujoco.batch.Batch``, stepped
+  in place on its thread pool from one host call per control step inside the jitted step
+  (:mod:`sim.host_call`). They share one model; each env's randomized fields are per-simulation
+  (``Batch.expand``), rewritten (and ``mj_setConst`` recomputing what MuJoCo derives, per simulation)
+  only when its env's params change, i.e. at world resampling, never on ordinary steps. The state lives in the JAX ``State``, exactly:
   ``env_state["exact"]`` holds MuJoCo's float64 ``mjSTATE_FULLPHYSICS`` and the solver's warm start
   (``qacc_warmstart``) as uint32 bits, and ``env_state["physics"]`` their float32 rounding
   (``mjSTATE_FULLPHYSICS`` layout: time, qpos, qvel, act...), which the task functions read and JAX
@@ -56,13 +56,16 @@ def prepare_model(model: mujoco.MjModel) -> mujoco.MjModel:
 
 
 class _NativePool:
-    """The native backend's simulations: per-world ``MjModel`` copies stepped by ``mujoco.batch.Batch``.
+    """The native backend's simulations: ``mujoco.batch.Batch``es of one model whose randomized fields
+    are per-simulation (``Batch.expand``).
 
     One call of :meth:`step` loads each world's exact state (see :class:`MujocoEnv`: float64
     ``mjSTATE_FULLPHYSICS`` + warm start) into the batch's state rows, writes the controls, runs
     ``nstep`` substeps in place on the batch's thread pool and reads the rows back: no state reset,
-    no solver warm start lost, nothing recorded per substep. A world's model copy is re-randomized
-    (and ``mj_setConst`` recomputes what MuJoCo derives) only when its values change.
+    no solver warm start lost, nothing recorded per substep. A world's randomized fields are
+    rewritten (and ``Batch.set_const`` runs ``mj_setConst`` on it, so what MuJoCo derives follows)
+    only when its values change. A world costs its state row and its randomized and derived fields,
+    not a whole ``MjModel`` copy (the suite models' textures alone are 11.8 MB).
     """
 
     EXACT = int(mujoco.mjtState.mjSTATE_FULLPHYSICS) | int(mujoco.mjtState.mjSTATE_WARMSTART)
@@ -74,12 +77,12 @@ class _NativePool:
         self.base.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
         self.resolved = resolved
         self.nthread = nthread or max(1, os.cpu_count() or 1)
-        self.models: list[mujoco.MjModel] = []
-        self.values = np.zeros((0, 0), np.float32)  # each model copy's randomized values, flattened
-        self.scratch = mujoco.MjData(self.base)
+        self.values = np.zeros((0, 0), np.float32)  # the latest randomized values of each world, flattened
+        self.layout: tuple[tuple[str, int], ...] = ()  # their layout: (name, size) pairs
         self.batches: dict[tuple[int, int], mujoco_batch.Batch] = {}  # (nsim, nthread) -> Batch
-        self.synced: dict[tuple[int, int], int] = {}  # Batch -> the models version it was given
-        self.version = 0  # bumped whenever a model copy changes
+        self.written: dict[tuple[int, int], np.ndarray] = {}  # Batch -> the values its fields hold
+        self.version = 0  # bumped whenever a world's values change
+        self.synced: dict[tuple[int, int], int] = {}  # Batch -> the version its fields were last brought to
         self.plan: dict[tuple[int, int], int] = {}  # (batch, nstep) -> threads (1: the caller's only)
         self.lock = threading.Lock()
         self.resamples = 0
@@ -101,33 +104,60 @@ class _NativePool:
         assert len(cols) == self.nexact
 
     def _randomize(self, layout: tuple[tuple[str, int], ...], flat: np.ndarray) -> None:
-        """Bring each world's model copy to its row of ``flat`` (float32 values, laid out as
-        ``layout``: ``(name, size)`` pairs); only rows whose values changed are re-applied."""
+        """Record each world's randomized values, ``flat`` (float32, laid out as ``layout``); count the
+        worlds whose values changed (each batch rewrites them when next used, :meth:`_batch`)."""
         batch = flat.shape[0]
-        if len(self.models) < batch or self.values.shape[1] != flat.shape[1]:
-            while len(self.models) < batch:
-                self.models.append(copy.copy(self.base))  # an independent mj_copyModel copy
-            self.values = np.full((len(self.models), flat.shape[1]), np.nan, np.float32)
-        changed = np.flatnonzero(np.any(flat.view(np.uint32) != self.values[:batch].view(np.uint32), axis=1))
-        if not len(changed):
-            return
-        bounds = np.cumsum([0] + [size for _, size in layout])
-        for i in changed:
-            values = {n: flat[i, a:b] for (n, _), a, b in zip(layout, bounds[:-1], bounds[1:])}
-            self.resolved.apply_native(self.models[i], self.scratch, values)
-            self.values[i] = flat[i]
-        self.version += 1
-        self.resamples += len(changed)
+        if self.values.shape[0] < batch or self.values.shape[1] != flat.shape[1]:
+            grown = np.full((max(batch, self.values.shape[0]), flat.shape[1]), np.nan, np.float32)
+            if self.values.shape[1] == flat.shape[1]:
+                grown[: self.values.shape[0]] = self.values
+            self.values = grown
+            self.version += 1
+        self.layout = layout
+        changed = np.any(flat.view(np.uint32) != self.values[:batch].view(np.uint32), axis=1)
+        if changed.any():
+            self.values[:batch][changed] = flat[changed]
+            self.resamples += int(changed.sum())
+            self.version += 1
 
     def _batch(self, nsim: int, threads: int):
+        """The batch of ``nsim`` simulations on ``threads`` threads, its per-simulation fields holding
+        the worlds' latest values."""
         key = (nsim, threads)
         b = self.batches.get(key)
         if b is None:
             b = self.batches[key] = mujoco_batch.Batch(self.base, nsim, threads)
-        if self.synced.get(key) != self.version:
-            b.set_models(self.models[:nsim])
-            self.synced[key] = self.version
+        if self.synced.get(key) == self.version:
+            return b
+        written = self.written.get(key)
+        want = self.values[:nsim]
+        if written is None or written.shape != want.shape:
+            written = self.written[key] = np.full(want.shape, np.nan, np.float32)
+        changed = np.flatnonzero(np.any(want.view(np.uint32) != written.view(np.uint32), axis=1))
+        if len(changed):
+            bounds = np.cumsum([0] + [size for _, size in self.layout])
+            for i in changed:
+                values = {n: want[i, a:z] for (n, _), a, z in zip(self.layout, bounds[:-1], bounds[1:])}
+                for field, rows, cols, new in self.resolved.native_writes(values):
+                    per_sim = b.expand(field)[i]  # this simulation's row of the field, live
+                    if field == "opt.gravity":
+                        per_sim[cols] = new[0]
+                    elif per_sim.ndim == 1:
+                        per_sim[rows] = new[:, 0]
+                    else:
+                        per_sim[rows[:, None], cols[None, :]] = new
+            b.set_const(changed)
+            written[changed] = want[changed]
+        self.synced[key] = self.version
         return b
+
+    def model_of(self, world: int) -> mujoco.MjModel:
+        """A copy of the model ``world`` steps on, its randomized and derived fields included."""
+        with self.lock:
+            if not 0 <= world < self.values.shape[0]:
+                raise IndexError(f"world {world} out of range: the pool has stepped {self.values.shape[0]} worlds")
+            key = next((k for k in self.batches if k[0] > world), (self.values.shape[0], 1))
+            return self._batch(*key).get_model(world)
 
     def _load(self, b, exact: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
         """Write the exact states and the controls into batch ``b``'s state rows; return the rows."""

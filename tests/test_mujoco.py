@@ -145,11 +145,14 @@ def test_native_models_are_rerandomized_only_when_params_change():
     s = step(s.replace(params=env.sample_params(jax.random.key(2))), jnp.zeros((3, 1)))
     jax.block_until_ready(s.obs)
     assert pool.resamples == 6
-    # the model copies hold the sampled masses; mj_setConst refreshed the derived subtree mass
+    # the worlds' models hold the sampled masses; mj_setConst refreshed the derived subtree mass
     masses = np.asarray(s.params["dynamics"]["body_mass[pole]"])[:, 0]
     for i in range(3):
-        assert pool.models[i].body_mass[1] == pytest.approx(masses[i], rel=1e-6)
-        assert pool.models[i].body_subtreemass[1] == pytest.approx(masses[i], rel=1e-6)
+        m = pool.model_of(i)
+        assert m.body_mass[1] == pytest.approx(masses[i], rel=1e-6)
+        assert m.body_subtreemass[1] == pytest.approx(masses[i], rel=1e-6)
+    with pytest.raises(IndexError, match="world 3 out of range"):
+        pool.model_of(3)
 
 
 @pytest.mark.parametrize("backend", ["native", "mjx"])
