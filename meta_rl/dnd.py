@@ -1,0 +1,176 @@
+"""A differentiable neural dictionary (DND, Pritzel et al. 2017) as pure JAX functions over a memory pytree.
+
+A :class:`Memory` has a fixed capacity: ``keys [C, D]``, ``values [C, V]``, ``stamps [C]`` (the
+clock tick of each entry's last write or lookup; ``-1`` marks an empty slot) and ``clock``, the tick
+counter. Every function returns a new memory and works under ``jit``, ``vmap`` (a memory per env:
+vmap over a batched ``Memory``) and in a ``lax.scan`` carry; nothing is sized by data.
+
+* :func:`lookup`: exact k nearest neighbours by ``top_k`` on squared distances (empty slots never
+  win), weighted by NEC's kernel ``w_i = 1 / (d_i² + δ)`` normalised over the k (weight 0 for the
+  neighbours a memory holding fewer than k entries cannot supply). The distances to the k are
+  recomputed from the gathered keys, so gradients reach the queries, the neighbours' keys and their
+  values; the choice of neighbours is not differentiated (it is piecewise constant).
+* :func:`touch`: the looked-up entries become the most recently used.
+* :func:`write`: each ``(key, value)`` in order. A key within ``tolerance`` (squared distance) of a
+  stored key updates that entry in place, by the rule: ``"max"`` (MFEC: the best return seen),
+  ``"q"`` (NEC: ``v += alpha (new - v)``) or ``"replace"``. Otherwise it takes an empty slot, or
+  when the memory is full the least recently used entry (lowest stamp; ties to the lowest index).
+  A full memory never errors: it replaces, and keeps exactly ``capacity`` entries.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+RULES = ("max", "q", "replace")
+
+
+@struct.dataclass
+class Memory:
+    """A DND's contents (a pytree; leading axes, if any, are batches of memories).
+
+    Attributes:
+        keys: ``[C, D]`` float32 keys (zeros in empty slots).
+        values: ``[C, V]`` float32 values.
+        stamps: ``[C]`` int32 tick of each entry's last use (write or :func:`touch`); ``-1``: empty.
+        clock: ``[]`` int32 ticks so far (one per written key and per :func:`touch` call).
+    """
+
+    keys: jax.Array
+    values: jax.Array
+    stamps: jax.Array
+    clock: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[-2]
+
+    @property
+    def key_dim(self) -> int:
+        return self.keys.shape[-1]
+
+    @property
+    def value_dim(self) -> int:
+        return self.values.shape[-1]
+
+
+def init(capacity: int, key_dim: int, value_dim: int = 1) -> Memory:
+    """An empty memory; sizes are refused by name when not positive integers."""
+    for name, v in (("capacity", capacity), ("key_dim", key_dim), ("value_dim", value_dim)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"DND {name} must be a positive integer, got {v!r}")
+    return Memory(
+        keys=jnp.zeros((capacity, key_dim), jnp.float32),
+        values=jnp.zeros((capacity, value_dim), jnp.float32),
+        stamps=jnp.full((capacity,), -1, jnp.int32),
+        clock=jnp.zeros((), jnp.int32),
+    )
+
+
+def size(mem: Memory) -> jax.Array:
+    """Entries held (``<= capacity``)."""
+    return jnp.sum(mem.stamps >= 0, axis=-1)
+
+
+def _check_keys(mem: Memory, keys: jax.Array, what: str) -> None:
+    if keys.ndim != 2 or keys.shape[-1] != mem.key_dim:
+        raise ValueError(f"DND {what} must be [batch, key_dim={mem.key_dim}], got shape {tuple(keys.shape)}")
+
+
+def _sq_dist(queries: jax.Array, keys: jax.Array) -> jax.Array:
+    """``[B, C]`` squared distances by one matmul (the exact ones are recomputed where they matter)."""
+    q2 = jnp.sum(queries * queries, -1, keepdims=True)
+    k2 = jnp.sum(keys * keys, -1)
+    return jnp.maximum(q2 - 2.0 * queries @ keys.T + k2[None, :], 0.0)
+
+
+@struct.dataclass
+class Lookup:
+    """What :func:`lookup` found, per query (``[B, k]`` unless noted).
+
+    Attributes:
+        value: ``[B, V]`` kernel-weighted mean of the neighbours' values.
+        weights: normalised kernel weights (0 for missing neighbours).
+        index: the neighbours' slots.
+        sq_dist: their squared distances (differentiable).
+        valid: whether each neighbour exists (the memory held fewer than k entries otherwise).
+    """
+
+    value: jax.Array
+    weights: jax.Array
+    index: jax.Array
+    sq_dist: jax.Array
+    valid: jax.Array
+
+
+def lookup(mem: Memory, queries: jax.Array, k: int, delta: float = 1e-3) -> Lookup:
+    """k nearest stored keys of each query ``[B, D]`` (see the module docstring)."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"DND lookup k must be a positive integer, got {k!r}")
+    if k > mem.capacity:
+        raise ValueError(f"DND lookup k={k} exceeds the memory's capacity={mem.capacity}")
+    if delta <= 0:
+        raise ValueError(f"DND kernel delta must be > 0, got {delta!r}")
+    _check_keys(mem, queries, "queries")
+    filled = mem.stamps >= 0
+    d_all = jax.lax.stop_gradient(_sq_dist(queries, mem.keys))
+    d_all = jnp.where(filled[None, :], d_all, jnp.inf)
+    neg, index = jax.lax.top_k(-d_all, k)
+    valid = jnp.isfinite(neg)
+    near = mem.keys[index]  # [B, k, D]: gradients reach these keys
+    sq = jnp.sum((queries[:, None, :] - near) ** 2, -1)
+    kernel = jnp.where(valid, 1.0 / (sq + delta), 0.0)
+    weights = kernel / jnp.maximum(jnp.sum(kernel, -1, keepdims=True), 1e-30)
+    value = jnp.einsum("bk,bkv->bv", weights, mem.values[index])
+    return Lookup(value=value, weights=weights, index=index, sq_dist=jnp.where(valid, sq, jnp.inf), valid=valid)
+
+
+def touch(mem: Memory, index: jax.Array, valid: jax.Array | None = None) -> Memory:
+    """Mark the entries at ``index`` (any shape; where ``valid``) as used now (one clock tick)."""
+    index = jnp.reshape(index, (-1,))
+    ok = jnp.ones(index.shape, bool) if valid is None else jnp.reshape(valid, (-1,))
+    used = jnp.zeros(mem.capacity, bool).at[index].max(ok) & (mem.stamps >= 0)
+    return mem.replace(stamps=jnp.where(used, mem.clock, mem.stamps), clock=mem.clock + 1)
+
+
+def write(mem: Memory, keys: jax.Array, values: jax.Array, rule: str = "max", alpha: float = 0.1,
+          tolerance: float = 0.0, mask: jax.Array | None = None) -> Memory:
+    """Write ``keys [B, D]`` with ``values [B, V]`` (or ``[B]`` for ``V = 1``) in order, where ``mask``
+    (default: all); see the module docstring for the rule, ``alpha`` and ``tolerance``."""
+    if rule not in RULES:
+        raise ValueError(f"DND write rule must be one of {', '.join(RULES)}, got {rule!r}")
+    _check_keys(mem, keys, "keys")
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.shape != (keys.shape[0], mem.value_dim):
+        raise ValueError(f"DND values must be [batch={keys.shape[0]}, value_dim={mem.value_dim}], got shape {tuple(values.shape)}")
+    mask = jnp.ones(keys.shape[0], bool) if mask is None else mask
+
+    def one(m: Memory, kvm):
+        key, value, on = kvm
+        filled = m.stamps >= 0
+        d = jnp.where(filled, jnp.sum((m.keys - key) ** 2, -1), jnp.inf)
+        nearest = jnp.argmin(d)
+        dup = d[nearest] <= tolerance
+        # the slot a new key takes: an empty one (stamp -1 is the lowest), else the least recently used
+        lru = jnp.argmin(m.stamps)
+        slot = jnp.where(dup, nearest, lru)
+        old = m.values[slot]
+        if rule == "max":
+            merged = jnp.maximum(old, value)
+        elif rule == "q":
+            merged = old + alpha * (value - old)
+        else:
+            merged = value
+        new_value = jnp.where(dup, merged, value)
+        m = m.replace(
+            keys=m.keys.at[slot].set(jnp.where(on, key, m.keys[slot])),
+            values=m.values.at[slot].set(jnp.where(on, new_value, old)),
+            stamps=m.stamps.at[slot].set(jnp.where(on, m.clock, m.stamps[slot])),
+            clock=m.clock + on.astype(jnp.int32),
+        )
+        return m, None
+
+    return jax.lax.scan(one, mem, (keys.astype(jnp.float32), values.astype(jnp.float32), mask))[0]
