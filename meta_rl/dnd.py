@@ -12,7 +12,7 @@ vmap over a batched ``Memory``) and in a ``lax.scan`` carry; nothing is sized by
   values; the choice of neighbours is not differentiated (it is piecewise constant).
 * :func:`touch`: the looked-up entries become the most recently used.
 * :func:`write`: each ``(key, value)`` in order. A key within ``tolerance`` (squared distance) of a
-  stored key updates that entry in place, by the rule: ``"max"`` (MFEC: the best return seen),
+  stored key updates that entry's value in place (the stored key stays), by the rule: ``"max"`` (MFEC: the best return seen),
   ``"q"`` (NEC: ``v += alpha (new - v)``) or ``"replace"``. Otherwise it takes an empty slot, or
   when the memory is full the least recently used entry (lowest stamp; ties to the lowest index).
   A full memory never errors: it replaces, and keeps exactly ``capacity`` entries.
@@ -79,13 +79,6 @@ def _check_keys(mem: Memory, keys: jax.Array, what: str) -> None:
         raise ValueError(f"DND {what} must be [batch, key_dim={mem.key_dim}], got shape {tuple(keys.shape)}")
 
 
-def _sq_dist(queries: jax.Array, keys: jax.Array) -> jax.Array:
-    """``[B, C]`` squared distances by one matmul (the exact ones are recomputed where they matter)."""
-    q2 = jnp.sum(queries * queries, -1, keepdims=True)
-    k2 = jnp.sum(keys * keys, -1)
-    return jnp.maximum(q2 - 2.0 * queries @ keys.T + k2[None, :], 0.0)
-
-
 @struct.dataclass
 class Lookup:
     """What :func:`lookup` found, per query (``[B, k]`` unless noted).
@@ -114,11 +107,12 @@ def lookup(mem: Memory, queries: jax.Array, k: int, delta: float = 1e-3) -> Look
     if delta <= 0:
         raise ValueError(f"DND kernel delta must be > 0, got {delta!r}")
     _check_keys(mem, queries, "queries")
-    filled = mem.stamps >= 0
-    d_all = jax.lax.stop_gradient(_sq_dist(queries, mem.keys))
-    d_all = jnp.where(filled[None, :], d_all, jnp.inf)
-    neg, index = jax.lax.top_k(-d_all, k)
-    valid = jnp.isfinite(neg)
+    # rank by 2 q.k - |k|² (the squared distance but for |q|², constant per query): one matmul and one
+    # subtraction of a [C] vector that is -inf in empty slots, so they never win
+    keys = jax.lax.stop_gradient(mem.keys)
+    k2 = jnp.where(mem.stamps >= 0, jnp.sum(keys * keys, -1), jnp.inf)
+    score, index = jax.lax.top_k(2.0 * jax.lax.stop_gradient(queries) @ keys.T - k2[None, :], k)
+    valid = jnp.isfinite(score)
     near = mem.keys[index]  # [B, k, D]: gradients reach these keys
     sq = jnp.sum((queries[:, None, :] - near) ** 2, -1)
     kernel = jnp.where(valid, 1.0 / (sq + delta), 0.0)
@@ -147,15 +141,40 @@ def write(mem: Memory, keys: jax.Array, values: jax.Array, rule: str = "max", al
     if values.shape != (keys.shape[0], mem.value_dim):
         raise ValueError(f"DND values must be [batch={keys.shape[0]}, value_dim={mem.value_dim}], got shape {tuple(values.shape)}")
     mask = jnp.ones(keys.shape[0], bool) if mask is None else mask
+    keys, values = keys.astype(jnp.float32), values.astype(jnp.float32)
+    n, cap = keys.shape[0], mem.capacity
+    # Distances to the stored keys by one matmul, to the batch's own keys exactly. Each write then costs
+    # O(batch), not O(capacity x key_dim): the nearest stored key of each new key is found up front (a
+    # slot this batch rewrote is searched again in full, the rare case), and so are the least recently
+    # used slots new keys will take (as long as the batch is no larger than the memory).
+    stored = jax.lax.stop_gradient(mem.keys)
+    k2 = jnp.where(mem.stamps >= 0, jnp.sum(stored * stored, -1), jnp.inf)  # empty slots: never a duplicate
+    d_mem = jnp.sum(keys * keys, -1, keepdims=True) + k2[None, :] - 2.0 * keys @ stored.T  # [n, C]
+    best = jnp.argmin(d_mem, axis=1)  # [n]
+    d_own = jnp.sum((keys[:, None, :] - keys[None, :, :]) ** 2, -1)  # [n, n]
+    planned = n <= cap
+    # the n least recently used slots, oldest first (an empty slot's stamp -1 is the lowest); ties to
+    # the lower slot, as argmin breaks them
+    victims = jax.lax.top_k(-mem.stamps, n)[1] if planned else jnp.zeros((0,), jnp.int32)
 
-    def one(m: Memory, kvm):
-        key, value, on = kvm
-        filled = m.stamps >= 0
-        d = jnp.where(filled, jnp.sum((m.keys - key) ** 2, -1), jnp.inf)
-        nearest = jnp.argmin(d)
-        dup = d[nearest] <= tolerance
-        # the slot a new key takes: an empty one (stamp -1 is the lowest), else the least recently used
-        lru = jnp.argmin(m.stamps)
+    def one(carry, i):
+        m, slot_of, rewritten, free = carry  # slot_of[j]: the slot key j of this batch holds (cap: none)
+        key, value, on = keys[i], values[i], mask[i]
+        own = jnp.where(slot_of < cap, d_own[i], jnp.inf)
+        j = jnp.argmin(own)
+        pre = best[i]
+        nearest = jax.lax.cond(
+            rewritten[pre],
+            lambda: jnp.argmin(d_mem[i].at[slot_of].set(d_own[i], mode="drop")),
+            lambda: jnp.where(own[j] < d_mem[i, pre], slot_of[j], pre),
+        )
+        # the duplicate decision on the exact distance (the matmul's rounding only picks the candidate)
+        dup = (m.stamps[nearest] >= 0) & (jnp.sum((m.keys[nearest] - key) ** 2) <= tolerance)
+        if planned:  # the oldest slot not used yet in this batch: the argmin of the stamps
+            p = jnp.argmax(free)
+            lru = victims[p]
+        else:
+            lru = jnp.argmin(m.stamps)  # an empty slot (stamp -1) first, else the least recently used
         slot = jnp.where(dup, nearest, lru)
         old = m.values[slot]
         if rule == "max":
@@ -164,13 +183,18 @@ def write(mem: Memory, keys: jax.Array, values: jax.Array, rule: str = "max", al
             merged = old + alpha * (value - old)
         else:
             merged = value
-        new_value = jnp.where(dup, merged, value)
+        fresh = on & ~dup  # a new key takes the slot; a duplicate keeps the stored key
         m = m.replace(
-            keys=m.keys.at[slot].set(jnp.where(on, key, m.keys[slot])),
-            values=m.values.at[slot].set(jnp.where(on, new_value, old)),
+            keys=m.keys.at[slot].set(jnp.where(fresh, key, m.keys[slot])),
+            values=m.values.at[slot].set(jnp.where(on, jnp.where(dup, merged, value), old)),
             stamps=m.stamps.at[slot].set(jnp.where(on, m.clock, m.stamps[slot])),
             clock=m.clock + on.astype(jnp.int32),
         )
-        return m, None
+        slot_of = jnp.where(fresh & (slot_of == slot), cap, slot_of).at[i].set(jnp.where(fresh, slot, cap))
+        rewritten = rewritten.at[slot].set(rewritten[slot] | fresh)
+        if planned:
+            free = free & ~(on & (victims == slot))
+        return (m, slot_of, rewritten, free), None
 
-    return jax.lax.scan(one, mem, (keys.astype(jnp.float32), values.astype(jnp.float32), mask))[0]
+    carry = (mem, jnp.full((n,), cap, jnp.int32), jnp.zeros((cap,), bool), jnp.ones((victims.shape[0],), bool))
+    return jax.lax.scan(one, carry, jnp.arange(n))[0][0]

@@ -562,3 +562,70 @@ def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, ro
         write_json(rows, json_path, {"substeps": nsub})
         console.print(f"wrote {json_path}")
     return rows
+
+
+def bench_memory(capacities: tuple[int, ...] = (10_000, 100_000, 1_000_000), key_dim: int = 64, batch: int = 256,
+                 k: int = 50, repeats: int = 5, json_path: Path | None = None) -> list[BenchRow]:
+    """DND lookups/s and writes/s (:mod:`meta_rl.dnd`, jitted) against faiss-cpu's exact ``IndexFlatL2``
+    on the same data, per capacity, when faiss is installed (``PROTEUS_EXTRAS=bench``).
+
+    A lookup is a batch of ``batch`` queries for their ``k`` nearest keys (faiss: ``search``). A write is
+    a batch of ``batch`` new keys (DND: duplicate check, then the least recently used slot of a full
+    memory; faiss: ``search`` for the nearest key, what a duplicate check needs, then ``add``)."""
+    import importlib.util
+
+    from meta_rl import dnd
+
+    if batch < 1 or key_dim < 1 or k < 1 or any(c < k for c in capacities):
+        raise ValueError(f"bench memory needs batch, key-dim, k >= 1 and every capacity >= k; got batch {batch}, "
+                         f"key-dim {key_dim}, k {k}, capacities {capacities}")
+    have_faiss = importlib.util.find_spec("faiss") is not None
+    rng = np.random.default_rng(0)
+    lookup = jax.jit(lambda m, q: dnd.lookup(m, q, k).value)
+    write = jax.jit(lambda m, kk, v: dnd.write(m, kk, v))
+    table = Table(title=f"DND against faiss IndexFlatL2: key dim {key_dim}, batch {batch}, k {k}, "
+                        f"{jax.default_backend()}, best of {repeats}")
+    for col in ("capacity", "operation", "DND (jitted) per s", "faiss per s", "DND / faiss", "target"):
+        table.add_column(col)
+    rows: list[BenchRow] = []
+    for cap in capacities:
+        keys = rng.standard_normal((cap, key_dim), np.float32)
+        queries = rng.standard_normal((batch, key_dim), np.float32)
+        new = rng.standard_normal((batch, key_dim), np.float32)
+        with console.status(f"capacity {cap:,}: filling the DND"):
+            mem = dnd.Memory(keys=jnp.asarray(keys), values=jnp.asarray(rng.standard_normal((cap, 1), np.float32)),
+                             stamps=jnp.arange(cap, dtype=jnp.int32), clock=jnp.asarray(cap, jnp.int32))
+            q, kn, vn = jnp.asarray(queries), jnp.asarray(new), jnp.zeros((batch,), jnp.float32)
+            jax.block_until_ready(lookup(mem, q))
+            jax.block_until_ready(write(mem, kn, vn))
+        ours = {
+            "lookup": batch / _best_time(lambda: jax.block_until_ready(lookup(mem, q)), repeats),
+            "write": batch / _best_time(lambda: jax.block_until_ready(write(mem, kn, vn)), repeats),
+        }
+        peer = {}
+        if have_faiss:
+            import faiss
+
+            index = faiss.IndexFlatL2(key_dim)
+            index.add(keys)
+            peer["lookup"] = batch / _best_time(lambda: index.search(queries, k), repeats)
+
+            def faiss_write():
+                index.search(new, 1)
+                index.add(new)
+
+            peer["write"] = batch / _best_time(faiss_write, repeats)
+        for op in ("lookup", "write"):
+            ratio = ours[op] / peer[op] if op in peer else None
+            target = cap <= 100_000
+            ok = "" if ratio is None or not target else ("[green]✓[/green]" if ratio >= 1 else "[red]✗[/red]")
+            table.add_row(f"{cap:,}", op, f"{ours[op]:,.0f}", f"{peer[op]:,.0f}" if op in peer else "—",
+                          "" if ratio is None else f"{ratio:.2f}", f">= 1 {ok}" if target else "")
+            rows.append(BenchRow(f"DND {op}s/s, capacity {cap}", ours[op], peer.get(op), "faiss IndexFlatL2", f"{op}s/s"))
+    console.print(table)
+    if not have_faiss:
+        console.print("faiss columns skipped: faiss-cpu is not installed (PROTEUS_EXTRAS=bench bash scripts/setup.sh)")
+    if json_path:
+        write_json(rows, json_path, {"key_dim": key_dim, "batch": batch, "k": k, "capacities": list(capacities)})
+        console.print(f"wrote {json_path}")
+    return rows

@@ -391,6 +391,28 @@ class BenchDeploy:
                      timing_steps=self.timing_steps, rounds=self.rounds, env_id=self.env)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchMemory:
+    """DND lookups/s and writes/s (jitted) at each capacity, beside faiss-cpu's exact IndexFlatL2 on the
+    same data when faiss is installed (PROTEUS_EXTRAS=bench)."""
+
+    capacity: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    """Memory capacities (entries)."""
+    key_dim: int = 64
+    """Key dimension."""
+    batch: int = 256
+    """Queries (and new keys) per call."""
+    k: int = 50
+    """Neighbours per lookup."""
+    json: Path | None = None
+    """Write the rows to this file."""
+
+    def run(self) -> None:
+        from proteus.bench import bench_memory
+
+        bench_memory(tuple(self.capacity), self.key_dim, self.batch, self.k, json_path=self.json)
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
@@ -398,6 +420,7 @@ BenchWhat = Union[
     Annotated[BenchTrain, tyro.conf.subcommand("train")],
     Annotated[BenchExport, tyro.conf.subcommand("export")],
     Annotated[BenchDeploy, tyro.conf.subcommand("deploy")],
+    Annotated[BenchMemory, tyro.conf.subcommand("memory")],
 ]
 
 

@@ -90,6 +90,25 @@ def test_bench_sim_small(tmp_path):
     assert data["rows"][-1]["baseline"] == pytest.approx(fastest)
 
 
+def test_bench_memory_small(tmp_path):
+    import importlib.util
+
+    path = tmp_path / "memory.json"
+    main(["bench", "memory", "--capacity", "64", "128", "--key-dim", "4", "--batch", "8", "--k", "2",
+          "--json", str(path)])
+    data = json.loads(path.read_text())
+    assert [r["name"] for r in data["rows"]] == [f"DND {op}s/s, capacity {c}" for c in (64, 128) for op in ("lookup", "write")]
+    assert all(r["value"] > 0 for r in data["rows"])
+    faiss = importlib.util.find_spec("faiss") is not None  # the peer needs the optional bench extra
+    assert all((r["baseline"] is not None) == faiss for r in data["rows"])
+
+
+def test_bench_memory_refuses_capacity_below_k(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "memory", "--capacity", "8", "--k", "50"])
+    assert "every capacity >= k" in capsys.readouterr().err
+
+
 def test_bench_sim_refuses_non_mujoco_env(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "sim", "--env", "bandit-k5-n10"])

@@ -160,3 +160,45 @@ def test_bad_input_is_refused_by_name():
         dnd.init(0, 4)
     with pytest.raises(ValueError, match="rule must be one of"):
         dnd.write(mem, jnp.zeros((1, 4)), jnp.zeros(1), rule="min")
+
+
+def _reference_write(keys, values, stamps, clock, new_keys, new_values, rule, alpha, mask):
+    """The write rule, one key at a time in NumPy (the definition the batched write must match)."""
+    keys, values, stamps = keys.copy(), values.copy(), stamps.copy()
+    for key, value, on in zip(new_keys, new_values, mask):
+        if not on:
+            continue
+        d = np.where(stamps >= 0, ((keys - key) ** 2).sum(-1), np.inf)
+        nearest = int(np.argmin(d))
+        if stamps[nearest] >= 0 and d[nearest] <= 0.0:
+            old = values[nearest]
+            values[nearest] = {"max": np.maximum(old, value), "q": old + alpha * (value - old), "replace": value}[rule]
+            slot = nearest
+        else:
+            slot = int(np.argmin(stamps))
+            keys[slot], values[slot] = key, value
+        stamps[slot] = clock
+        clock += 1
+    return keys, values, stamps, clock
+
+
+@pytest.mark.parametrize("capacity, n, rule", [(16, 10, "max"), (16, 16, "q"), (6, 10, "replace")])
+def test_batched_write_matches_one_key_at_a_time(capacity, n, rule):
+    """Duplicates within the batch and against the memory, evictions of slots this batch wrote, masked
+    writes, a touched (recently used) entry: the batched write gives the sequential result exactly."""
+    rng = np.random.default_rng(capacity + n)
+    pool = rng.integers(-2, 3, (12, 3)).astype(np.float32)  # few distinct keys: many duplicates
+    mem = dnd.write(dnd.init(capacity, 3), jnp.asarray(pool[rng.integers(0, 12, capacity // 2)]),
+                    jnp.asarray(rng.standard_normal(capacity // 2).astype(np.float32)))
+    mem = dnd.touch(mem, jnp.asarray([0]))
+    for _ in range(3):
+        new_keys = pool[rng.integers(0, 12, n)]
+        new_values = rng.standard_normal((n, 1)).astype(np.float32)
+        mask = rng.random(n) > 0.2
+        want = _reference_write(np.asarray(mem.keys), np.asarray(mem.values), np.asarray(mem.stamps),
+                                int(mem.clock), new_keys, new_values, rule, 0.25, mask)
+        mem = dnd.write(mem, jnp.asarray(new_keys), jnp.asarray(new_values), rule=rule, alpha=0.25, mask=jnp.asarray(mask))
+        np.testing.assert_array_equal(np.asarray(mem.keys), want[0])
+        np.testing.assert_allclose(np.asarray(mem.values), want[1], rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(mem.stamps), want[2])
+        assert int(mem.clock) == want[3]
