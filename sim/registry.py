@@ -159,6 +159,12 @@ def robot_env(task, backend: str, env_id: str | None = None) -> Env:
     return SensorActuator(env, effects) if effects.any else env
 
 
+def _discrete(env: Env, levels: tuple[float, ...] = (-1.0, 1.0)) -> Env:
+    from sim.wrappers import DiscreteActions
+
+    return DiscreteActions(env, levels)
+
+
 def _task(module: str, cls: str, *args) -> Env:
     """``sim.tasks.<module>.<cls>(*args)``, imported when an env is built (registering imports nothing)."""
     return getattr(importlib.import_module(f"sim.tasks.{module}"), cls)(*args)
@@ -195,6 +201,10 @@ def _register_builtin() -> None:
     ):
         register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
                           f"{text}, trials of 2 episodes", backends=("native", "mjx")))
+    # the value-based learners' cart-pole: push the cart left or right at full force
+    register(EnvEntry("cartpole-balance-discrete", lambda backend: _discrete(robot_env("cartpole:BALANCE", backend)), 2,
+                      "cart-pole balance with two actions (full force left or right), randomized as cartpole-balance, "
+                      "trials of 2 episodes", backends=("native",)))  # the value learners' CPU path
 
 
 _register_builtin()

@@ -559,3 +559,37 @@ class ObserveTask(Wrapper):
 
     def step(self, state, action):
         return self._with_task(self.env.step(state, action))
+
+
+class DiscreteActions(Wrapper):
+    """A continuous one-actuator env driven by a :class:`Discrete` choice among fixed action levels.
+
+    Choice ``i`` applies ``levels[i]`` (in the env's action units, within its ``Box``); the value-based
+    learners (MFEC, NEC, DQN) act this way, as on the classic discrete cart-pole (push left or right).
+    A choice outside ``[0, n)`` under ``jit`` becomes a non-finite action, which the env refuses as it
+    refuses any: the neutral action steps, and the episode ends as terminated, counted unstable.
+    """
+
+    def __init__(self, env: Env, levels: tuple[float, ...] = (-1.0, 1.0)):
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, Box) or space.shape != (1,):
+            raise ValueError(f"DiscreteActions needs a one-element Box action space, {env.id} has {space.describe()}")
+        levels = tuple(float(v) for v in levels)
+        lo, hi = float(jnp.asarray(space.low).reshape(-1)[0]), float(jnp.asarray(space.high).reshape(-1)[0])
+        if len(levels) < 2 or any(not lo <= v <= hi for v in levels):
+            raise ValueError(f"DiscreteActions levels must be at least two values within [{lo}, {hi}], got {levels}")
+        self.levels = levels
+        name = space.names[0]
+        self._space = Discrete(names=tuple(f"{name}={v:+g}" for v in levels))
+        self._table = jnp.asarray(levels, jnp.float32)
+
+    @property
+    def action_space(self):  # type: ignore[override]
+        return self._space
+
+    def step(self, state, action):
+        choice = self.check_action(action)
+        fault = (choice < 0) | (choice >= self._space.n)
+        value = jnp.where(fault, jnp.nan, self._table[jnp.clip(choice, 0, self._space.n - 1)])
+        return self.env.step(state, value[..., None])

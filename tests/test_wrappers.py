@@ -283,3 +283,27 @@ def test_make_takes_episodes_per_trial():
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"episodes_per_trial must be an integer >= 1, got {bad!r}"):
             sim.make("point-goal", episodes_per_trial=bad)
+
+
+def test_discrete_actions_apply_their_levels_and_refuse_bad_choices():
+    from sim.wrappers import DiscreteActions
+
+    cont = sim.make("cartpole-balance", batch_size=2, mode="fresh", backend="native")
+    disc = sim.make("cartpole-balance-discrete", batch_size=2, mode="fresh")
+    assert disc.action_space.names == ("slide=-1", "slide=+1")
+    params = cont.sample_params(jax.random.key(0))
+    sc, sd = cont.reset(jax.random.key(1), params), disc.reset(jax.random.key(1), params)
+    choices = jnp.asarray([[0, 1], [1, 1], [1, 0]], jnp.int32)
+    for c in choices:
+        sc = cont.step(sc, jnp.where(c == 1, 1.0, -1.0)[:, None])
+        sd = disc.step(sd, c)
+        np.testing.assert_array_equal(np.asarray(sc.obs), np.asarray(sd.obs))
+    # out of range under jit: the env refuses it like a NaN action (terminated, counted unstable)
+    bad = jax.jit(disc.step)(sd, jnp.asarray([0, 2], jnp.int32))
+    assert bad.terminated.tolist() == [False, True] and bad.metrics["unstable"].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="action 2 is out of range"):
+        disc.step(sd, jnp.asarray([0, 2], jnp.int32))
+    with pytest.raises(ValueError, match="one-element Box action space"):
+        DiscreteActions(sim.make("reacher-goal", backend="native").unwrapped)
+    with pytest.raises(ValueError, match="levels must be at least two values within"):
+        DiscreteActions(sim.make("cartpole-balance", backend="native").unwrapped, levels=(-2.0, 1.0))
