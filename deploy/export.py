@@ -122,7 +122,7 @@ _CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_
 _REDUCE_ATTR = {"reduce_max": "ReduceMax", "reduce_min": "ReduceMin", "reduce_prod": "ReduceProd"}
 _OTHER = {"dot_general", "reduce_sum", "argmax", "argmin", "convert_element_type", "broadcast_in_dim", "reshape",
           "squeeze", "expand_dims", "concatenate", "slice", "gather", "transpose", "select_n", "clamp", "integer_pow",
-          "square", "rsqrt", "exp2", "log1p", "expm1", "ne", "is_finite", "split", "conv_general_dilated"}
+          "square", "rsqrt", "exp2", "log1p", "expm1", "ne", "is_finite", "split", "conv_general_dilated", "top_k"}
 SUPPORTED_PRIMITIVES = tuple(sorted(set(_UNARY) | set(_BINARY) | _IDENTITY | _CALLS | set(_REDUCE_ATTR) | _OTHER))
 
 
@@ -404,6 +404,13 @@ class _Tracer:
     def _p_argmin(self, ins, p, in_avals, out_aval):
         return self._arg("ArgMin", ins, p, out_aval)
 
+    def _p_top_k(self, ins, p, in_avals, out_aval):
+        # ONNX TopK, like lax.top_k, puts the lower index first among equal values (opset >= 11)
+        axis = int(p.get("axis", len(in_avals[0].shape) - 1))
+        values, index = self.op("TopK", [ins[0], np.array([int(p["k"])], np.int64)], n_out=2, axis=axis,
+                                largest=1, sorted=1)
+        return [values, self.op("Cast", [index], to=_onnx_dtype(np.int32))]
+
     def _p_broadcast_in_dim(self, ins, p, in_avals, out_aval):
         x, shape, bdims = ins[0], tuple(p["shape"]), tuple(p["broadcast_dimensions"])
         in_shape = tuple(in_avals[0].shape)
@@ -456,12 +463,22 @@ class _Tracer:
 
     def _p_gather(self, ins, p, in_avals, out_aval):
         """The gather of static basic indexing (``x[:, 2:5]``, ``x[..., 0]`` with a symbolic batch): a
-        Slice (and a Squeeze of the indexed-away axes). Other gathers are not supported."""
+        Slice (and a Squeeze of the indexed-away axes); and a table lookup ``x[idx]`` along the first
+        axis with run-time indices: a Gather. Other gathers are not supported."""
         x, idx = ins
         dn = p["dimension_numbers"]
         shape = in_avals[0].shape
         rank = len(shape)
         collapsed = tuple(dn.collapsed_slice_dims)
+        idx_shape = tuple(in_avals[1].shape)
+        if (not isinstance(idx, np.ndarray) and collapsed == (0,) and tuple(dn.start_index_map) == (0,)
+                and not getattr(dn, "operand_batching_dims", ()) and idx_shape and idx_shape[-1] == 1
+                and tuple(p["slice_sizes"])[1:] == tuple(shape[1:]) and p["slice_sizes"][0] == 1
+                and tuple(dn.offset_dims) == tuple(range(len(idx_shape) - 1, len(idx_shape) - 1 + rank - 1))):
+            # x[idx] along the first axis with run-time indices (a table lookup): one Gather. ONNX
+            # refuses an index out of range where JAX would clamp it; lookups index in range
+            flat = self.op("Squeeze", [idx, np.array([len(idx_shape) - 1], np.int64)])
+            return self.op("Gather", [x, flat], axis=0)
         if (not isinstance(idx, np.ndarray) or idx.ndim != 1 or getattr(dn, "operand_batching_dims", ())
                 or tuple(dn.offset_dims) != tuple(range(rank - len(collapsed)))):
             raise UnsupportedPrimitive("gather other than static basic indexing (x[:, a:b], x[..., i])")

@@ -202,3 +202,35 @@ def test_batched_write_matches_one_key_at_a_time(capacity, n, rule):
         np.testing.assert_allclose(np.asarray(mem.values), want[1], rtol=1e-6)
         np.testing.assert_array_equal(np.asarray(mem.stamps), want[2])
         assert int(mem.clock) == want[3]
+
+
+def test_lookup_exports_to_onnx_with_the_memory_as_inputs():
+    """The kNN lookup inside an ONNX graph (TopK, Gather), the memory fed as inputs: onnxruntime
+    matches JAX, neighbours and values, on a partly filled memory."""
+    import onnx
+    from onnx import helper
+
+    from deploy.export import OPSET, _ort_session, _trace_graph
+
+    cap, dim = 32, 5
+    rng = np.random.default_rng(0)
+    mem = dnd.write(dnd.init(cap, dim), jnp.asarray(rng.standard_normal((20, dim)), jnp.float32),
+                    jnp.asarray(rng.standard_normal(20), jnp.float32))
+    q = rng.standard_normal((7, dim)).astype(np.float32)
+
+    def fn(queries, keys, values, stamps, clock):
+        m = dnd.Memory(keys=keys, values=values, stamps=stamps, clock=clock)
+        out = dnd.lookup(m, queries, k=4)
+        return out.value, out.index
+
+    feeds = {"queries": q, "keys": np.asarray(mem.keys), "values": np.asarray(mem.values),
+             "stamps": np.asarray(mem.stamps), "clock": np.asarray(mem.clock)}
+    specs = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in feeds.values()]
+    t, inputs, outputs = _trace_graph(fn, list(feeds), specs, ["value", "index"])
+    graph = helper.make_graph(t.nodes, "dnd_lookup", inputs, outputs, t.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    value, index = _ort_session(model.SerializeToString()).run(None, feeds)
+    want_value, want_index = fn(*(jnp.asarray(v) for v in feeds.values()))
+    np.testing.assert_array_equal(index, np.asarray(want_index))
+    np.testing.assert_allclose(value, np.asarray(want_value), atol=1e-5)
