@@ -12,8 +12,8 @@ vmap over a batched ``Memory``) and in a ``lax.scan`` carry; nothing is sized by
   values; the choice of neighbours is not differentiated (it is piecewise constant).
 * :func:`touch`: the looked-up entries become the most recently used.
 * :func:`write`: each ``(key, value)`` in order. A key within ``tolerance`` (squared distance) of a
-  stored key updates that entry's value in place (the stored key stays), by the rule: ``"max"`` (MFEC: the best return seen),
-  ``"q"`` (NEC: ``v += alpha (new - v)``) or ``"replace"``. Otherwise it takes an empty slot, or
+  stored key updates that entry's value in place (the stored key stays), by the rule: ``"max"``
+  (MFEC: the best return seen), ``"q"`` (NEC: ``v += alpha (new - v)``) or ``"replace"``. Otherwise it takes an empty slot, or
   when the memory is full the least recently used entry (lowest stamp; ties to the lowest index).
   A full memory never errors: it replaces, and keeps exactly ``capacity`` entries.
 """
@@ -139,7 +139,8 @@ def write(mem: Memory, keys: jax.Array, values: jax.Array, rule: str = "max", al
     if values.ndim == 1:
         values = values[:, None]
     if values.shape != (keys.shape[0], mem.value_dim):
-        raise ValueError(f"DND values must be [batch={keys.shape[0]}, value_dim={mem.value_dim}], got shape {tuple(values.shape)}")
+        raise ValueError(f"DND values must be [batch={keys.shape[0]}, value_dim={mem.value_dim}], "
+                         f"got shape {tuple(values.shape)}")
     mask = jnp.ones(keys.shape[0], bool) if mask is None else mask
     keys, values = keys.astype(jnp.float32), values.astype(jnp.float32)
     n, cap = keys.shape[0], mem.capacity

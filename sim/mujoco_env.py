@@ -4,9 +4,9 @@
   in place on its thread pool from one host call per control step inside the jitted step
   (:mod:`sim.host_call`). They share one model; each env's randomized fields are per-simulation
   (``Batch.expand``), rewritten (and ``mj_setConst`` recomputing what MuJoCo derives, per simulation)
-  only when its env's params change, i.e. at world resampling, never on ordinary steps. The state lives in the JAX ``State``, exactly:
-  ``env_state["exact"]`` holds MuJoCo's float64 ``mjSTATE_FULLPHYSICS`` and the solver's warm start
-  (``qacc_warmstart``) as uint32 bits, and ``env_state["physics"]`` their float32 rounding
+  only when its env's params change, i.e. at world resampling, never on ordinary steps. The state
+  lives in the JAX ``State``, exactly: ``env_state["exact"]`` holds MuJoCo's float64
+  ``mjSTATE_FULLPHYSICS`` and the solver's warm start (``qacc_warmstart``) as uint32 bits, and ``env_state["physics"]`` their float32 rounding
   (``mjSTATE_FULLPHYSICS`` layout: time, qpos, qvel, act...), which the task functions read and JAX
   code may edit (resets, pushes). A step continues from ``exact`` while ``physics`` is still its
   rounding, and starts from ``physics`` with a cold warm start once JAX changed it. So every step is
