@@ -122,7 +122,7 @@ _CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_
 _REDUCE_ATTR = {"reduce_max": "ReduceMax", "reduce_min": "ReduceMin", "reduce_prod": "ReduceProd"}
 _OTHER = {"dot_general", "reduce_sum", "argmax", "argmin", "convert_element_type", "broadcast_in_dim", "reshape",
           "squeeze", "expand_dims", "concatenate", "slice", "gather", "transpose", "select_n", "clamp", "integer_pow",
-          "square", "rsqrt", "exp2", "log1p", "expm1", "ne", "is_finite", "split", "conv_general_dilated", "top_k"}
+          "square", "rsqrt", "exp2", "log1p", "expm1", "ne", "is_finite", "split", "conv_general_dilated", "top_k", "stack"}
 SUPPORTED_PRIMITIVES = tuple(sorted(set(_UNARY) | set(_BINARY) | _IDENTITY | _CALLS | set(_REDUCE_ATTR) | _OTHER))
 
 
@@ -437,6 +437,10 @@ class _Tracer:
 
     def _p_concatenate(self, ins, p, in_avals, out_aval):
         return self.op("Concat", ins, axis=int(p["dimension"]))
+
+    def _p_stack(self, ins, p, in_avals, out_aval):
+        axis = np.array([int(p["axis"])], np.int64)
+        return self.op("Concat", [self.op("Unsqueeze", [x, axis]) for x in ins], axis=int(p["axis"]))
 
     def _p_split(self, ins, p, in_avals, out_aval):
         sizes = [int(s) for s in p["sizes"]]

@@ -333,3 +333,60 @@ class ProMPConfig(GradientMetaConfig):
         _check(self, ints={"outer_steps": 1000}, bools=("adaptive_kl",),
                floats=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl", "max_grad_norm"),
                positive=("outer_lr", "clip_eps", "inner_kl_coef", "target_inner_kl", "max_grad_norm"))
+
+
+@dataclasses.dataclass(frozen=True)
+class MFECConfig:
+    """Model-free episodic control (Blundell et al. 2016): a DND per action holding the best discounted
+    return seen from each state, greedy control on the k-nearest-neighbour estimate, ε-exploration.
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole updates).
+        num_envs: parallel envs (worlds) in the batch.
+        num_steps: steps per env between memory writes; the returns written are those of the
+            episodes the segment holds (an episode still running at its end writes its return so far).
+        capacity: entries per action's memory (the least recently used is replaced when full).
+        key_dim: width of the random projection of the observation that keys the memory.
+        k: neighbours averaged for a state the memory has not seen.
+        gamma: discount of the returns written.
+        epsilon: probability of a uniformly random action while training.
+        match_tol: squared key distance under which a state counts as seen (its value is used as is,
+            and a write updates it by max instead of adding an entry).
+        write_chunk: keys written per batched DND write (bounds the memory a write needs).
+    """
+
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 100_000
+    num_envs: int = 8
+    num_steps: int = 250
+    capacity: int = 50_000
+    key_dim: int = 16
+    k: int = 11
+    gamma: float = 0.99
+    epsilon: float = 0.1
+    match_tol: float = 1e-8
+    write_chunk: int = 256
+
+    def __post_init__(self):
+        bad = _check(self, ints={"total_steps": 2**62, "num_envs": 2**20, "num_steps": 2**20, "capacity": 2**26,
+                                 "key_dim": _MAX_WIDTH, "k": 2**16, "write_chunk": 2**20},
+                     floats=("gamma", "epsilon", "match_tol"))
+        if self.k > self.capacity:
+            bad("k", f"must be <= capacity = {self.capacity}")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "must lie in (0, 1]")
+        if not 0 <= self.epsilon <= 1:
+            bad("epsilon", "must lie in [0, 1]")
+        if self.match_tol < 0:
+            bad("match_tol", "must be >= 0")
+        if self.total_steps < self.steps_per_update:
+            bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
+        if self.num_updates > _INT32_MAX:
+            bad("total_steps", f"makes more updates than the int32 counter holds ({_INT32_MAX:_})")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.steps_per_update

@@ -113,11 +113,11 @@ def lookup(mem: Memory, queries: jax.Array, k: int, delta: float = 1e-3) -> Look
     k2 = jnp.where(mem.stamps >= 0, jnp.sum(keys * keys, -1), jnp.inf)
     score, index = jax.lax.top_k(2.0 * jax.lax.stop_gradient(queries) @ keys.T - k2[None, :], k)
     valid = jnp.isfinite(score)
-    near = mem.keys[index]  # [B, k, D]: gradients reach these keys
+    near = jnp.asarray(mem.keys)[index]  # [B, k, D]: gradients reach these keys
     sq = jnp.sum((queries[:, None, :] - near) ** 2, -1)
     kernel = jnp.where(valid, 1.0 / (sq + delta), 0.0)
     weights = kernel / jnp.maximum(jnp.sum(kernel, -1, keepdims=True), 1e-30)
-    value = jnp.einsum("bk,bkv->bv", weights, mem.values[index])
+    value = jnp.einsum("bk,bkv->bv", weights, jnp.asarray(mem.values)[index])
     return Lookup(value=value, weights=weights, index=index, sq_dist=jnp.where(valid, sq, jnp.inf), valid=valid)
 
 

@@ -110,3 +110,11 @@ def maml_preset(env_id: str) -> dict:
 def promp_preset(env_id: str) -> dict:
     """ProMP: MAML's preset (:func:`maml_preset`) with ProMP's outer step (Adam 1e-3, 5 steps, clip 0.3)."""
     return dict(maml_preset(env_id), outer_lr=1e-3, outer_steps=5, clip_eps=0.3)
+
+
+def mfec_preset(env_id: str) -> dict:
+    """MFEC: the paper's k = 11 and ε-greedy control; memories sized for a 2-core run. Discrete actions
+    only (the learner refuses a continuous env when it is built)."""
+    entry(env_id)  # unknown ids fail here, naming the known ones
+    return dict(total_steps=100_000, num_envs=8, num_steps=250, capacity=50_000, key_dim=16, k=11, gamma=0.99,
+                epsilon=0.1)

@@ -1,0 +1,207 @@
+"""Model-free episodic control (MFEC, Blundell et al. 2016) on the DND (:mod:`meta_rl.dnd`).
+
+One memory per action maps a state's key (a fixed random projection of the observation) to the best
+discounted return seen after taking that action there. The value of a state the memory holds (within
+``match_tol``) is that return; of any other state, the mean over its ``k`` nearest stored keys; an
+action whose memory is empty is worth 0. Control is greedy on these values, with ε-exploration while
+training. Each update collects ``num_steps`` steps of every env with :func:`meta_rl.rollout.collect`
+(the one rollout of every learner), computes the discounted returns of the episodes in the segment and
+writes them into the memories with the max rule.
+
+The agent's parameters are ``{"proj": [obs_dim, key_dim], "memory": Memory with a leading [A] axis}``:
+the memories are saved with the run's checkpoints and restored on resume like any parameters, and the
+exported ONNX controller holds them as constants, the k-nearest-neighbour lookup inside the graph
+(TopK and Gather). At test time the memory does not grow (the MFEC protocol).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import distrax
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from meta_rl import dnd
+from meta_rl.agent import Agent
+from meta_rl.configs import MFECConfig
+from meta_rl.learners import ScanTrainer
+from meta_rl.networks import PolicySpec
+from meta_rl.ppo import rollout_metrics
+from meta_rl.rollout import Runner, collect, start
+from sim.core import Discrete, Env
+
+
+def check_env(env: Env) -> None:
+    """MFEC needs a discrete action space and a flat vector observation; refuse naming the env."""
+    if not isinstance(env.action_space, Discrete):
+        raise ValueError(f"mfec needs discrete actions; {env.id} has {env.action_space.describe()} "
+                         "(the value-based learners' cart-pole is cartpole-balance-discrete)")
+    if len(env.observation_space.shape) != 1:
+        raise ValueError(f"mfec needs a flat vector observation; {env.id} has {env.observation_space.describe()}")
+
+
+def policy_spec(c: MFECConfig, env: Env) -> PolicySpec:
+    """The observation and action names (a stateless, feed-forward controller)."""
+    check_env(env)
+    return PolicySpec(kind="mlp", obs_names=tuple(env.observation_space.names),
+                      action_names=tuple(env.action_space.names), discrete=True, normalize_obs=False)
+
+
+def init_agent_params(c: MFECConfig, env: Env, key: jax.Array) -> dict:
+    """A random projection and empty memories, one per action."""
+    check_env(env)
+    obs_dim, n_actions = env.observation_space.shape[0], env.action_space.n
+    proj = jax.random.normal(key, (obs_dim, c.key_dim), jnp.float32) / jnp.sqrt(float(obs_dim))
+    memory = jax.vmap(lambda _: dnd.init(c.capacity, c.key_dim))(jnp.arange(n_actions))
+    return {"proj": proj, "memory": memory}
+
+
+def q_values(params: dict, obs: jax.Array, k: int, match_tol: float) -> jax.Array:
+    """``[B, A]`` MFEC values of a batch of observations ``[B, obs_dim]`` (see the module docstring)."""
+    keys = obs.astype(jnp.float32) @ params["proj"]
+    n_actions = params["memory"].stamps.shape[0]
+    out = []
+    for a in range(n_actions):  # a Python loop, not a vmap: the lookup exports as plain TopK and Gather
+        mem = jax.tree.map(lambda x: x[a], params["memory"])
+        look = dnd.lookup(mem, keys, k)
+        vals = jnp.asarray(mem.values)[:, 0][look.index]  # [B, k]
+        count = jnp.sum(look.valid, -1)
+        mean = jnp.sum(jnp.where(look.valid, vals, 0.0), -1) / jnp.maximum(count, 1)
+        seen = look.valid[:, 0] & (look.sq_dist[:, 0] <= match_tol)
+        out.append(jnp.where(seen, vals[:, 0], jnp.where(count > 0, mean, 0.0)))
+    return jnp.stack(out, -1)
+
+
+class _Actor:
+    """ε-greedy on the MFEC values, in the interface :func:`meta_rl.rollout.collect` drives (no carry)."""
+
+    def __init__(self, c: MFECConfig, n_actions: int):
+        self.c, self.n = c, n_actions
+
+    def init_carry(self, batch: int) -> dict:
+        return {}
+
+    def apply(self, params, carry, obs):
+        q = q_values(params, obs, self.c.k, self.c.match_tol)
+        probs = self.c.epsilon / self.n + (1.0 - self.c.epsilon) * jax.nn.one_hot(jnp.argmax(q, -1), self.n)
+        return carry, distrax.Categorical(probs=probs), jnp.max(q, -1)
+
+    def env_action(self, u):
+        return u
+
+
+def discounted_returns(reward: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
+    """``[T, B]`` discounted return from each step to the end of its episode, or of the segment for an
+    episode still running at its end (the return so far)."""
+    def back(g, x):
+        r, d = x
+        g = r + gamma * g * (1.0 - d.astype(jnp.float32))
+        return g, g
+
+    _, out = jax.lax.scan(back, jnp.zeros_like(reward[0]), (reward, done), reverse=True)
+    return out
+
+
+def write_returns(params: dict, obs: jax.Array, action: jax.Array, returns: jax.Array, c: MFECConfig) -> dict:
+    """Write each (observation, action, return) into that action's memory by the max rule, in chunks of
+    ``write_chunk`` keys (the last one padded with masked writes)."""
+    keys = obs.reshape(-1, obs.shape[-1]).astype(jnp.float32) @ params["proj"]
+    action, returns = action.reshape(-1), returns.reshape(-1)
+    n, chunk = keys.shape[0], min(c.write_chunk, keys.shape[0])
+    pad = (-n) % chunk
+    keys = jnp.pad(keys, ((0, pad), (0, 0)))
+    returns = jnp.pad(returns, (0, pad))
+    action = jnp.pad(action, (0, pad), constant_values=-1)
+    chunks = (keys.reshape(-1, chunk, keys.shape[-1]), returns.reshape(-1, chunk), action.reshape(-1, chunk))
+    n_actions = params["memory"].stamps.shape[0]
+    mems = []
+    for a in range(n_actions):
+        def body(mem, x, a=a):
+            kk, g, act = x
+            return dnd.write(mem, kk, g, rule="max", tolerance=c.match_tol, mask=act == a), None
+
+        mem = jax.tree.map(lambda x: x[a], params["memory"])
+        mems.append(jax.lax.scan(body, mem, chunks)[0])
+    return {**params, "memory": jax.tree.map(lambda *x: jnp.stack(x), *mems)}
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    runner: Runner
+    key: jax.Array
+    update: jax.Array
+
+
+class Trainer(ScanTrainer):
+    """MFEC on one batched env (pure and un-jitted, DESIGN.md's learner contract)."""
+
+    def __init__(self, config: MFECConfig, env: Env, split: str = "train"):
+        self.config = c = config
+        check_env(env)
+        if env.batch_shape != (c.num_envs,):
+            raise ValueError(f"env batch {env.batch_shape} does not match num_envs={c.num_envs}")
+        self.env, self.split = env, split
+        self.actor = _Actor(c, env.action_space.n)
+
+    def init(self, key: jax.Array) -> TrainState:
+        k_params, k_env, k_next = jax.random.split(key, 3)
+        params = init_agent_params(self.config, self.env, k_params)
+        runner = start(self.env, self.actor, k_env, self.split)
+        return TrainState(params, runner, k_next, jnp.zeros((), jnp.int32))
+
+    def update(self, ts: TrainState) -> tuple[TrainState, dict]:
+        c = self.config
+        key, k_roll = jax.random.split(ts.key)
+        runner, traj, _ = collect(self.env, self.actor, ts.params, ts.runner, k_roll, c.num_steps)
+        returns = discounted_returns(traj.reward, traj.done, c.gamma)
+        params = write_returns(ts.params, traj.obs, traj.action, returns, c)
+        metrics = rollout_metrics(traj)
+        metrics.update(memory_size=jnp.sum(params["memory"].stamps >= 0).astype(jnp.float32),
+                       nonfinite=jnp.zeros((), jnp.int32))
+        return ts.replace(params=params, runner=runner, key=key, update=ts.update + 1), metrics
+
+
+def make_train(config: MFECConfig, env: Env, split: str = "train") -> Trainer:
+    """``make_train(config, env)(key) -> (params, metrics)``."""
+    return Trainer(config, env, split)
+
+
+@struct.dataclass
+class MFECAgent(Agent):
+    """Greedy control on the MFEC values (ε-greedy when not ``deterministic``); keeps no state."""
+
+    params: Any
+    spec: PolicySpec = struct.field(pytree_node=False)
+    k: int = struct.field(pytree_node=False, default=11)
+    match_tol: float = struct.field(pytree_node=False, default=1e-8)
+    epsilon: float = struct.field(pytree_node=False, default=0.0)
+
+    @property
+    def policy_spec(self):
+        return self.spec
+
+    def initial_state(self, batch: int) -> dict:
+        return {}
+
+    def _q(self, obs):
+        # a trial env appends the RL² inputs after the base observation: MFEC reads its own part
+        return q_values(self.params, self.spec.select_obs(obs), self.k, self.match_tol)
+
+    def act(self, state, obs, key):
+        q = self._q(obs)
+        greedy = jnp.argmax(q, -1).astype(jnp.int32)
+        k_explore, k_action = jax.random.split(key)
+        random = jax.random.randint(k_action, greedy.shape, 0, q.shape[-1], jnp.int32)
+        explore = jax.random.uniform(k_explore, greedy.shape) < self.epsilon
+        return jnp.where(explore, random, greedy), state
+
+    def policy_step(self, state, obs):
+        return jnp.argmax(self._q(obs), -1).astype(jnp.int32), state
+
+
+def make_agent(c: MFECConfig, env: Env, params: Any, deterministic: bool) -> MFECAgent:
+    """The test-time agent: greedy (``deterministic``) or ε-greedy with the training ε."""
+    return MFECAgent(params, policy_spec(c, env), c.k, c.match_tol, 0.0 if deterministic else c.epsilon)
