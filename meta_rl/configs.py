@@ -79,8 +79,21 @@ def _check(cfg, ints: dict | None = None, bools=(), floats=(), positive=(), unit
     return bad
 
 
+class _EnvBatchSteps:
+    """``steps_per_update`` (``num_envs * num_steps``) and ``num_updates`` (whole updates in
+    ``total_steps``) of a learner that steps ``num_envs`` envs ``num_steps`` times per update."""
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.steps_per_update
+
+
 @dataclasses.dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(_EnvBatchSteps):
     """PPO hyperparameters (defaults: a feed-forward agent under domain randomization).
 
     Attributes:
@@ -176,14 +189,6 @@ class PPOConfig:
             bad("total_steps", f"makes {self.num_updates:_} updates x {self.update_epochs} epochs x "
                                f"{self.num_minibatches} minibatches, more optimizer steps than the int32 counters "
                                f"hold ({_INT32_MAX:_})")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_steps // self.steps_per_update
 
 
 MAML_ESTIMATORS = ("maml", "lvc")
@@ -336,7 +341,7 @@ class ProMPConfig(GradientMetaConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class MFECConfig:
+class MFECConfig(_EnvBatchSteps):
     """Model-free episodic control (Blundell et al. 2016): a DND per action holding the best discounted
     return seen from each state, greedy control on the k-nearest-neighbour estimate, ε-exploration.
 
@@ -382,11 +387,3 @@ class MFECConfig:
             bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
         if self.num_updates > _INT32_MAX:
             bad("total_steps", f"makes more updates than the int32 counter holds ({_INT32_MAX:_})")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_steps // self.steps_per_update
