@@ -27,6 +27,7 @@ from meta_rl import dnd
 from meta_rl.agent import Agent
 from meta_rl.configs import MFECConfig
 from meta_rl.learners import ScanTrainer
+from meta_rl.losses import gae
 from meta_rl.networks import PolicySpec
 from meta_rl.ppo import rollout_metrics
 from meta_rl.rollout import Runner, collect, start
@@ -58,13 +59,27 @@ def init_agent_params(c: MFECConfig, env: Env, key: jax.Array) -> dict:
     return {"proj": proj, "memory": memory}
 
 
+def _keys(params: dict, obs: jax.Array) -> jax.Array:
+    """The memory keys of observations ``[..., obs_dim]``: their random projection, flattened to ``[N, key_dim]``."""
+    return obs.reshape(-1, obs.shape[-1]).astype(jnp.float32) @ params["proj"]
+
+
+def _memories(params: dict) -> list[dnd.Memory]:
+    """Each action's memory (a Python list, not a vmap: the lookup exports as plain TopK and Gather)."""
+    return [jax.tree.map(lambda x, a=a: x[a], params["memory"]) for a in range(params["memory"].stamps.shape[0])]
+
+
+def epsilon_greedy(q: jax.Array, epsilon: float) -> distrax.Categorical:
+    """The greedy action on ``q [B, A]`` with probability ``1 - epsilon``, else a uniform one."""
+    n = q.shape[-1]
+    return distrax.Categorical(probs=epsilon / n + (1.0 - epsilon) * jax.nn.one_hot(jnp.argmax(q, -1), n))
+
+
 def q_values(params: dict, obs: jax.Array, k: int, match_tol: float) -> jax.Array:
     """``[B, A]`` MFEC values of a batch of observations ``[B, obs_dim]`` (see the module docstring)."""
-    keys = obs.astype(jnp.float32) @ params["proj"]
-    n_actions = params["memory"].stamps.shape[0]
+    keys = _keys(params, obs)
     out = []
-    for a in range(n_actions):  # a Python loop, not a vmap: the lookup exports as plain TopK and Gather
-        mem = jax.tree.map(lambda x: x[a], params["memory"])
+    for mem in _memories(params):
         look = dnd.lookup(mem, keys, k)
         vals = jnp.asarray(mem.values)[:, 0][look.index]  # [B, k]
         count = jnp.sum(look.valid, -1)
@@ -77,16 +92,15 @@ def q_values(params: dict, obs: jax.Array, k: int, match_tol: float) -> jax.Arra
 class _Actor:
     """ε-greedy on the MFEC values, in the interface :func:`meta_rl.rollout.collect` drives (no carry)."""
 
-    def __init__(self, c: MFECConfig, n_actions: int):
-        self.c, self.n = c, n_actions
+    def __init__(self, c: MFECConfig):
+        self.c = c
 
     def init_carry(self, batch: int) -> dict:
         return {}
 
     def apply(self, params, carry, obs):
         q = q_values(params, obs, self.c.k, self.c.match_tol)
-        probs = self.c.epsilon / self.n + (1.0 - self.c.epsilon) * jax.nn.one_hot(jnp.argmax(q, -1), self.n)
-        return carry, distrax.Categorical(probs=probs), jnp.max(q, -1)
+        return carry, epsilon_greedy(q, self.c.epsilon), jnp.max(q, -1)
 
     def env_action(self, u):
         return u
@@ -94,20 +108,15 @@ class _Actor:
 
 def discounted_returns(reward: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
     """``[T, B]`` discounted return from each step to the end of its episode, or of the segment for an
-    episode still running at its end (the return so far)."""
-    def back(g, x):
-        r, d = x
-        g = r + gamma * g * (1.0 - d.astype(jnp.float32))
-        return g, g
-
-    _, out = jax.lax.scan(back, jnp.zeros_like(reward[0]), (reward, done), reverse=True)
-    return out
+    episode still running at its end (the return so far): GAE with no values and lambda 1."""
+    zeros = jnp.zeros_like(reward)
+    return gae(reward, zeros, zeros, done, done, gamma, 1.0)[1]
 
 
 def write_returns(params: dict, obs: jax.Array, action: jax.Array, returns: jax.Array, c: MFECConfig) -> dict:
     """Write each (observation, action, return) into that action's memory by the max rule, in chunks of
     ``write_chunk`` keys (the last one padded with masked writes)."""
-    keys = obs.reshape(-1, obs.shape[-1]).astype(jnp.float32) @ params["proj"]
+    keys = _keys(params, obs)
     action, returns = action.reshape(-1), returns.reshape(-1)
     n, chunk = keys.shape[0], min(c.write_chunk, keys.shape[0])
     pad = (-n) % chunk
@@ -115,14 +124,12 @@ def write_returns(params: dict, obs: jax.Array, action: jax.Array, returns: jax.
     returns = jnp.pad(returns, (0, pad))
     action = jnp.pad(action, (0, pad), constant_values=-1)
     chunks = (keys.reshape(-1, chunk, keys.shape[-1]), returns.reshape(-1, chunk), action.reshape(-1, chunk))
-    n_actions = params["memory"].stamps.shape[0]
     mems = []
-    for a in range(n_actions):
-        def body(mem, x, a=a):
+    for a, mem in enumerate(_memories(params)):
+        def body(m, x, a=a):
             kk, g, act = x
-            return dnd.write(mem, kk, g, rule="max", tolerance=c.match_tol, mask=act == a), None
+            return dnd.write(m, kk, g, rule="max", tolerance=c.match_tol, mask=act == a), None
 
-        mem = jax.tree.map(lambda x: x[a], params["memory"])
         mems.append(jax.lax.scan(body, mem, chunks)[0])
     return {**params, "memory": jax.tree.map(lambda *x: jnp.stack(x), *mems)}
 
@@ -144,7 +151,7 @@ class Trainer(ScanTrainer):
         if env.batch_shape != (c.num_envs,):
             raise ValueError(f"env batch {env.batch_shape} does not match num_envs={c.num_envs}")
         self.env, self.split = env, split
-        self.actor = _Actor(c, env.action_space.n)
+        self.actor = _Actor(c)
 
     def init(self, key: jax.Array) -> TrainState:
         k_params, k_env, k_next = jax.random.split(key, 3)
@@ -191,12 +198,7 @@ class MFECAgent(Agent):
         return q_values(self.params, self.spec.select_obs(obs), self.k, self.match_tol)
 
     def act(self, state, obs, key):
-        q = self._q(obs)
-        greedy = jnp.argmax(q, -1).astype(jnp.int32)
-        k_explore, k_action = jax.random.split(key)
-        random = jax.random.randint(k_action, greedy.shape, 0, q.shape[-1], jnp.int32)
-        explore = jax.random.uniform(k_explore, greedy.shape) < self.epsilon
-        return jnp.where(explore, random, greedy), state
+        return epsilon_greedy(self._q(obs), self.epsilon).sample(seed=key).astype(jnp.int32), state
 
     def policy_step(self, state, obs):
         return jnp.argmax(self._q(obs), -1).astype(jnp.int32), state
