@@ -79,6 +79,13 @@ def _check_keys(mem: Memory, keys: jax.Array, what: str) -> None:
         raise ValueError(f"DND {what} must be [batch, key_dim={mem.key_dim}], got shape {tuple(keys.shape)}")
 
 
+def _stored(mem: Memory) -> tuple[jax.Array, jax.Array]:
+    """The stored keys (no gradient: they only rank) and their squared norms, ``inf`` in empty slots so
+    that an empty slot is never the nearest."""
+    keys = jax.lax.stop_gradient(mem.keys)
+    return keys, jnp.where(mem.stamps >= 0, jnp.sum(keys * keys, -1), jnp.inf)
+
+
 @struct.dataclass
 class Lookup:
     """What :func:`lookup` found, per query (``[B, k]`` unless noted).
@@ -109,8 +116,7 @@ def lookup(mem: Memory, queries: jax.Array, k: int, delta: float = 1e-3) -> Look
     _check_keys(mem, queries, "queries")
     # rank by 2 q.k - |k|² (the squared distance but for |q|², constant per query): one matmul and one
     # subtraction of a [C] vector that is -inf in empty slots, so they never win
-    keys = jax.lax.stop_gradient(mem.keys)
-    k2 = jnp.where(mem.stamps >= 0, jnp.sum(keys * keys, -1), jnp.inf)
+    keys, k2 = _stored(mem)
     score, index = jax.lax.top_k(2.0 * jax.lax.stop_gradient(queries) @ keys.T - k2[None, :], k)
     valid = jnp.isfinite(score)
     near = jnp.asarray(mem.keys)[index]  # [B, k, D]: gradients reach these keys
@@ -148,8 +154,7 @@ def write(mem: Memory, keys: jax.Array, values: jax.Array, rule: str = "max", al
     # O(batch), not O(capacity x key_dim): the nearest stored key of each new key is found up front (a
     # slot this batch rewrote is searched again in full, the rare case), and so are the least recently
     # used slots new keys will take (as long as the batch is no larger than the memory).
-    stored = jax.lax.stop_gradient(mem.keys)
-    k2 = jnp.where(mem.stamps >= 0, jnp.sum(stored * stored, -1), jnp.inf)  # empty slots: never a duplicate
+    stored, k2 = _stored(mem)  # empty slots: never a duplicate
     d_mem = jnp.sum(keys * keys, -1, keepdims=True) + k2[None, :] - 2.0 * keys @ stored.T  # [n, C]
     best = jnp.argmin(d_mem, axis=1)  # [n]
     d_own = jnp.sum((keys[:, None, :] - keys[None, :, :]) ** 2, -1)  # [n, n]
