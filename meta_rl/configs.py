@@ -387,3 +387,124 @@ class MFECConfig(_EnvBatchSteps):
             bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
         if self.num_updates > _INT32_MAX:
             bad("total_steps", f"makes more updates than the int32 counter holds ({_INT32_MAX:_})")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig(_EnvBatchSteps):
+    """What the value-based learners with a replay buffer share (:class:`DQNConfig`, :class:`NECConfig`).
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole updates).
+        num_envs: parallel envs (worlds) in the batch.
+        num_steps: steps per env per update; each update then takes ``grad_steps`` minibatch steps.
+        hidden: widths of the ReLU MLP (DQN: the Q-network's torso; NEC: the embedding's).
+        lr: Adam learning rate.
+        max_grad_norm: global gradient norm clip.
+        gamma: discount.
+        buffer_size: transitions the replay buffer holds (the oldest is overwritten).
+        batch_size: transitions per minibatch.
+        grad_steps: minibatch steps per update (``grad_steps * batch_size / (num_envs * num_steps)``
+            is the replay ratio).
+        learning_starts: env steps collected before the first minibatch step.
+        eps_start, eps_end: ε of the ε-greedy behaviour, annealed linearly from ``eps_start`` to
+            ``eps_end`` over the first ``eps_decay_steps`` env steps (then held).
+        eps_decay_steps: env steps of the anneal (absolute, so runs of any length share the schedule).
+    """
+
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 100_000
+    num_envs: int = 8
+    num_steps: int = 8
+    hidden: tuple[int, ...] = (64, 64)
+    lr: float = 1e-3
+    max_grad_norm: float = 10.0
+    gamma: float = 0.99
+    buffer_size: int = 50_000
+    batch_size: int = 32
+    grad_steps: int = 16
+    learning_starts: int = 1_000
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    eps_decay_steps: int = 10_000
+
+    def _check_replay(self, ints: dict | None = None, floats=(), positive=()):
+        bad = _check(self, ints={"total_steps": 2**62, "num_envs": 2**20, "num_steps": 2**20, "buffer_size": 2**28,
+                                 "batch_size": 2**20, "grad_steps": 2**16, "eps_decay_steps": 2**62, **(ints or {})},
+                     floats=("lr", "max_grad_norm", "gamma", "eps_start", "eps_end", *floats),
+                     positive=("lr", "max_grad_norm", *positive))
+        if not isinstance(self.hidden, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.hidden):
+            bad("hidden", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "must lie in (0, 1]")
+        for f in ("eps_start", "eps_end"):
+            if not 0 <= getattr(self, f) <= 1:
+                bad(f, "must lie in [0, 1]")
+        if not _is_int(self.learning_starts) or self.learning_starts < 0:
+            bad("learning_starts", "must be an integer >= 0")
+        if self.batch_size > self.buffer_size:
+            bad("batch_size", f"must be <= buffer_size = {self.buffer_size}")
+        if self.steps_per_update > self.buffer_size:
+            bad("buffer_size", f"must hold one update's transitions (num_envs * num_steps = {self.steps_per_update})")
+        if self.total_steps < self.steps_per_update:
+            bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
+        if self.num_updates * self.grad_steps > _INT32_MAX:
+            bad("total_steps", f"makes more minibatch steps than the int32 counter holds ({_INT32_MAX:_})")
+        return bad
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig(ReplayConfig):
+    """DQN with experience replay (Mnih et al. 2015), the value-based baseline of NEC: a Q-network
+    trained on one-step targets from a target network, Huber loss, ε-greedy behaviour.
+
+    Attributes:
+        (the shared fields: see :class:`ReplayConfig`)
+        target_period: minibatch steps between copies of the online network into the target network.
+        double: Double DQN targets (van Hasselt et al. 2016): the online network picks the next action,
+            the target network values it.
+    """
+
+    target_period: int = 500
+    double: bool = True
+
+    def __post_init__(self):
+        self._check_replay(ints={"target_period": 2**30})
+        if not isinstance(self.double, bool):
+            raise ConfigError(type(self).__name__, "double", self.double, "must be True or False")
+
+
+@dataclasses.dataclass(frozen=True)
+class NECConfig(ReplayConfig):
+    """Neural episodic control (Pritzel et al. 2017): an embedding network keys one DND per action;
+    ``Q(s, a)`` is the kernel-weighted mean of the values of the ``k`` nearest keys in action ``a``'s DND.
+
+    Attributes:
+        (the shared fields: see :class:`ReplayConfig`; ``hidden`` is the embedding's torso)
+        key_dim: width of the embedding (the DND keys).
+        capacity: entries per action's DND (the least recently used is replaced when full).
+        k: neighbours per lookup.
+        delta: the kernel's ``1 / (d² + delta)``.
+        n_step: the N of the N-step Q targets (fewer where the episode or the collected segment ends).
+        alpha: the tabular learning rate of a write to a key already stored (``v += alpha (Q_N - v)``).
+        match_tol: squared key distance under which a written key counts as already stored.
+        write_chunk: keys written per batched DND write.
+    """
+
+    key_dim: int = 16
+    capacity: int = 50_000
+    k: int = 50
+    delta: float = 1e-3
+    n_step: int = 10
+    alpha: float = 0.1
+    match_tol: float = 1e-8
+    write_chunk: int = 256
+
+    def __post_init__(self):
+        bad = self._check_replay(ints={"key_dim": _MAX_WIDTH, "capacity": 2**26, "k": 2**16, "n_step": 10_000,
+                                       "write_chunk": 2**20},
+                                 floats=("delta", "alpha", "match_tol"), positive=("delta",))
+        if self.k > self.capacity:
+            bad("k", f"must be <= capacity = {self.capacity}")
+        if not 0 < self.alpha <= 1:
+            bad("alpha", "must lie in (0, 1]")
+        if self.match_tol < 0:
+            bad("match_tol", "must be >= 0")

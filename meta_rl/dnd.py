@@ -10,6 +10,7 @@ vmap over a batched ``Memory``) and in a ``lax.scan`` carry; nothing is sized by
   neighbours a memory holding fewer than k entries cannot supply). The distances to the k are
   recomputed from the gathered keys, so gradients reach the queries, the neighbours' keys and their
   values; the choice of neighbours is not differentiated (it is piecewise constant).
+* :func:`lookup_each`: each query in its own memory of a batch of memories (one top-k per query).
 * :func:`touch`: the looked-up entries become the most recently used.
 * :func:`write`: each ``(key, value)`` in order. A key within ``tolerance`` (squared distance) of a
   stored key updates that entry's value in place (the stored key stays), by the rule: ``"max"``
@@ -124,6 +125,35 @@ def lookup(mem: Memory, queries: jax.Array, k: int, delta: float = 1e-3) -> Look
     kernel = jnp.where(valid, 1.0 / (sq + delta), 0.0)
     weights = kernel / jnp.maximum(jnp.sum(kernel, -1, keepdims=True), 1e-30)
     value = jnp.einsum("bk,bkv->bv", weights, jnp.asarray(mem.values)[index])
+    return Lookup(value=value, weights=weights, index=index, sq_dist=jnp.where(valid, sq, jnp.inf), valid=valid)
+
+
+def lookup_each(mem: Memory, which: jax.Array, queries: jax.Array, k: int, delta: float = 1e-3) -> Lookup:
+    """:func:`lookup` of each query ``[B, D]`` in its own memory ``which [B]`` of a batch of memories
+    (``mem`` with a leading ``[M]`` axis): what NEC's loss needs (each transition's own action's DND),
+    at one top-k per query instead of one per memory. The same neighbours, weights and gradients as
+    :func:`lookup` in that memory; ``index`` is the slot within it."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"DND lookup k must be a positive integer, got {k!r}")
+    if mem.keys.ndim != 3:
+        raise ValueError(f"DND lookup_each needs a batch of memories [M, C, D], got keys of shape {mem.keys.shape}")
+    if k > mem.capacity:
+        raise ValueError(f"DND lookup k={k} exceeds the memory's capacity={mem.capacity}")
+    if delta <= 0:
+        raise ValueError(f"DND kernel delta must be > 0, got {delta!r}")
+    if queries.ndim != 2 or queries.shape[-1] != mem.key_dim or which.shape != queries.shape[:1]:
+        raise ValueError(f"DND lookup_each needs queries [B, key_dim={mem.key_dim}] and which [B], got "
+                         f"{tuple(queries.shape)} and {tuple(which.shape)}")
+    keys, k2 = _stored(mem)  # [M, C, D], [M, C]
+    score = 2.0 * jnp.einsum("bd,mcd->bmc", jax.lax.stop_gradient(queries), keys)  # one matmul for all memories
+    score = jnp.take_along_axis(score, which[:, None, None], 1)[:, 0] - k2[which]  # [B, C]
+    score, index = jax.lax.top_k(score, k)
+    valid = jnp.isfinite(score)
+    near = jnp.asarray(mem.keys)[which[:, None], index]  # [B, k, D]: gradients reach these keys
+    sq = jnp.sum((queries[:, None, :] - near) ** 2, -1)
+    kernel = jnp.where(valid, 1.0 / (sq + delta), 0.0)
+    weights = kernel / jnp.maximum(jnp.sum(kernel, -1, keepdims=True), 1e-30)
+    value = jnp.einsum("bk,bkv->bv", weights, jnp.asarray(mem.values)[which[:, None], index])
     return Lookup(value=value, weights=weights, index=index, sq_dist=jnp.where(valid, sq, jnp.inf), valid=valid)
 
 

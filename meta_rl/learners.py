@@ -217,8 +217,7 @@ def _register_builtin() -> None:
     if _BUILTIN_DONE:
         return
     _BUILTIN_DONE = True
-    from meta_rl.configs import MFECConfig
-    from meta_rl.presets import mfec_preset, ppo_preset, rl2_preset
+    from meta_rl.presets import ppo_preset, rl2_preset
 
     register(_ppo_family("ppo", "feed-forward PPO under domain randomization (a new world every episode)", "fresh",
                          ppo_preset))
@@ -226,23 +225,36 @@ def _register_builtin() -> None:
                                 "world", "trial", rl2_preset))
     register(_gradient_meta("maml", "MAML (Finn et al. 2017): a policy-gradient inner step per world, TRPO outer "
                                     "step through it", "MAMLConfig", "maml_preset", "meta_rl.maml"))
-    register(Learner(
-        name="mfec",
-        description="model-free episodic control (Blundell et al. 2016): a DND per action of the best returns seen, "
-                    "greedy on its k-nearest-neighbour values",
-        config=MFECConfig,
-        make_train=lazy("meta_rl.mfec:make_train"),
-        init_agent_params=lazy("meta_rl.mfec:init_agent_params"),
-        make_agent=lazy("meta_rl.mfec:make_agent"),
-        env_mode=lambda c: "fresh",
-        presets=mfec_preset,
-        steps_per_update=lambda c: c.steps_per_update,
-        num_updates=lambda c: c.num_updates,
-        policy_spec=lazy("meta_rl.mfec:policy_spec"),
-        env_batch=lambda c: c.num_envs,
-    ))
+    register(_value_based("mfec", "model-free episodic control (Blundell et al. 2016): a DND per action of the best "
+                                  "returns seen, greedy on its k-nearest-neighbour values", "MFECConfig"))
+    register(_value_based("dqn", "DQN with experience replay (Mnih et al. 2015; Double DQN targets): NEC's "
+                                 "baseline", "DQNConfig"))
+    register(_value_based("nec", "neural episodic control (Pritzel et al. 2017): a learned embedding keys a DND per "
+                                 "action; N-step Q targets, replay, keys and values trained", "NECConfig"))
     register(_gradient_meta("promp", "ProMP (Rothfuss et al. 2019): MAML with the LVC inner estimator and a clipped "
                                      "PPO outer step", "ProMPConfig", "promp_preset", "meta_rl.promp"))
+
+
+def _value_based(name: str, description: str, config: str) -> Learner:
+    """A value-based learner (:mod:`meta_rl.value`) in ``meta_rl.<name>``, preset ``<name>_preset``; it
+    trains with a fresh world every episode."""
+    from meta_rl import configs, presets
+
+    module = f"meta_rl.{name}"
+    return Learner(
+        name=name,
+        description=description,
+        config=getattr(configs, config),
+        make_train=lazy(f"{module}:make_train"),
+        init_agent_params=lazy(f"{module}:init_agent_params"),
+        make_agent=lazy(f"{module}:make_agent"),
+        env_mode=lambda c: "fresh",
+        presets=getattr(presets, f"{name}_preset"),
+        steps_per_update=lambda c: c.steps_per_update,
+        num_updates=lambda c: c.num_updates,
+        policy_spec=lazy(f"{module}:policy_spec"),
+        env_batch=lambda c: c.num_envs,
+    )
 
 
 def _gradient_meta(name: str, description: str, config: str, preset: str, module: str) -> Learner:

@@ -16,38 +16,31 @@ exported ONNX controller holds them as constants, the k-nearest-neighbour lookup
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import distrax
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from meta_rl import dnd
-from meta_rl.agent import Agent
+from meta_rl import dnd, value
 from meta_rl.configs import MFECConfig
 from meta_rl.learners import ScanTrainer
 from meta_rl.losses import gae
 from meta_rl.networks import PolicySpec
 from meta_rl.ppo import rollout_metrics
 from meta_rl.rollout import Runner, collect, start
-from sim.core import Discrete, Env
+from sim.core import Env
 
 
 def check_env(env: Env) -> None:
     """MFEC needs a discrete action space and a flat vector observation; refuse naming the env."""
-    if not isinstance(env.action_space, Discrete):
-        raise ValueError(f"mfec needs discrete actions; {env.id} has {env.action_space.describe()} "
-                         "(the value-based learners' cart-pole is cartpole-balance-discrete)")
-    if len(env.observation_space.shape) != 1:
-        raise ValueError(f"mfec needs a flat vector observation; {env.id} has {env.observation_space.describe()}")
+    value.check_env("mfec", env)
 
 
 def policy_spec(c: MFECConfig, env: Env) -> PolicySpec:
     """The observation and action names (a stateless, feed-forward controller)."""
-    check_env(env)
-    return PolicySpec(kind="mlp", obs_names=tuple(env.observation_space.names),
-                      action_names=tuple(env.action_space.names), discrete=True, normalize_obs=False)
+    return value.policy_spec("mfec", env)
 
 
 def init_agent_params(c: MFECConfig, env: Env, key: jax.Array) -> dict:
@@ -64,22 +57,11 @@ def _keys(params: dict, obs: jax.Array) -> jax.Array:
     return obs.reshape(-1, obs.shape[-1]).astype(jnp.float32) @ params["proj"]
 
 
-def _memories(params: dict) -> list[dnd.Memory]:
-    """Each action's memory (a Python list, not a vmap: the lookup exports as plain TopK and Gather)."""
-    return [jax.tree.map(lambda x, a=a: x[a], params["memory"]) for a in range(params["memory"].stamps.shape[0])]
-
-
-def epsilon_greedy(q: jax.Array, epsilon: float) -> distrax.Categorical:
-    """The greedy action on ``q [B, A]`` with probability ``1 - epsilon``, else a uniform one."""
-    n = q.shape[-1]
-    return distrax.Categorical(probs=epsilon / n + (1.0 - epsilon) * jax.nn.one_hot(jnp.argmax(q, -1), n))
-
-
 def q_values(params: dict, obs: jax.Array, k: int, match_tol: float) -> jax.Array:
     """``[B, A]`` MFEC values of a batch of observations ``[B, obs_dim]`` (see the module docstring)."""
     keys = _keys(params, obs)
     out = []
-    for mem in _memories(params):
+    for mem in value.memories(params["memory"]):
         look = dnd.lookup(mem, keys, k)
         vals = jnp.asarray(mem.values)[:, 0][look.index]  # [B, k]
         count = jnp.sum(look.valid, -1)
@@ -89,21 +71,15 @@ def q_values(params: dict, obs: jax.Array, k: int, match_tol: float) -> jax.Arra
     return jnp.stack(out, -1)
 
 
-class _Actor:
-    """ε-greedy on the MFEC values, in the interface :func:`meta_rl.rollout.collect` drives (no carry)."""
+@dataclasses.dataclass(frozen=True)
+class MFECHead:
+    """The Q head (:mod:`meta_rl.value`): :func:`q_values` with the config's ``k`` and ``match_tol``."""
 
-    def __init__(self, c: MFECConfig):
-        self.c = c
+    k: int
+    match_tol: float
 
-    def init_carry(self, batch: int) -> dict:
-        return {}
-
-    def apply(self, params, carry, obs):
-        q = q_values(params, obs, self.c.k, self.c.match_tol)
-        return carry, epsilon_greedy(q, self.c.epsilon), jnp.max(q, -1)
-
-    def env_action(self, u):
-        return u
+    def __call__(self, params, obs):
+        return q_values(params, obs, self.k, self.match_tol)
 
 
 def discounted_returns(reward: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
@@ -114,24 +90,10 @@ def discounted_returns(reward: jax.Array, done: jax.Array, gamma: float) -> jax.
 
 
 def write_returns(params: dict, obs: jax.Array, action: jax.Array, returns: jax.Array, c: MFECConfig) -> dict:
-    """Write each (observation, action, return) into that action's memory by the max rule, in chunks of
-    ``write_chunk`` keys (the last one padded with masked writes)."""
-    keys = _keys(params, obs)
-    action, returns = action.reshape(-1), returns.reshape(-1)
-    n, chunk = keys.shape[0], min(c.write_chunk, keys.shape[0])
-    pad = (-n) % chunk
-    keys = jnp.pad(keys, ((0, pad), (0, 0)))
-    returns = jnp.pad(returns, (0, pad))
-    action = jnp.pad(action, (0, pad), constant_values=-1)
-    chunks = (keys.reshape(-1, chunk, keys.shape[-1]), returns.reshape(-1, chunk), action.reshape(-1, chunk))
-    mems = []
-    for a, mem in enumerate(_memories(params)):
-        def body(m, x, a=a):
-            kk, g, act = x
-            return dnd.write(m, kk, g, rule="max", tolerance=c.match_tol, mask=act == a), None
-
-        mems.append(jax.lax.scan(body, mem, chunks)[0])
-    return {**params, "memory": jax.tree.map(lambda *x: jnp.stack(x), *mems)}
+    """Write each (observation, action, return) into that action's memory by the max rule."""
+    memory = value.write_per_action(params["memory"], _keys(params, obs), action, returns, rule="max",
+                                    chunk=c.write_chunk, tolerance=c.match_tol)
+    return {**params, "memory": memory}
 
 
 @struct.dataclass
@@ -151,7 +113,7 @@ class Trainer(ScanTrainer):
         if env.batch_shape != (c.num_envs,):
             raise ValueError(f"env batch {env.batch_shape} does not match num_envs={c.num_envs}")
         self.env, self.split = env, split
-        self.actor = _Actor(c)
+        self.actor = value.QActor(MFECHead(c.k, c.match_tol))
 
     def init(self, key: jax.Array) -> TrainState:
         k_params, k_env, k_next = jax.random.split(key, 3)
@@ -162,7 +124,8 @@ class Trainer(ScanTrainer):
     def update(self, ts: TrainState) -> tuple[TrainState, dict]:
         c = self.config
         key, k_roll = jax.random.split(ts.key)
-        runner, traj, _ = collect(self.env, self.actor, ts.params, ts.runner, k_roll, c.num_steps)
+        actor_params = {"agent": ts.params, "epsilon": jnp.float32(c.epsilon)}
+        runner, traj, _ = collect(self.env, self.actor, actor_params, ts.runner, k_roll, c.num_steps)
         returns = discounted_returns(traj.reward, traj.done, c.gamma)
         params = write_returns(ts.params, traj.obs, traj.action, returns, c)
         metrics = rollout_metrics(traj)
@@ -176,34 +139,6 @@ def make_train(config: MFECConfig, env: Env, split: str = "train") -> Trainer:
     return Trainer(config, env, split)
 
 
-@struct.dataclass
-class MFECAgent(Agent):
-    """Greedy control on the MFEC values (ε-greedy when not ``deterministic``); keeps no state."""
-
-    params: Any
-    spec: PolicySpec = struct.field(pytree_node=False)
-    k: int = struct.field(pytree_node=False, default=11)
-    match_tol: float = struct.field(pytree_node=False, default=1e-8)
-    epsilon: float = struct.field(pytree_node=False, default=0.0)
-
-    @property
-    def policy_spec(self):
-        return self.spec
-
-    def initial_state(self, batch: int) -> dict:
-        return {}
-
-    def _q(self, obs):
-        # a trial env appends the RL² inputs after the base observation: MFEC reads its own part
-        return q_values(self.params, self.spec.select_obs(obs), self.k, self.match_tol)
-
-    def act(self, state, obs, key):
-        return epsilon_greedy(self._q(obs), self.epsilon).sample(seed=key).astype(jnp.int32), state
-
-    def policy_step(self, state, obs):
-        return jnp.argmax(self._q(obs), -1).astype(jnp.int32), state
-
-
-def make_agent(c: MFECConfig, env: Env, params: Any, deterministic: bool) -> MFECAgent:
+def make_agent(c: MFECConfig, env: Env, params: Any, deterministic: bool) -> value.QAgent:
     """The test-time agent: greedy (``deterministic``) or ε-greedy with the training ε."""
-    return MFECAgent(params, policy_spec(c, env), c.k, c.match_tol, 0.0 if deterministic else c.epsilon)
+    return value.QAgent(params, policy_spec(c, env), MFECHead(c.k, c.match_tol), 0.0 if deterministic else c.epsilon)

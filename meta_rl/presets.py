@@ -118,3 +118,18 @@ def mfec_preset(env_id: str) -> dict:
     entry(env_id)  # unknown ids fail here, naming the known ones
     return dict(total_steps=100_000, num_envs=8, num_steps=250, capacity=50_000, key_dim=16, k=11, gamma=0.99,
                 epsilon=0.1)
+
+
+def dqn_preset(env_id: str) -> dict:
+    """DQN: the shared replay settings (:class:`meta_rl.configs.ReplayConfig`) sized for 100k-step runs
+    on 2 cores; discrete actions only (the learner refuses a continuous env when it is built)."""
+    entry(env_id)  # unknown ids fail here, naming the known ones
+    return dict(total_steps=100_000, num_envs=8, num_steps=8, hidden=(64, 64), lr=1e-3, buffer_size=50_000,
+                batch_size=32, grad_steps=16, learning_starts=1_000, eps_decay_steps=10_000, target_period=500)
+
+
+def nec_preset(env_id: str) -> dict:
+    """NEC: DQN's replay settings (so the two compare on equal terms), the paper's k = 50 and delta = 1e-3,
+    and 10-step targets; memories sized for a 2-core run."""
+    return dict({k: v for k, v in dqn_preset(env_id).items() if k != "target_period"}, key_dim=16,
+                capacity=50_000, k=50, delta=1e-3, n_step=10, alpha=0.1)

@@ -234,3 +234,23 @@ def test_lookup_exports_to_onnx_with_the_memory_as_inputs():
     want_value, want_index = fn(*(jnp.asarray(v) for v in feeds.values()))
     np.testing.assert_array_equal(index, np.asarray(want_index))
     np.testing.assert_allclose(value, np.asarray(want_value), atol=1e-5)
+
+
+def test_lookup_each_equals_lookup_in_each_querys_own_memory():
+    keys = jax.random.normal(jax.random.PRNGKey(3), (3, 16, 4))
+    mems = [dnd.write(dnd.init(20, 4), keys[m], jnp.arange(16.0) + 100 * m, rule="replace") for m in range(3)]
+    batch = jax.tree.map(lambda *x: jnp.stack(x), *mems)
+    q = jax.random.normal(jax.random.PRNGKey(4), (5, 4))
+    which = jnp.asarray([2, 0, 1, 2, 0])
+    each = dnd.lookup_each(batch, which, q, 3)
+    for b in range(5):
+        one = dnd.lookup(mems[int(which[b])], q[b:b + 1], 3)
+        np.testing.assert_array_equal(np.asarray(each.index[b]), np.asarray(one.index[0]))
+        np.testing.assert_allclose(np.asarray(each.value[b]), np.asarray(one.value[0]), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(each.weights[b]), np.asarray(one.weights[0]), rtol=1e-6)
+    # gradients reach the chosen memories' neighbour keys and values, and nothing else
+    g = jax.grad(lambda k: jnp.sum(dnd.lookup_each(batch.replace(keys=k), which, q, 3).value))(batch.keys)
+    touched = np.zeros((3, 20), bool)
+    for b in range(5):
+        touched[int(which[b]), np.asarray(each.index[b])] = True
+    assert np.all(np.abs(np.asarray(g)).sum(-1)[~touched] == 0) and np.abs(np.asarray(g)).sum() > 0
