@@ -187,6 +187,9 @@ def _register_builtin() -> None:
                       "trials of 2 episodes"))
     register(EnvEntry("point-vel", lambda _: _task("point_nav", "PointNav", "vel"), 2,
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
+    register(EnvEntry("maze-discrete", lambda _: _task("maze", "Maze"), 2,
+                      "9x9 grid maze, 4 moves, fixed goal; randomized start row and slip probability, "
+                      "trials of 2 episodes"))
 
     # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second. Named here, imported when built.
     for env_id, task, text in (
