@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import tyro
 
-KINDS = ("mlp", "gru", "lstm")
-"""Policy network kinds (:class:`meta_rl.networks.PolicySpec`'s ``kind``)."""
+KINDS = ("mlp", "gru", "lstm", "episodic_lstm")
+"""Policy network kinds (:class:`meta_rl.networks.PolicySpec`'s ``kind``); ``episodic_lstm`` is the LSTM
+with a reinstatement gate and a DND of cell states keyed by a context cue (Ritter et al. 2018)."""
 
 
 class ConfigError(ValueError):
@@ -37,7 +38,7 @@ class ConfigError(ValueError):
 _INT32_MAX = 2**31 - 1
 _MAX_WIDTH = 65_536
 _INT_BOUNDS = {"total_steps": 2**62, "num_envs": 2**24, "num_steps": 2**20, "update_epochs": 10_000,
-               "num_minibatches": 2**24, "core_size": _MAX_WIDTH}
+               "num_minibatches": 2**24, "core_size": _MAX_WIDTH, "memory_capacity": 2**20}
 """Integer fields and their upper bounds: counters stay far from overflow (update and optimizer-step
 counts must also fit int32, checked in :class:`PPOConfig`)."""
 _FLOAT_FIELDS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm", "reward_scale",
@@ -111,9 +112,12 @@ class PPOConfig(_EnvBatchSteps):
         vf_coef: value loss weight.
         max_grad_norm: global gradient norm clip.
         reward_scale: rewards are multiplied by this in the loss (not in reported returns).
-        network: ``mlp``, ``gru`` or ``lstm``.
+        network: ``mlp``, ``gru``, ``lstm`` or ``episodic_lstm`` (the episodic LSTM: needs an env whose
+            observation names a context cue ``cue.*`` and an ``episode_start`` flag).
         hidden: MLP torso widths.
         core_size: recurrent core width.
+        memory_capacity: entries of the episodic LSTM's DND (cell states of past episodes; the least
+            recently written is replaced when full).
         normalize_obs: running observation normalization inside the policy.
         init_log_std: initial Gaussian log std (continuous actions).
         meta_gradient: learn gamma and gae_lambda online by meta-gradient (Xu et al. 2018): each update,
@@ -142,6 +146,7 @@ class PPOConfig(_EnvBatchSteps):
     network: str = "mlp"
     hidden: tuple[int, ...] = (64, 64)
     core_size: int = 128
+    memory_capacity: int = 32
     normalize_obs: bool = True
     init_log_std: float = -0.5
     meta_gradient: bool = False

@@ -234,3 +234,34 @@ def write(mem: Memory, keys: jax.Array, values: jax.Array, rule: str = "max", al
 
     carry = (mem, jnp.full((n,), cap, jnp.int32), jnp.zeros((cap,), bool), jnp.ones((victims.shape[0],), bool))
     return jax.lax.scan(one, carry, jnp.arange(n))[0][0]
+
+
+def write_one(mem: Memory, key: jax.Array, value: jax.Array, mask: jax.Array | bool = True,
+              tolerance: float = 0.0) -> Memory:
+    """Write one ``key [D]`` with ``value [V]`` by the ``replace`` rule, where ``mask``: :func:`write`
+    of a single key, with no loop and no scatter (one-hot selects), so it runs inside a recurrent
+    step and exports to ONNX as elementwise ops (``vmap`` it over a batch of memories)."""
+    stored, k2 = _stored(mem)
+    d = jnp.where(mem.stamps >= 0, jnp.sum((stored - key) ** 2, -1), jnp.inf)
+    nearest = jnp.argmin(d)
+    dup = jnp.min(d) <= tolerance  # (not d[nearest]: no gather, for the ONNX export)
+    slot = jnp.where(dup, nearest, jnp.argmin(mem.stamps))  # an empty slot (-1) first, else the LRU
+    on = jnp.asarray(mask, bool)
+    pick = (jnp.arange(mem.capacity) == slot) & on
+    return mem.replace(
+        keys=jnp.where(pick[:, None], key.astype(mem.keys.dtype), mem.keys),
+        values=jnp.where(pick[:, None], value.astype(mem.values.dtype), mem.values),
+        stamps=jnp.where(pick, mem.clock, mem.stamps),
+        clock=mem.clock + on.astype(jnp.int32),
+    )
+
+
+def read_nearest(mem: Memory, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The value of the stored key nearest to ``key [D]`` (:func:`lookup` with k = 1) and its squared
+    distance (``inf`` and a zero value when the memory is empty), by a one-hot contraction instead
+    of a gather (exports to ONNX as elementwise ops; gradients reach the value)."""
+    stored, _ = _stored(mem)
+    d = jnp.where(mem.stamps >= 0, jnp.sum((stored - key) ** 2, -1), jnp.inf)
+    best, nearest = jnp.argmin(d), jnp.min(d)
+    pick = ((jnp.arange(mem.capacity) == best) & (nearest < jnp.inf)).astype(mem.values.dtype)
+    return pick @ mem.values, nearest

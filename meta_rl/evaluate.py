@@ -30,11 +30,14 @@ class TrialResult:
         trial_return: [B] total reward of the trial.
         episode_returns: [B, K] reward of each episode of the trial (within-trial adaptation).
         obs: with ``record_obs``, the observations acted on, [max_trial_steps, B, ...] (else ``None``).
+        metrics: with ``record_metrics``, the env's per-step ``metrics`` [max_trial_steps, B] (e.g. a
+            bandit's regret) and ``live`` (the step belongs to the trial) (else ``None``).
     """
 
     trial_return: jax.Array
     episode_returns: jax.Array
     obs: Any = None  # [T, B, ...] the observations the agent acted on, when asked (record_obs)
+    metrics: Any = None  # {name: [T, B]} the env's per-step metrics and "live", when asked (record_metrics)
 
 
 def eval_tasks(env: Env, num_tasks: int, split: str = "train", seed: int = EVAL_SEED) -> Any:
@@ -54,7 +57,8 @@ def _trial_step_done(state: State) -> jax.Array:
     return state.terminated | state.truncated
 
 
-def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array, record_obs: bool = False) -> TrialResult:
+def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array, record_obs: bool = False,
+               record_metrics: bool = False) -> TrialResult:
     """Run one full trial of ``agent`` in each world of ``params``.
 
     ``env`` is a batched env in ``trial`` or ``fixed`` mode (K episodes per world); ``agent`` any
@@ -62,7 +66,8 @@ def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array, record_obs: 
     transition and, where the episode ended, ``end_episode``. The env's observation goes to the agent
     as is (a policy trained without the RL² inputs slices its own part, see
     :class:`meta_rl.agent.PolicyAgent`). ``record_obs`` (static) also returns every observation
-    acted on (export records its parity inputs so).
+    acted on (export records its parity inputs so); ``record_metrics`` (static) the env's per-step
+    ``metrics`` and whether each step was inside the trial.
     """
     k_reset, k_init, k_run = jax.random.split(key, 3)
     batch = env.batch_shape[0]
@@ -89,13 +94,14 @@ def run_trials(env: Env, agent: Agent, params: Any, key: jax.Array, record_obs: 
         agent_state = where_done(done, agent.end_episode(agent_state), agent_state)
         r = jnp.where(live, nxt.reward, 0.0)
         ep_ret = ep_ret + jax.nn.one_hot(episode, num_eps) * r[:, None]
+        recorded = ({**nxt.metrics, "live": live} if record_metrics else None)
         live = live & ~nxt.info["trial_done"]
-        return (nxt, agent_state, live, ep_ret), (state.obs if record_obs else None)
+        return (nxt, agent_state, live, ep_ret), (state.obs if record_obs else None, recorded)
 
     init = (state, agent_state, jnp.ones((batch,), bool), jnp.zeros((batch, num_eps), jnp.float32))
     keys = jax.random.split(k_run, env.max_trial_steps)
-    (_, _, _, ep_ret), obs = jax.lax.scan(body, init, keys)
-    return TrialResult(trial_return=ep_ret.sum(-1), episode_returns=ep_ret, obs=obs)
+    (_, _, _, ep_ret), (obs, metrics) = jax.lax.scan(body, init, keys)
+    return TrialResult(trial_return=ep_ret.sum(-1), episode_returns=ep_ret, obs=obs, metrics=metrics)
 
 
 @functools.lru_cache(maxsize=64)

@@ -217,12 +217,14 @@ def _register_builtin() -> None:
     if _BUILTIN_DONE:
         return
     _BUILTIN_DONE = True
-    from meta_rl.presets import ppo_preset, rl2_preset
+    from meta_rl.presets import episodic_lstm_preset, ppo_preset, rl2_preset
 
     register(_ppo_family("ppo", "feed-forward PPO under domain randomization (a new world every episode)", "fresh",
                          ppo_preset))
     register(_ppo_family("rl2", "RL² (Duan et al. 2016): a recurrent policy over trials of K episodes in one "
                                 "world", "trial", rl2_preset))
+    register(_ppo_family("episodic-lstm", "episodic LSTM (Ritter et al. 2018): RL² with a reinstatement gate and a "
+                                          "DND of cell states keyed by the context cue", "trial", episodic_lstm_preset))
     register(_gradient_meta("maml", "MAML (Finn et al. 2017): a policy-gradient inner step per world, TRPO outer "
                                     "step through it", "MAMLConfig", "maml_preset", "meta_rl.maml"))
     register(_value_based("mfec", "model-free episodic control (Blundell et al. 2016): a DND per action of the best "

@@ -35,6 +35,11 @@ from sim.core import Box, Dict, Discrete, Env
 from sim.normalize import RunningStats, normalize
 
 PART_KINDS = ("vector", "image")
+CONTEXT_PREFIX, BOUNDARY_NAME = "cue.", "episode_start"
+"""The observation names the episodic LSTM reads its context cue and episode boundaries from."""
+REINSTATE_BIAS = -4.0
+"""Initial bias of the episodic LSTM's reinstatement gate (its kernel starts at zero): sigmoid(-4) = 0.018,
+closed at init, so the network starts as a plain LSTM and learns to open the gate."""
 
 
 
@@ -56,6 +61,11 @@ class PolicySpec:
         obs_parts: for a dict observation, ``(name, shape, kind)`` per part (``kind``: ``vector`` or
             ``image``), in order; ``obs_names`` then names the vector parts' elements as
             ``part.element``. Empty for a flat vector observation.
+        context_names: ``episodic_lstm``: the observation elements (consecutive) that key its memory
+            (the context cue).
+        boundary_name: ``episodic_lstm``: the observation element that is 1 on an episode's first step
+            (the end of the previous episode: its last cell state is written then).
+        memory_capacity: ``episodic_lstm``: entries of its DND.
     """
 
     kind: str
@@ -70,6 +80,9 @@ class PolicySpec:
     init_log_std: float = -0.5
     obs_clip: float = 10.0
     obs_parts: tuple = ()
+    context_names: tuple[str, ...] = ()
+    boundary_name: str = ""
+    memory_capacity: int = 32
 
     def __post_init__(self):
         parts = tuple((str(n), tuple(int(d) for d in shape), str(k)) for n, shape, k in self.obs_parts)
@@ -85,12 +98,32 @@ class PolicySpec:
             raise ValueError(f"PolicySpec.hidden widths must be >= 1, got {self.hidden}")
         if self.recurrent and self.core_size < 1:
             raise ValueError(f"PolicySpec.core_size must be >= 1, got {self.core_size}")
+        if self.kind == "episodic_lstm":
+            self.context_slice  # refuses names the observation lacks
+            if self.memory_capacity < 1:
+                raise ValueError(f"PolicySpec.memory_capacity must be >= 1, got {self.memory_capacity}")
+            if self.structured:
+                raise ValueError("PolicySpec: episodic_lstm reads a flat vector observation")
         if not self.discrete and not (len(self.action_low) == len(self.action_high) == len(self.action_names)):
             raise ValueError("PolicySpec: continuous actions need one low/high bound per action name")
 
     @property
     def recurrent(self) -> bool:
         return self.kind != "mlp"
+
+    @property
+    def context_slice(self) -> tuple[int, int, int]:
+        """``(first, end, boundary)``: where the context cue and the episode-start flag sit in the
+        observation (``episodic_lstm``); refuses names the observation lacks, naming them."""
+        names = list(self.obs_names)
+        missing = [n for n in (*self.context_names, self.boundary_name) if n not in names]
+        if not self.context_names or missing:
+            raise ValueError(f"PolicySpec: episodic_lstm needs context cue and episode-start names in the observation; "
+                             f"missing {missing or 'context_names'} (observation: {', '.join(names[:8])}...)")
+        first = names.index(self.context_names[0])
+        if tuple(names[first:first + len(self.context_names)]) != tuple(self.context_names):
+            raise ValueError(f"PolicySpec: the context cue {self.context_names} must be consecutive observation elements")
+        return first, first + len(self.context_names), names.index(self.boundary_name)
 
     @property
     def obs_dim(self) -> int:
@@ -143,7 +176,7 @@ class PolicySpec:
     @classmethod
     def from_dict(cls, d: dict) -> "PolicySpec":
         d = dict(d)
-        for k in ("obs_names", "action_names", "hidden", "action_low", "action_high"):
+        for k in ("obs_names", "action_names", "hidden", "action_low", "action_high", "context_names"):
             d[k] = tuple(d[k])
         d["obs_parts"] = tuple((n, tuple(shape), k) for n, shape, k in d.get("obs_parts", ()))
         return cls(**d)
@@ -166,6 +199,9 @@ class PolicySpec:
             kw = {**kw, "obs_parts": tuple(parts)}
         elif isinstance(obs, Box) and obs.is_vector:
             names = obs.names
+            if kind == "episodic_lstm":  # the context cue (cue.*) and the episode-start flag, by name
+                kw = {**kw, "context_names": tuple(n for n in names if n.startswith(CONTEXT_PREFIX)),
+                      "boundary_name": BOUNDARY_NAME}
         else:
             raise ValueError(f"{env.id}: policies need a 1-D float Box or a Dict observation space, got {obs.describe()}")
         if isinstance(act, Discrete):
@@ -183,6 +219,10 @@ class ActorCritic(nn.Module):
     def __call__(self, carry, x):
         s = self.spec
         orth = nn.initializers.orthogonal
+        raw = None
+        if s.kind == "episodic_lstm":  # the cue and the boundary flag as observed (before any torso)
+            first, end, boundary = s.context_slice
+            raw = (x[..., first:end], x[..., boundary])
         if s.structured:  # one torso per part, features concatenated
             feats = []
             for name, _, kind in s.obs_parts:
@@ -209,6 +249,8 @@ class ActorCritic(nn.Module):
         elif s.kind == "lstm":
             (c, h), x = nn.LSTMCell(s.core_size, name="core")((carry["c"], carry["h"]), x)
             carry = {"c": c, "h": h}
+        elif s.kind == "episodic_lstm":
+            carry, x = EpisodicLSTMCore(s.core_size, name="core")(carry, x, raw)
         value = nn.Dense(1, kernel_init=orth(1.0), name="value")(x)[..., 0]
         if s.discrete:
             out = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="logits")(x)
@@ -217,6 +259,53 @@ class ActorCritic(nn.Module):
             log_std = self.param("log_std", nn.initializers.constant(s.init_log_std), (s.action_dim,))
             out = (mean, jnp.broadcast_to(log_std, mean.shape))
         return carry, out, value
+
+
+class EpisodicLSTMCore(nn.Module):
+    """The episodic LSTM (Ritter et al. 2018): an LSTM whose cell gains ``r_t ⊙ tanh(c_ep)``, the cell
+    state stored the last time this context was seen, through a reinstatement gate ``r_t``.
+
+    The carry holds the LSTM's ``c`` and ``h``, a DND (:mod:`meta_rl.dnd`, one per batch row, keys the
+    context cue, values cell states: ``mem.keys``, ``mem.values``, ``mem.stamps``, ``mem.clock``), the
+    running episode's cue ``ctx`` and ``ctx_valid`` (an episode has started). On an episode's first step
+    (the boundary flag) the previous episode's last cell state is written under its cue
+    (:func:`meta_rl.dnd.write_one`; a cue seen before has its entry replaced), then the new cue is
+    looked up (:func:`meta_rl.dnd.read_nearest`, the nearest stored cue). Every step::
+
+        i, f, g, o = split(W x + U h)        r = sigmoid(W_r [x, h, m])   (initialized as flax's LSTMCell)
+        c' = σ(f) c + σ(i) tanh(g) + r ⊙ tanh(c_ep)        h' = σ(o) tanh(c')
+
+    where ``m = exp(-d²)`` says how close the retrieved cue is (1 for the same cue; 0 with nothing
+    stored), so the gate can tell a recurring task from a novel one. ``W_r`` starts at zero and its bias
+    at :data:`REINSTATE_BIAS`: the gate is closed at init. Gradients reach the stored cell states
+    (the DND is differentiable), so backpropagation through time runs across episodes through it.
+    """
+
+    size: int
+
+    @nn.compact
+    def __call__(self, carry, x, raw):
+        from meta_rl import dnd
+
+        cue, start = raw
+        start = start > 0.5
+        mem = dnd.Memory(carry["mem"]["keys"], carry["mem"]["values"], carry["mem"]["stamps"], carry["mem"]["clock"])
+        write = start & (carry["ctx_valid"] > 0.5)
+        mem = jax.vmap(dnd.write_one)(mem, carry["ctx"], carry["c"], write)
+        ctx = jnp.where(start[:, None], cue, carry["ctx"])
+        c_ep, d2 = jax.vmap(dnd.read_nearest)(mem, ctx)
+        match = jnp.exp(-jnp.minimum(d2, 50.0))  # exp(-50) ~ 0 where nothing is stored (d2 = inf)
+        h, c = carry["h"], carry["c"]
+        z = nn.Dense(4 * self.size, name="ih")(x) + nn.Dense(4 * self.size, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="hh")(h)
+        i, f, g, o = jnp.split(z, 4, -1)
+        r = nn.sigmoid(nn.Dense(self.size, kernel_init=nn.initializers.zeros,
+                                bias_init=nn.initializers.constant(REINSTATE_BIAS), name="reinstate")(
+            jnp.concatenate([x, h, match[:, None]], -1)))
+        c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g) + r * jnp.tanh(c_ep)
+        h = nn.sigmoid(o) * jnp.tanh(c)
+        carry = {"c": c, "h": h, "ctx": ctx, "ctx_valid": jnp.maximum(carry["ctx_valid"], start.astype(jnp.float32)),
+                 "mem": {"keys": mem.keys, "values": mem.values, "stamps": mem.stamps, "clock": mem.clock}}
+        return carry, h
 
 
 class Policy:
@@ -246,6 +335,12 @@ class Policy:
             return {"h": z}
         if s.kind == "lstm":
             return {"c": z, "h": z}
+        if s.kind == "episodic_lstm":
+            m, d = s.memory_capacity, len(s.context_names)
+            mem = {"keys": jnp.zeros((batch, m, d), jnp.float32), "values": jnp.zeros((batch, m, s.core_size), jnp.float32),
+                   "stamps": jnp.full((batch, m), -1, jnp.int32), "clock": jnp.zeros((batch,), jnp.int32)}
+            return {"c": z, "h": z, "ctx": jnp.zeros((batch, d), jnp.float32), "ctx_valid": jnp.zeros((batch,), jnp.float32),
+                    "mem": mem}
         return {}
 
     def init(self, key: jax.Array) -> dict:

@@ -12,7 +12,7 @@ from sim.registry import entry
 
 def _family(env_id: str) -> str:
     entry(env_id)  # unknown ids fail here, naming the known ones
-    for prefix in ("bandit", "mdp", "point"):
+    for prefix in ("bandit", "mdp", "point", "recurring"):
         if env_id.startswith(prefix):
             return prefix
     return "robot"
@@ -78,6 +78,13 @@ def rl2_preset(env_id: str) -> dict:
         base = dict(total_steps=140_000_000, num_envs=256, num_steps=100, network="gru", hidden=(),
                     core_size=128, lr=3e-3, ent_coef=0.05, gamma=0.99, gae_lambda=0.3, normalize_obs=False,
                     reward_scale=0.1)
+    elif fam == "recurring":
+        # a lifetime of 20 bandit episodes (200 pulls) is one trial; the rollout holds half of it (the
+        # carry, and the episodic LSTM's memory in it, crosses the two halves). An LSTM, so that RL² is
+        # the episodic LSTM without its memory (the issue's baseline); the short bandit episodes'
+        # settings otherwise (gamma 0.99 and low-variance traces, as bandit-k*-n10).
+        base = dict(total_steps=20_000_000, num_envs=256, num_steps=100, network="lstm", hidden=(), core_size=128,
+                    lr=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.3, normalize_obs=False, reward_scale=1.0)
     else:
         base = dict(total_steps=2_000_000, num_envs=64, num_steps=128, network="gru", hidden=(64,),
                     core_size=128, lr=3e-4, ent_coef=0.0, gamma=0.99, gae_lambda=0.95, reward_scale=0.1)
@@ -133,3 +140,9 @@ def nec_preset(env_id: str) -> dict:
     and 10-step targets; memories sized for a 2-core run."""
     return dict({k: v for k, v in dqn_preset(env_id).items() if k != "target_period"}, key_dim=16,
                 capacity=50_000, k=50, delta=1e-3, n_step=10, alpha=0.1)
+
+
+def episodic_lstm_preset(env_id: str) -> dict:
+    """The episodic LSTM: RL²'s preset for the env with the episodic core (:class:`meta_rl.networks.
+    EpisodicLSTMCore`) and a memory of 32 cell states (a lifetime's 20 episodes fit)."""
+    return dict(rl2_preset(env_id), network="episodic_lstm", memory_capacity=32)

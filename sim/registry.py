@@ -191,6 +191,10 @@ def _register_builtin() -> None:
                       "9x9 grid maze, 4 moves, fixed goal; randomized start row and slip probability, "
                       "trials of 2 episodes"))
 
+    register(EnvEntry("recurring-bandit", lambda _: _task("recurring", "RecurringBandit", 5, 10, 20), 1,
+                      "recurring-task bandits (Ritter et al. 2018): a lifetime of 20 five-armed bandit episodes of 10 "
+                      "pulls, each task identified by a context cue and recurring within the lifetime",
+                      trial_time=True, info={"arms": 5}))
     # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second. Named here, imported when built.
     for env_id, task, text in (
         ("pendulum-swingup", "pendulum:SWINGUP", "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),

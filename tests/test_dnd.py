@@ -254,3 +254,25 @@ def test_lookup_each_equals_lookup_in_each_querys_own_memory():
     for b in range(5):
         touched[int(which[b]), np.asarray(each.index[b])] = True
     assert np.all(np.abs(np.asarray(g)).sum(-1)[~touched] == 0) and np.abs(np.asarray(g)).sum() > 0
+
+
+def test_write_one_and_read_nearest_equal_write_and_lookup_with_one_key():
+    mem = dnd.init(3, 2, value_dim=2)
+    keys = jnp.asarray([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [3.0, 3.0], [5.0, 5.0]])
+    vals = jnp.arange(12.0).reshape(6, 2)
+    mask = [True, True, True, False, True, True]
+    ref, one = mem, mem
+    assert float(dnd.read_nearest(one, keys[0])[1]) == np.inf  # empty memory: nothing found
+    np.testing.assert_array_equal(np.asarray(dnd.read_nearest(one, keys[0])[0]), [0.0, 0.0])
+    for i in range(6):  # a duplicate (row 2), a masked write (row 3), then overflow into the LRU slots
+        ref = dnd.write(ref, keys[i:i + 1], vals[i:i + 1], rule="replace", mask=jnp.asarray([mask[i]]))
+        one = dnd.write_one(one, keys[i], vals[i], mask=mask[i])
+        for f in ("keys", "values", "stamps", "clock"):
+            np.testing.assert_array_equal(np.asarray(getattr(one, f)), np.asarray(getattr(ref, f)))
+    q = jnp.asarray([2.9, 3.2])
+    got, d2 = dnd.read_nearest(one, q)
+    look = dnd.lookup(one, q[None], 1)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(look.value[0]), rtol=1e-6)
+    np.testing.assert_allclose(float(d2), float(look.sq_dist[0, 0]), rtol=1e-5)
+    g = jax.grad(lambda v: jnp.sum(dnd.read_nearest(one.replace(values=v), q)[0]))(one.values)
+    assert np.asarray(g).sum() == 2.0 and np.count_nonzero(np.asarray(g).sum(-1)) == 1  # only the nearest
