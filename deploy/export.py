@@ -22,6 +22,21 @@ The ONNX contract (DESIGN.md)::
                             int64   [B]            discrete: the chosen index
              <path>_out     the next state, leaf for leaf
 
+An agent with an episodic memory (MFEC, NEC: ``memory_inputs()`` not empty, and
+``policy_step_with(memory, state, obs) -> (action, state, outputs)``) takes the memory as inputs
+instead of constants, one for the whole batch, so that it can grow on the robot
+(:mod:`deploy.memory` writes it in NumPy)::
+
+    inputs   memory.keys    float32 [A, C, D]      not batched: one memory per controller
+             memory.values  float32 [A, C, V]
+             memory.stamps  int32   [A, C]         -1: an empty slot
+    outputs  q              float32 [B, A]         (the names and order of ``outputs``)
+             memory_key     float32 [B, D]         the key the lookup used (what a write stores)
+
+and the metadata's ``memory`` entry: ``inputs``, ``outputs``, ``shapes``, ``dtypes``, ``actions``,
+``capacity``, ``key_dim``, ``value_dim``, and the caller's keys (how to write it: ``learner``,
+``rule``, ``gamma``, ``match_tol``, ``alpha``, ``n_step``; ``run_id``, the run the memory came from).
+
 The metadata (``metadata_props``, JSON values) states everything a robot needs to build the inputs:
 observation and action names, ``state`` (per leaf: path, input and output names, per-row shape,
 dtype, initial value), ``control_dt``, ``episodes_per_trial`` / ``episode_length`` /
@@ -78,6 +93,9 @@ class ExportReport:
             logit[argmax_onnx]`` (JAX logits), i.e. 0 unless the chosen actions differ, and then
             how far from a tie the disagreement was (an agent without logits: 0 or inf).
         max_carry_error: max |state_out - state_jax| over every state leaf; 0.0 for stateless agents.
+        output_errors: a memory agent's other outputs (``q``, ``memory_key``), the memory fed as
+            inputs: max over elements of ``|onnx - jax| / max(1, |jax|)`` (float32's rounding: absolute
+            below 1, relative above) of each; ``{}`` for other agents.
         steps: recurrent steps checked (random sequence + recorded sequence).
         inputs_checked: observations checked in all (steps × batch, summed over sequences).
         tol: the tolerance the errors were checked against.
@@ -95,6 +113,7 @@ class ExportReport:
     tol: float
     opset: int
     metadata: dict
+    output_errors: dict = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -598,7 +617,9 @@ def _obs_feed(spec, obs) -> dict[str, np.ndarray]:
 def _trace(agent, state_layout, spec):
     """``agent.policy_step`` as ONNX nodes over a symbolic batch: (tracer, input infos, output infos).
     An agent with an ``exploration(state, obs) -> (mean, std)`` method also gets the outputs
-    :data:`EXPLORATION_OUTPUTS` (what a robot samples its exploring actions from)."""
+    :data:`EXPLORATION_OUTPUTS` (what a robot samples its exploring actions from). An agent with a
+    memory (``memory_inputs()``) has ``policy_step_with(memory, state, obs)`` traced instead: its memory
+    inputs after the state's (not batched), its extra outputs (``q``, ``memory_key``) after the state's."""
     import jax
     from jax import export as jax_export
 
@@ -623,7 +644,66 @@ def _trace(agent, state_layout, spec):
 
     names = [n for n, _, _, _ in obs_in] + [s["input"] for s in state_layout]
     out_names = ["action"] + [s["output"] for s in state_layout] + (list(EXPLORATION_OUTPUTS) if explore else [])
+    memory = _memory_inputs(agent)
+    if memory:  # the memory as (unbatched) inputs; the step's extra outputs after the state
+        mem_specs = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in memory.values()]
+        extra_names = _memory_outputs(agent, state_specs, obs_specs, obs_in, treedef, memory)
+
+        def mem_step(*leaves):
+            n_obs, n_state = len(obs_in), len(state_layout)
+            obs_leaves, state_leaves = leaves[:n_obs], leaves[n_obs:n_obs + n_state]
+            obs = obs_leaves[0] if obs_in[0][1] is None else {part: x for (_, part, _, _), x in zip(obs_in, obs_leaves)}
+            state = jax.tree.unflatten(treedef, state_leaves)
+            action, new_state, extra = agent.policy_step_with(dict(zip(memory, leaves[n_obs + n_state:])), state, obs)
+            if jax.tree.structure(new_state) != treedef:
+                raise ValueError(f"policy_step_with returned a state of structure {jax.tree.structure(new_state)}, "
+                                 f"not initial_state's {treedef}")
+            return [action, *jax.tree.leaves(new_state), *[extra[n] for n in extra_names]]
+
+        return _trace_graph(mem_step, names + list(memory), [*obs_specs, *state_specs, *mem_specs],
+                            ["action"] + [s["output"] for s in state_layout] + extra_names)
     return _trace_graph(flat_step, names, [*obs_specs, *state_specs], out_names)
+
+
+def _memory_inputs(agent) -> dict[str, np.ndarray]:
+    """An agent's memory inputs by name (``agent.memory_inputs()``; ``{}`` for an agent without)."""
+    fn = getattr(agent, "memory_inputs", None)
+    memory = fn() if callable(fn) else {}
+    if memory and not callable(getattr(agent, "policy_step_with", None)):
+        raise ValueError(f"{type(agent).__name__} has memory_inputs but no policy_step_with(memory, state, obs)")
+    return {k: np.asarray(v) for k, v in (memory or {}).items()}
+
+
+def _memory_outputs(agent, state_specs, obs_specs, obs_in, treedef, memory) -> list[str]:
+    """The names of ``policy_step_with``'s extra outputs, in its order (shapes only: no compute)."""
+    import jax
+
+    extra: list[str] = []
+
+    def names(obs_leaves, state_leaves, mem):
+        obs = obs_leaves[0] if obs_in[0][1] is None else {part: x for (_, part, _, _), x in zip(obs_in, obs_leaves)}
+        out = agent.policy_step_with(mem, jax.tree.unflatten(treedef, state_leaves), obs)[2]
+        extra[:] = list(out)  # the agent's order (a dict pytree comes back sorted)
+        return out
+
+    mem_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in memory.items()}
+    jax.eval_shape(names, obs_specs, state_specs, mem_specs)
+    clash = {"obs", "action", *memory} & set(extra)
+    if clash:
+        raise ValueError(f"policy_step_with's outputs {sorted(clash)} collide with the graph's other names")
+    return extra
+
+
+def _memory_layout(memory: dict[str, np.ndarray], out_names: list[str]) -> dict:
+    """The metadata ``memory`` entry the exporter derives (the caller adds how to write it)."""
+    out = {"inputs": list(memory), "outputs": out_names,
+           "shapes": {k: list(v.shape) for k, v in memory.items()},
+           "dtypes": {k: str(v.dtype) for k, v in memory.items()}}
+    keys, values = memory.get("memory.keys"), memory.get("memory.values")
+    if keys is not None and values is not None and keys.ndim == 3 and values.ndim == 3:  # a DND per action
+        out.update(actions=int(keys.shape[0]), capacity=int(keys.shape[1]), key_dim=int(keys.shape[2]),
+                   value_dim=int(values.shape[2]))
+    return out
 
 
 def _trace_graph(flat_fn, names: list[str], specs: list, out_names: list[str]):
@@ -757,6 +837,18 @@ def _metadata(agent, layout: list[dict], metadata: dict) -> dict:
     if TRIAL_TIME in s.obs_names and trial["max_trial_steps"] is None:
         raise ValueError(f"the policy reads {TRIAL_TIME!r} (trial steps / max_trial_steps): export metadata needs "
                          "'max_trial_steps' (or 'episodes_per_trial' and 'episode_length')")
+    memory = _memory_inputs(agent)
+    mem_outputs = []
+    if memory:
+        import jax
+        from jax import export as jax_export
+
+        (batch,) = jax_export.symbolic_shape("batch")
+        obs_in = obs_inputs(s)
+        mem_outputs = _memory_outputs(agent, [jax.ShapeDtypeStruct((batch, *st["shape"]), np.dtype(st["dtype"]))
+                                              for st in layout],
+                                      [jax.ShapeDtypeStruct((batch, *shape), dtype) for _, _, shape, dtype in obs_in],
+                                      obs_in, jax.tree.structure(agent.initial_state(1)), memory)
     derived = {
         "contract_version": CONTRACT_VERSION,
         "agent": type(agent).__name__,
@@ -767,9 +859,10 @@ def _metadata(agent, layout: list[dict], metadata: dict) -> dict:
         "action_names": list(s.action_names),
         "obs_normalized_in_graph": bool(s.normalize_obs),
         "obs_clip": float(s.obs_clip),
-        "inputs": [n for n, _, _, _ in obs_inputs(s)] + [st["input"] for st in layout],
+        "inputs": [n for n, _, _, _ in obs_inputs(s)] + [st["input"] for st in layout] + list(memory),
         "outputs": ["action"] + [st["output"] for st in layout]
-                   + (list(EXPLORATION_OUTPUTS) if callable(getattr(agent, "exploration", None)) else []),
+                   + (list(EXPLORATION_OUTPUTS) if callable(getattr(agent, "exploration", None)) and not memory
+                      else []) + mem_outputs,
         "state": layout,
         "policy_spec": s.to_dict(),
     }
@@ -781,6 +874,16 @@ def _metadata(agent, layout: list[dict], metadata: dict) -> dict:
     defaults = {"obs_layout": obs_layout(s.obs_names), "env_id": None, "randomization": None,
                 "package_version": _package_version()}
     out = {**defaults, **derived}
+    if memory:  # the caller's memory entry adds how to write it (rule, gamma, run_id...) to the derived one
+        derived_mem = _memory_layout(memory, mem_outputs)
+        given = metadata.pop("memory", None) or {}
+        if not isinstance(given, dict):
+            raise ValueError(f"export metadata 'memory' must be a dict, got {type(given).__name__}")
+        for k, v in given.items():
+            if k in derived_mem and json.loads(json.dumps(v, default=_jsonable)) != derived_mem[k]:
+                raise ValueError(f"export metadata memory {k!r}={v!r} contradicts the agent's memory "
+                                 f"({derived_mem[k]!r})")
+        out["memory"] = {**given, **derived_mem}
     for k, v in metadata.items():
         if k in derived:
             given = json.loads(json.dumps(v, default=_jsonable))
@@ -844,9 +947,13 @@ def initial_state(layout: list[dict], batch: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.ndarray]) -> tuple[float, float, int, int]:
+def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.ndarray],
+            output_errors: dict | None = None) -> tuple[float, float, int, int]:
     """Step JAX and onnxruntime side by side over each [T, B, obs_dim] sequence from the initial state,
-    each feeding its own state forward.
+    each feeding its own state forward. A memory agent's onnxruntime side is fed its memory as inputs
+    (``agent.memory_inputs()``); its extra outputs (``q``, ``memory_key``) are compared with
+    ``agent.policy_step_with``'s, their max errors (``|onnx - jax| / max(1, |jax|)``) put in
+    ``output_errors`` by name; its actions with ``agent.policy_step``'s, as any agent's.
 
     Returns (max action error, max state error, steps, observations checked). Discrete actions of a
     policy with logits: the JAX logit gap between the two choices (0 when they agree); of any other
@@ -863,7 +970,14 @@ def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.nd
 
     sess = _ort_session(model_bytes)
     out_names = ["action"] + [st["output"] for st in layout]
-    explore = callable(getattr(agent, "exploration", None))
+    memory = _memory_inputs(agent)
+    extra_names = [o.name for o in sess.get_outputs()][len(out_names):] if memory else []
+    out_errs = output_errors if output_errors is not None else {}
+    out_errs.update({n: 0.0 for n in extra_names})
+    if memory:
+        j_memory = {k: jnp.asarray(v) for k, v in memory.items()}
+        extra_fn = jax.jit(lambda state, obs: agent.policy_step_with(j_memory, state, obs)[2])
+    explore = callable(getattr(agent, "exploration", None)) and not memory
     explore_fn = jax.jit(lambda state, obs: agent.exploration(state, obs)) if explore else None
     act_err = state_err = 0.0
     steps = inputs = 0
@@ -879,8 +993,16 @@ def _parity(agent, layout: list[dict], model_bytes: bytes, sequences: list[np.nd
                 logits = np.asarray(logits_fn(j_state, jnp.asarray(obs) if "obs" in feed else obs), np.float64)
             j_obs = jnp.asarray(obs) if "obs" in feed else obs
             j_extra = [np.asarray(x) for x in explore_fn(j_state, j_obs)] if explore else []
+            if memory:
+                j_extra_out = extra_fn(j_state, j_obs)
             j_act, j_state = jax_step(j_state, j_obs)
-            out = sess.run(out_names, {**feed, **o_state})
+            out = sess.run(out_names + extra_names, {**feed, **o_state, **memory})
+            for name, o in zip(extra_names, out[len(out_names):]):  # float32's error: relative above 1
+                j = np.asarray(j_extra_out[name], np.float64)
+                e = (float(np.max(np.abs(o - j) / np.maximum(1.0, np.abs(j)), initial=0.0)) if o.shape == j.shape
+                     else float("inf"))
+                out_errs[name] = max(out_errs[name], e if np.isfinite(e) else float("inf"))
+            out = out[:len(out_names)]
             if explore:  # the exploration outputs count as action outputs
                 o_extra = sess.run(list(EXPLORATION_OUTPUTS), {**feed, **o_state})
                 for o, j in zip(o_extra, j_extra):
@@ -951,6 +1073,9 @@ def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs
             :class:`~meta_rl.agent.Agent` (with ``params=None``; see :func:`export_agent`): its
             ``policy_step`` is traced, with one ONNX input/output pair per leaf of
             ``initial_state`` named after the leaf's path (``h_in``/``h_out``, ``mem.keys_in``...).
+            An agent with ``memory_inputs()`` (MFEC, NEC) has ``policy_step_with`` traced instead,
+            its memory as inputs (see the module docstring); the caller's ``metadata["memory"]``
+            (a dict: how to write it, the run id) joins the derived ``memory`` entry.
         params: ``{"net": flax params, "obs_norm": RunningStats}`` for a Policy; ``None`` for an Agent.
         path: where to write the ``.onnx`` file (parent folders are created).
         metadata: must hold ``control_dt`` (seconds); usually also ``env_id``, ``randomization``
@@ -967,7 +1092,8 @@ def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs
         parity_obs: optional recorded observations [T, B, obs_dim] (or [T, obs_dim]) also checked,
             from the initial state, after the random sequence.
         steps: recurrent steps of the random parity sequence (batch of ``PARITY_BATCH``).
-        tol: max allowed absolute error of actions and state.
+        tol: max allowed absolute error of actions and state (and error of a memory agent's ``q`` and
+            ``memory_key``: relative above 1, see :class:`ExportReport`).
         overwrite: replace an existing file (otherwise ``FileExistsError``).
 
     Returns:
@@ -1015,11 +1141,13 @@ def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs
         if not np.all(np.isfinite(rec)):
             raise ValueError("parity_obs holds NaN or inf")
         sequences.append(rec)
-    act_err, carry_err, n_steps, n_inputs = _parity(agent, layout, data, sequences)
-    if not (act_err <= tol and carry_err <= tol):
+    output_errors: dict[str, float] = {}
+    act_err, carry_err, n_steps, n_inputs = _parity(agent, layout, data, sequences, output_errors)
+    if not (act_err <= tol and carry_err <= tol and all(e <= tol for e in output_errors.values())):
+        others = "".join(f", max {k} error {e:.3g}" for k, e in output_errors.items())
         raise ParityError(
             f"ONNX/JAX parity failed for the {type(agent).__name__} ({s.kind}) policy: max action error {act_err:.3g}, "
-            f"max carry error {carry_err:.3g} > tolerance {tol:g} over {n_steps} steps "
+            f"max carry error {carry_err:.3g}{others} > tolerance {tol:g} over {n_steps} steps "
             f"({n_inputs} observations); {path} was not written"
         )
 
@@ -1028,7 +1156,7 @@ def export_onnx(policy, params: dict | None, path, metadata: dict, *, parity_obs
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
     return ExportReport(path=path, kind=s.kind, discrete=s.discrete, max_action_error=act_err,
                         max_carry_error=carry_err, steps=n_steps, inputs_checked=n_inputs, tol=tol,
-                        opset=OPSET, metadata=meta)
+                        opset=OPSET, metadata=meta, output_errors=output_errors)
 
 
 def export_agent(agent, path, metadata: dict, **kw) -> ExportReport:

@@ -173,13 +173,21 @@ class OnnxPolicy:
     other learners), so any agent's export runs without code here knowing its state. Models without
     ``state`` metadata (contract v1) fall back to the ``h_in``/``c_in`` inputs.
 
+    An episodic controller's export (MFEC, NEC: metadata ``memory``) also takes its memory as inputs,
+    one for the whole batch: :attr:`memory` (a :class:`deploy.memory.EpisodicMemory`) is fed on every
+    step; :class:`deploy.memory.MemoryController` grows it.
+
     Args:
         path: the ``.onnx`` file.
         threads: onnxruntime intra-op threads (1 is fastest for policy-sized graphs).
+        memory: a memory model's memory (an ``EpisodicMemory`` or its ``.npz`` file); default: the
+            ``policy.memory.npz`` beside ``policy.onnx`` when there is one, else an empty memory.
+            Refused (``ValueError`` naming the field) when from another run or of another size.
 
     Attributes:
         carry_names: the state input names, in graph order.
         state: the metadata's ``state`` entries (path, input, output, shape, dtype, init).
+        memory_spec: the metadata's ``memory`` entry (``None`` for a model without memory inputs).
 
     Raises:
         ContractMismatch: the graph breaks the ONNX contract (:func:`_graph_mismatches`): an
@@ -189,7 +197,7 @@ class OnnxPolicy:
             inputs/outputs whose type or shape differs from the metadata's ``state``.
     """
 
-    def __init__(self, path, threads: int = 1):
+    def __init__(self, path, threads: int = 1, memory=None):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX policy at {path}")
@@ -223,9 +231,16 @@ class OnnxPolicy:
             raise ValueError(f"{path}: the metadata's state names {missing} are not graph inputs/outputs")
         self.state = state
         self.action_name = "action" if "action" in self.output_names else self.output_names[0]
-        errs = _graph_mismatches(self.session, self.metadata, state, self.action_name)
+        spec = self.metadata.get("memory")
+        self.memory_spec = spec if isinstance(spec, dict) and isinstance(spec.get("inputs"), list) else None
+        errs = _graph_mismatches(self.session, self.metadata, state, self.action_name, self.memory_spec)
         if errs:
             raise ContractMismatch(errs, path)
+        self.memory = None
+        if self.memory_spec is not None:
+            self.set_memory(memory)
+        elif memory is not None:
+            raise ValueError(f"{path} takes no memory inputs (no metadata 'memory'): not an MFEC/NEC export")
         self.carry_names = [s["input"] for s in state]
         self._carry_out = [s["output"] for s in state]
         self._run_names = [self.action_name, *self._carry_out]
@@ -248,6 +263,26 @@ class OnnxPolicy:
     def recurrent(self) -> bool:
         return bool(self.carry_names)
 
+    def set_memory(self, memory=None) -> None:
+        """Feed ``memory`` (see the ``memory`` argument) from the next step on."""
+        from deploy.memory import EpisodicMemory, memory_path
+
+        if memory is None:
+            beside = memory_path(self.path)
+            memory = (EpisodicMemory.load(beside, self.memory_spec) if beside.is_file()
+                      else EpisodicMemory.for_model(self.memory_spec))
+        elif isinstance(memory, EpisodicMemory):
+            memory.check(self.memory_spec)
+        else:
+            memory = EpisodicMemory.load(memory, self.memory_spec)
+        self.memory = memory
+
+    def _feed(self, obs, carry) -> dict:
+        feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
+        if self.memory is not None:
+            feed.update(self.memory.feed())
+        return feed
+
     def init_carry(self, batch: int = 1) -> dict[str, np.ndarray]:
         """The state at trial start by input name (``{}`` for a stateless policy), from the metadata."""
         return {n: np.ascontiguousarray(np.broadcast_to(row, (batch, *row.shape))) for n, row in self._init}
@@ -255,16 +290,14 @@ class OnnxPolicy:
     def step(self, obs: np.ndarray, carry: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``obs`` [B, obs_dim] float32 (a dict observation: ``{part: [B, ...]}``, fed as ``obs.<part>``),
         state by input name -> (action [B, act_dim] or [B], new state)."""
-        feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
-        out = self._run(self._run_names, feed, self._run_opts)
+        out = self._run(self._run_names, self._feed(obs, carry), self._run_opts)
         return out[0], dict(zip(self.carry_names, out[1:]))
 
     def step_explore(self, obs: np.ndarray, carry: dict[str, np.ndarray]):
         """:meth:`step` plus the policy's Gaussian in actuator units before the clip (``action_mean``,
         ``action_std`` [B, act_dim]): ``(action, new state, mean, std)``. Only for policies that export
         them (:attr:`explorable`: MAML/ProMP)."""
-        feed = {**({f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}), **carry}
-        out = self._run(self._explore_names, feed, self._run_opts)
+        out = self._run(self._explore_names, self._feed(obs, carry), self._run_opts)
         n = len(self.carry_names)
         return out[0], dict(zip(self.carry_names, out[1:1 + n])), out[1 + n], out[2 + n]
 
@@ -277,19 +310,31 @@ def _shape_str(shape) -> str:
     return "[" + ", ".join("B" if not isinstance(d, int) else str(d) for d in shape) + "]"
 
 
-def _graph_mismatches(session, meta: dict, state: list[dict], action_name: str) -> list[str]:
+def _graph_mismatches(session, meta: dict, state: list[dict], action_name: str,
+                      memory: dict | None = None) -> list[str]:
     """Every way the graph's inputs and outputs break the ONNX contract (see :mod:`deploy.export`).
 
-    Symbolic (named) dimensions match any size; fixed ones must be what the contract says.
+    Symbolic (named) dimensions match any size; fixed ones must be what the contract says (a memory
+    input's: exactly the metadata ``memory`` entry's shape).
     """
     errs = []
     inputs = {i.name: i for i in session.get_inputs()}
+    memory_in = list(memory["inputs"]) if memory is not None else []
+    for name in memory_in:
+        arg = inputs.get(name)
+        want_type = _ORT_TYPES.get(str((memory.get("dtypes") or {}).get(name)))
+        want_shape = list((memory.get("shapes") or {}).get(name, []))
+        if arg is None:
+            errs.append(f"memory input {name!r} of the metadata is not a graph input")
+        elif arg.type != want_type or list(arg.shape) != want_shape:
+            errs.append(f"memory input {name!r}: {arg.type} {_shape_str(arg.shape)}, expected {want_type} "
+                        f"{_shape_str(want_shape)} (metadata memory)")
     outputs = {o.name: o for o in session.get_outputs()}
     state_in = {s["input"]: s for s in state}
     state_out = {s["output"]: s for s in state}
     obs_dim = len(meta["obs_names"]) if isinstance(meta.get("obs_names"), list) else None
     for name, arg in inputs.items():
-        if name in state_in:
+        if name in state_in or name in memory_in:
             continue
         if name == "obs":
             want = ("float32",)

@@ -28,7 +28,6 @@ from flax import struct
 from meta_rl import replay as rb
 from meta_rl import value
 from meta_rl.configs import DQNConfig
-from meta_rl.learners import ScanTrainer
 from meta_rl.networks import PolicySpec
 from meta_rl.ppo import rollout_metrics
 from meta_rl.rollout import Runner, collect, start
@@ -62,10 +61,6 @@ def init_agent_params(c: DQNConfig, env: Env, key: jax.Array) -> dict:
     return {"q": value.ReluMLP(head.hidden, head.n_actions).init(key, obs)}
 
 
-def make_optimizer(c: DQNConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
-
-
 def td_loss(head: DQNHead, params: dict, target: dict, batch: dict, double: bool) -> jax.Array:
     """Mean Huber loss of ``Q(s, a)`` to the one-step target (see the module docstring)."""
     q = head(params, batch["obs"])
@@ -94,28 +89,11 @@ class TrainState:
     grad_step: jax.Array
 
 
-def finite_step(optimizer, loss_fn, params, opt_state):
-    """One optimizer step on ``loss_fn(params) -> (loss, aux)``, skipped (params and state kept) when the
-    loss or the gradient is not finite. Returns ``(params, opt_state, loss, aux, skipped)``."""
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    updates, new_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-    return keep(new_params, params), keep(new_state, opt_state), loss, aux, ~ok
-
-
-class Trainer(ScanTrainer):
+class Trainer(value.ReplayTrainer):
     """DQN on one batched env (pure and un-jitted, DESIGN.md's learner contract)."""
 
     def __init__(self, config: DQNConfig, env: Env, split: str = "train"):
-        self.config = c = config
-        self.head = _head(c, env)
-        if env.batch_shape != (c.num_envs,):
-            raise ValueError(f"env batch {env.batch_shape} does not match num_envs={c.num_envs}")
-        self.env, self.split = env, split
-        self.actor = value.QActor(self.head)
-        self.optimizer = make_optimizer(c)
+        super().__init__(config, env, _head(config, env), split)
 
     def init(self, key: jax.Array) -> TrainState:
         k_params, k_env, k_next = jax.random.split(key, 3)
@@ -143,22 +121,14 @@ class Trainer(ScanTrainer):
         def sgd(carry, k):
             params, target, opt_state, n = carry
             batch = rb.sample(buf, k, c.batch_size)
-            params, opt_state, loss, _, skipped = finite_step(
+            params, opt_state, loss, _, skipped = value.finite_step(
                 self.optimizer, lambda p: (td_loss(self.head, p, target, batch, c.double), None), params, opt_state)
             n = n + 1
             target = jax.tree.map(lambda t, p: jnp.where(n % c.target_period == 0, p, t), target, params)
             return (params, target, opt_state, n), (loss, skipped)
 
-        def train(carry):
-            carry, (loss, skipped) = jax.lax.scan(sgd, carry, jax.random.split(k_train, c.grad_steps))
-            return carry, jnp.mean(loss), jnp.sum(skipped).astype(jnp.int32)
-
-        def wait(carry):
-            return carry, jnp.float32(jnp.nan), jnp.zeros((), jnp.int32)
-
-        ready = buf.size >= max(c.learning_starts, c.batch_size)
-        (params, target, opt_state, n), loss, skipped = jax.lax.cond(
-            ready, train, wait, (ts.params, ts.target, ts.opt_state, ts.grad_step))
+        (params, target, opt_state, n), loss, skipped = self.minibatches(
+            buf.size, sgd, (ts.params, ts.target, ts.opt_state, ts.grad_step), k_train)
         metrics = rollout_metrics(traj)
         metrics.update(loss=loss, epsilon=epsilon, nonfinite=skipped, q_mean=jnp.mean(traj.value))
         return ts.replace(params=params, target=target, opt_state=opt_state, replay=buf, runner=runner, key=key,

@@ -10,8 +10,10 @@ writes them into the memories with the max rule.
 
 The agent's parameters are ``{"proj": [obs_dim, key_dim], "memory": Memory with a leading [A] axis}``:
 the memories are saved with the run's checkpoints and restored on resume like any parameters, and the
-exported ONNX controller holds them as constants, the k-nearest-neighbour lookup inside the graph
-(TopK and Gather). At test time the memory does not grow (the MFEC protocol).
+exported ONNX controller takes them as inputs, with the k-nearest-neighbour lookup inside the graph
+(TopK and Gather): ``proteus export`` writes them to ``policy.memory.npz``, and on the robot
+:class:`deploy.memory.MemoryController` keeps writing the returns of each episode into them. Evaluation
+in simulation (``proteus eval``) keeps the memory fixed.
 """
 
 from __future__ import annotations
@@ -77,9 +79,14 @@ class MFECHead:
 
     k: int
     match_tol: float
+    memory_rule = "max"  # how a deployed controller writes its memory (deploy.memory): the best return seen
 
     def __call__(self, params, obs):
         return q_values(params, obs, self.k, self.match_tol)
+
+    def memory_key(self, params, obs):
+        """``[B, key_dim]``: the keys the lookup uses (the random projection)."""
+        return _keys(params, obs)
 
 
 def discounted_returns(reward: jax.Array, done: jax.Array, gamma: float) -> jax.Array:

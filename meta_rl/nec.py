@@ -21,7 +21,9 @@ Each update:
 
 The agent's parameters are ``{"embed": the embedding's weights, "memory": Memory with a leading
 [A] axis}``: the memories are saved with the run's checkpoints and restored on resume, and the
-exported ONNX controller holds them with the lookup inside the graph (TopK and Gather). Adam keeps
+exported ONNX controller takes them as inputs with the lookup inside the graph (TopK and Gather);
+``proteus export`` writes them to ``policy.memory.npz``, and on the robot
+:class:`deploy.memory.MemoryController` keeps writing N-step targets into them. Adam keeps
 moments for the memory's keys and values too; a slot taken by a new key keeps the old entry's moments
 (they decay within a few hundred steps).
 """
@@ -33,14 +35,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from meta_rl import dnd, value
 from meta_rl import replay as rb
 from meta_rl.configs import NECConfig
-from meta_rl.dqn import finite_step
-from meta_rl.learners import ScanTrainer
 from meta_rl.networks import PolicySpec
 from meta_rl.ppo import rollout_metrics
 from meta_rl.rollout import Runner, collect, next_values, start
@@ -55,10 +54,15 @@ class NECHead:
     key_dim: int
     k: int
     delta: float
+    memory_rule = "q"  # how a deployed controller writes its memory (deploy.memory): v += alpha (Q_N - v)
 
     def embed(self, params, obs):
         """``h(s) [B, key_dim]``."""
         return value.ReluMLP(self.hidden, self.key_dim).apply(params["embed"], obs.astype(jnp.float32))
+
+    def memory_key(self, params, obs):
+        """``[B, key_dim]``: the keys the lookup uses (the embedding)."""
+        return self.embed(params, obs)
 
     def lookups(self, params, obs) -> list[dnd.Lookup]:
         h = self.embed(params, obs)
@@ -103,10 +107,6 @@ def q_loss(head: NECHead, params: dict, batch: dict) -> tuple[jax.Array, dnd.Loo
     return 0.5 * jnp.mean(jnp.square(look.value[:, 0] - batch["target"])), look
 
 
-def make_optimizer(c: NECConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
-
-
 @struct.dataclass
 class TrainState:
     """Everything a run needs to continue exactly."""
@@ -119,17 +119,11 @@ class TrainState:
     update: jax.Array
 
 
-class Trainer(ScanTrainer):
+class Trainer(value.ReplayTrainer):
     """NEC on one batched env (pure and un-jitted, DESIGN.md's learner contract)."""
 
     def __init__(self, config: NECConfig, env: Env, split: str = "train"):
-        self.config = c = config
-        self.head = _head(c, env)
-        if env.batch_shape != (c.num_envs,):
-            raise ValueError(f"env batch {env.batch_shape} does not match num_envs={c.num_envs}")
-        self.env, self.split = env, split
-        self.actor = value.QActor(self.head)
-        self.optimizer = make_optimizer(c)
+        super().__init__(config, env, _head(config, env), split)
 
     def init(self, key: jax.Array) -> TrainState:
         k_params, k_env, k_next = jax.random.split(key, 3)
@@ -158,7 +152,7 @@ class Trainer(ScanTrainer):
         def sgd(carry, k):
             params, opt_state = carry
             batch = rb.sample(buf, k, c.batch_size)
-            trainable, opt_state, loss, looks, skipped = finite_step(
+            trainable, opt_state, loss, looks, skipped = value.finite_step(
                 self.optimizer, lambda t: q_loss(head, _with(params, t), batch), _trainable(params), opt_state)
             params = _with(params, trainable)
             mems = [dnd.touch(m, looks.index, looks.valid & (batch["action"] == a)[:, None])
@@ -166,15 +160,7 @@ class Trainer(ScanTrainer):
             params = {**params, "memory": jax.tree.map(lambda *x: jnp.stack(x), *mems)}
             return (params, opt_state), (loss, skipped)
 
-        def train(carry):
-            carry, (loss, skipped) = jax.lax.scan(sgd, carry, jax.random.split(k_train, c.grad_steps))
-            return carry, jnp.mean(loss), jnp.sum(skipped).astype(jnp.int32)
-
-        def wait(carry):
-            return carry, jnp.float32(jnp.nan), jnp.zeros((), jnp.int32)
-
-        ready = buf.size >= max(c.learning_starts, c.batch_size)
-        (params, opt_state), loss, skipped = jax.lax.cond(ready, train, wait, (params, ts.opt_state))
+        (params, opt_state), loss, skipped = self.minibatches(buf.size, sgd, (params, ts.opt_state), k_train)
         metrics = rollout_metrics(traj)
         metrics.update(loss=loss, epsilon=epsilon, nonfinite=skipped, q_mean=jnp.mean(traj.value),
                        memory_size=jnp.sum(params["memory"].stamps >= 0).astype(jnp.float32))

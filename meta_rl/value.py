@@ -16,10 +16,13 @@ import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 from flax import struct
 
 from meta_rl import dnd
 from meta_rl.agent import Agent
+from meta_rl.learners import ScanTrainer
 from meta_rl.networks import PolicySpec
 from sim.core import Discrete, Env
 
@@ -113,6 +116,38 @@ class QAgent(Agent):
     def policy_step(self, state, obs):
         return jnp.argmax(self.q(obs), -1).astype(jnp.int32), state
 
+    # ---- the memory as ONNX inputs (deploy.export): a DND memory grows on the robot, outside the graph
+
+    def memory_inputs(self) -> dict:
+        """The agent's DND memory (``params["memory"]``, a :class:`~meta_rl.dnd.Memory` with a leading
+        ``[A]`` axis) as the exported graph's inputs :data:`MEMORY_INPUTS` (``float32 [A, C, D]``,
+        ``float32 [A, C, V]``, ``int32 [A, C]``); ``{}`` for a head without one (DQN)."""
+        mem = self.params.get("memory") if isinstance(self.params, dict) else None
+        if not isinstance(mem, dnd.Memory) or mem.stamps.ndim != 2:
+            return {}
+        return dict(zip(MEMORY_INPUTS, (np.asarray(mem.keys, np.float32), np.asarray(mem.values, np.float32),
+                                        np.asarray(mem.stamps, np.int32))))
+
+    def with_memory(self, memory: dict) -> QAgent:
+        """This agent with its memory's keys, values and stamps replaced by ``memory`` (named as
+        :meth:`memory_inputs`; the clock is kept: a lookup does not read it)."""
+        keys, values, stamps = (memory[n] for n in MEMORY_INPUTS)
+        mem = self.params["memory"].replace(keys=jnp.asarray(keys, jnp.float32),
+                                            values=jnp.asarray(values, jnp.float32),
+                                            stamps=jnp.asarray(stamps, jnp.int32))
+        return self.replace(params={**self.params, "memory": mem})
+
+    def memory_key(self, obs) -> jax.Array:
+        """``[B, D]``: the key the head looks its memories up with (MFEC's projection, NEC's embedding)."""
+        return memory_key(self.head, self.params, self.spec.select_obs(obs))
+
+    def policy_step_with(self, memory: dict, state, obs):
+        """:meth:`policy_step` on the memory ``memory`` (graph inputs, :meth:`memory_inputs`), with the
+        outputs a robot's writes need: ``(action, state, {"q": [B, A], "memory_key": [B, D]})``."""
+        agent = self.with_memory(memory)
+        q = agent.q(obs)
+        return jnp.argmax(q, -1).astype(jnp.int32), state, {"q": q, "memory_key": agent.memory_key(obs)}
+
 
 def n_step_targets(reward: jax.Array, terminated: jax.Array, done: jax.Array, next_value: jax.Array, gamma: float,
                    n: int) -> jax.Array:
@@ -160,3 +195,59 @@ def memories(memory: dnd.Memory) -> list[dnd.Memory]:
     """Each action's memory of a ``[A]``-batched one (a Python list, not a vmap: the lookup exports as
     plain TopK and Gather)."""
     return [jax.tree.map(lambda x, a=a: x[a], memory) for a in range(memory.stamps.shape[0])]
+
+
+MEMORY_INPUTS = ("memory.keys", "memory.values", "memory.stamps")  # QAgent.memory_inputs, in this order
+
+
+def memory_key(head: Any, params: Any, obs: jax.Array) -> jax.Array:
+    """``[B, D]``: the key a Q head looks its DND memories up with, for observations ``[B, obs_dim]``
+    (the head's ``memory_key(params, obs)``: MFEC's projection, NEC's embedding)."""
+    if not callable(getattr(head, "memory_key", None)):
+        raise ValueError(f"the Q head {type(head).__name__} has no memory key (give it a memory_key(params, obs) method)")
+    return head.memory_key(params, obs)
+
+
+def replay_optimizer(c: Any) -> optax.GradientTransformation:
+    """Adam with global-norm clipping (DQN and NEC)."""
+    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+
+
+def finite_step(optimizer, loss_fn, params, opt_state):
+    """One optimizer step on ``loss_fn(params) -> (loss, aux)``, skipped (params and state kept) when the
+    loss or the gradient is not finite. Returns ``(params, opt_state, loss, aux, skipped)``."""
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    updates, new_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    return keep(new_params, params), keep(new_state, opt_state), loss, aux, ~ok
+
+
+class ReplayTrainer(ScanTrainer):
+    """What DQN's and NEC's trainers share: the env check, the ε-greedy actor on the learner's Q head,
+    the optimizer, and :meth:`minibatches` (pure and un-jitted, DESIGN.md's learner contract)."""
+
+    def __init__(self, config: Any, env: Env, head: Any, split: str = "train"):
+        self.config = config
+        self.head = head
+        if env.batch_shape != (config.num_envs,):
+            raise ValueError(f"env batch {env.batch_shape} does not match num_envs={config.num_envs}")
+        self.env, self.split = env, split
+        self.actor = QActor(head)
+        self.optimizer = replay_optimizer(config)
+
+    def minibatches(self, replay_size: jax.Array, sgd, carry: Any, key: jax.Array):
+        """``grad_steps`` scanned ``sgd(carry, key) -> (carry, (loss, skipped))`` once the replay holds
+        ``learning_starts`` (and a minibatch of) transitions, else nothing: ``(carry, mean loss (NaN when
+        none), steps skipped as non-finite)``."""
+        c = self.config
+
+        def train(carry):
+            carry, (loss, skipped) = jax.lax.scan(sgd, carry, jax.random.split(key, c.grad_steps))
+            return carry, jnp.mean(loss), jnp.sum(skipped).astype(jnp.int32)
+
+        def wait(carry):
+            return carry, jnp.float32(jnp.nan), jnp.zeros((), jnp.int32)
+
+        return jax.lax.cond(replay_size >= max(c.learning_starts, c.batch_size), train, wait, carry)

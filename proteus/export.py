@@ -1,12 +1,16 @@
 """``proteus export runs/NAME``: the run's policy as ONNX, checked against JAX on recorded rollouts.
 
 Writes ``policy.onnx`` (default: in the run folder) and ``policy_parity.png`` beside it: the ONNX and
-JAX actions along a recorded rollout and their difference. Nothing existing is overwritten unless
-asked.
+JAX actions along a recorded rollout and their difference. An episodic controller (MFEC, NEC) takes
+its memory as graph inputs, so that it can grow on the robot (:mod:`deploy.memory`): the trained
+memory goes to ``policy.memory.npz`` beside the policy, tagged with the run's id (:func:`run_id`),
+which the model's metadata also holds. Nothing existing is overwritten unless asked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import jax
@@ -65,6 +69,26 @@ def export_agent_of(spec, env, params):
     return L.make_agent(spec.config, env, params, True)
 
 
+def run_id(spec) -> str:
+    """A run's id, stable for its folder: learner, env, seed and a hash of its whole ``config.json``."""
+    blob = json.dumps(spec.to_json(), sort_keys=True, default=str).encode()
+    return f"{spec.algo}-{spec.env}-seed{spec.seed}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def memory_metadata(spec, agent, file: str) -> dict:
+    """How the robot writes an episodic controller's memory (the metadata's ``memory`` entry, beside
+    the sizes the exporter derives): the learner's write rule and settings, and the run id."""
+    c = spec.config
+    out = {"learner": spec.algo, "run_id": run_id(spec), "file": file, "gamma": float(c.gamma),
+           "match_tol": float(getattr(c, "match_tol", 0.0)), "n_step": getattr(c, "n_step", None)}
+    rule = getattr(getattr(agent, "head", None), "memory_rule", None)  # the learner's Q head says how it writes
+    if rule is not None:
+        out["rule"] = rule
+    if hasattr(c, "alpha"):
+        out["alpha"] = float(c.alpha)
+    return out
+
+
 def adapt_metadata(spec) -> dict:
     """What ``adapt.onnx`` records of the inner step it computes."""
     c = spec.config
@@ -77,6 +101,7 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
     export report as a dict. A learner that adapts by gradient (MAML, ProMP) also gets ``adapt.onnx``
     beside the policy: its inner step (:func:`deploy.export.export_adapt`)."""
     from deploy.export import export_adapt, export_agent
+    from deploy.memory import EpisodicMemory, memory_path
     from proteus.console import make_console
     from proteus.runs import load_agent_params, make_env
 
@@ -91,21 +116,38 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
     plot = out.with_name(out.stem + "_parity.png")
     adapt_fn = spec.learner.adapt_function
     adapt_out = out.with_name("adapt.onnx") if adapt_fn is not None else None
-    for p in (out, plot, adapt_out):
+    memory = agent.memory_inputs() if callable(getattr(agent, "memory_inputs", None)) else {}
+    memory_out = memory_path(out) if memory else None
+    for p in (out, plot, adapt_out, memory_out):
         if p is not None and p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
     with console.status(f"recording a rollout of {run_dir} for the parity check"):
         recorded = record_observations(spec, params)
     metadata = run_metadata(spec, meta, env)
+    if memory:
+        metadata["memory"] = memory_metadata(spec, agent, memory_out.name)
     with console.status(f"exporting {out} (parity check against JAX)"):
         report = export_agent(agent, out, metadata, parity_obs=recorded, overwrite=overwrite)
-    _plot_parity(agent, out, recorded, plot)
+    stored = None
+    if memory:
+        m = report.metadata["memory"]
+        stored = EpisodicMemory(memory["memory.keys"], memory["memory.values"], memory["memory.stamps"],
+                                np.asarray(params["memory"].clock), run_id=m["run_id"], learner=spec.algo)
+        stored.save(memory_out)
+    _plot_parity(agent, out, recorded, plot, stored)
     console.print(f"wrote {out}: {report.kind} policy, max |action error| {report.max_action_error:.2g}, "
                   f"max |carry error| {report.max_carry_error:.2g} over {report.steps} steps "
                   f"({report.inputs_checked} observations; tolerance {report.tol:g})")
-    console.print(f"parity plot: {plot}")
     result = {"path": str(out), "plot": str(plot), "kind": report.kind, "max_action_error": report.max_action_error,
               "max_carry_error": report.max_carry_error, "steps": report.steps, "inputs_checked": report.inputs_checked}
+    if memory:
+        errs = ", ".join(f"max {k} error {e:.2g}" for k, e in report.output_errors.items())
+        console.print(f"memory: {memory_out} ({stored.actions} actions x {stored.capacity} slots, "
+                      f"{int(stored.size().sum())} entries; run id {stored.run_id}); the graph takes it as inputs "
+                      f"({errs}, relative above 1)")
+        result["memory"] = {"path": str(memory_out), "run_id": stored.run_id, "entries": int(stored.size().sum()),
+                            "output_errors": dict(report.output_errors)}
+    console.print(f"parity plot: {plot}")
     if adapt_fn is not None:
         fn = adapt_fn(spec.config, agent.policy_spec, params["obs_norm"])
         with console.status(f"exporting {adapt_out} (the inner step; parity check against JAX)"):
@@ -118,8 +160,9 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
     return result
 
 
-def _plot_parity(agent, onnx_path: Path, recorded: np.ndarray, path: Path) -> None:
-    """ONNX vs JAX deterministic actions along the first recorded trajectory."""
+def _plot_parity(agent, onnx_path: Path, recorded: np.ndarray, path: Path, memory=None) -> None:
+    """ONNX vs JAX deterministic actions along the first recorded trajectory (a memory model fed
+    ``memory``, the agent's own)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +170,7 @@ def _plot_parity(agent, onnx_path: Path, recorded: np.ndarray, path: Path) -> No
 
     from deploy.runtime import OnnxPolicy
 
-    ort_pol = OnnxPolicy(onnx_path)
+    ort_pol = OnnxPolicy(onnx_path, memory=memory)
     obs = jax.tree.map(lambda x: np.asarray(x)[:, :1], recorded)  # [T, 1, ...]
     carry_j, carry_o = agent.initial_state(1), ort_pol.init_carry(1)
     step = jax.jit(lambda a, c, o: a.policy_step(c, o)[::-1])

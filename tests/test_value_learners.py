@@ -137,11 +137,11 @@ def test_nec_q_is_the_kernel_weighted_mean_and_the_loss_moves_keys_values_and_em
     ("nec", ["--capacity", "64", "--key-dim", "4", "--k", "3", "--n-step", "3"]),
 ])
 def test_value_learner_trains_resumes_evaluates_and_exports_through_the_cli(algo, extra, tmp_path, capsys):
-    tiny = ["--num-envs", "2", "--num-steps", "8", "--steps", "64", "--learning-starts", "16", "--batch-size", "8",
+    tiny = ["--num-envs", "2", "--num-steps", "8", "--steps", "64", "--learning-starts", "24", "--batch-size", "8",
             "--grad-steps", "2", "--buffer-size", "64", "--hidden", "8", *extra]
     out = tmp_path / algo
     config = learners.get(algo).default_config(
-        ENV, num_envs=2, num_steps=8, total_steps=64, learning_starts=16, batch_size=8, grad_steps=2, buffer_size=64,
+        ENV, num_envs=2, num_steps=8, total_steps=64, learning_starts=24, batch_size=8, grad_steps=2, buffer_size=64,
         hidden=(8,), **({"target_period": 4} if algo == "dqn" else dict(capacity=64, key_dim=4, k=3, n_step=3)))
     # killed after 2 of 4 updates, then the CLI finishes the run from its checkpoint (replay and memories included)
     train_run(RunSpec(algo, ENV, "auto", 0, config), out, checkpoint_every=1, max_updates=2, progress=False)
@@ -149,7 +149,7 @@ def test_value_learner_trains_resumes_evaluates_and_exports_through_the_cli(algo
     assert "resuming" in capsys.readouterr().out
     rows = read_metrics(out)
     assert [r["update"] for r in rows] == [1, 2, 3, 4]
-    assert np.isnan(rows[0]["loss"]) if rows[0]["loss"] is not None else True  # no minibatch before 16 steps
+    assert np.isnan(rows[0]["loss"]) if rows[0]["loss"] is not None else True  # no minibatch before 24 steps
     assert all(np.isfinite(r["loss"]) for r in rows[1:])
     whole = tmp_path / "whole"
     main(["train", algo, "--env", ENV, "--out", str(whole), "--no-progress", *tiny])
