@@ -118,6 +118,9 @@ class PPOConfig(_EnvBatchSteps):
         core_size: recurrent core width.
         memory_capacity: entries of the episodic LSTM's DND (cell states of past episodes; the least
             recently written is replaced when full).
+        embed: width of a ReLU input embedding before the recurrent core (0: none).
+        heads: widths of separate ReLU MLPs for the actor and the critic after the core (empty: linear
+            heads on the core's output).
         normalize_obs: running observation normalization inside the policy.
         init_log_std: initial Gaussian log std (continuous actions).
         meta_gradient: learn gamma and gae_lambda online by meta-gradient (Xu et al. 2018): each update,
@@ -147,6 +150,8 @@ class PPOConfig(_EnvBatchSteps):
     hidden: tuple[int, ...] = (64, 64)
     core_size: int = 128
     memory_capacity: int = 32
+    embed: int = 0
+    heads: tuple[int, ...] = ()
     normalize_obs: bool = True
     init_log_std: float = -0.5
     meta_gradient: bool = False
@@ -179,6 +184,10 @@ class PPOConfig(_EnvBatchSteps):
             bad("init_log_std", f"must lie in [{_LOG_STD[0]}, {_LOG_STD[1]}]")
         if not isinstance(self.hidden, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.hidden):
             bad("hidden", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if not isinstance(self.heads, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.heads):
+            bad("heads", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if not _is_int(self.embed) or not 0 <= self.embed <= _MAX_WIDTH:
+            bad("embed", f"must be an integer width in [0, {_MAX_WIDTH:_}] (0: no embedding)")
         if self.network not in KINDS:
             bad("network", f"must be one of {KINDS}")
         if self.steps_per_update > _INT32_MAX:

@@ -66,6 +66,10 @@ class PolicySpec:
         boundary_name: ``episodic_lstm``: the observation element that is 1 on an episode's first step
             (the end of the previous episode: its last cell state is written then).
         memory_capacity: ``episodic_lstm``: entries of its DND.
+        embed: width of a ReLU input embedding between the torso and the core (0: none), as
+            purejaxrl's ``ppo_rnn`` (issue 19: a candidate for faster RL²).
+        heads: widths of separate ReLU MLPs for the actor and the critic after the core (empty: both
+            read the core's output directly through one linear layer each).
     """
 
     kind: str
@@ -83,6 +87,8 @@ class PolicySpec:
     context_names: tuple[str, ...] = ()
     boundary_name: str = ""
     memory_capacity: int = 32
+    embed: int = 0
+    heads: tuple[int, ...] = ()
 
     def __post_init__(self):
         parts = tuple((str(n), tuple(int(d) for d in shape), str(k)) for n, shape, k in self.obs_parts)
@@ -96,6 +102,10 @@ class PolicySpec:
             raise ValueError(f"PolicySpec.kind must be one of {KINDS}, got {self.kind!r}")
         if any(int(h) < 1 for h in self.hidden):
             raise ValueError(f"PolicySpec.hidden widths must be >= 1, got {self.hidden}")
+        if any(int(h) < 1 for h in self.heads):
+            raise ValueError(f"PolicySpec.heads widths must be >= 1, got {self.heads}")
+        if self.embed < 0:
+            raise ValueError(f"PolicySpec.embed must be >= 0 (0: no embedding), got {self.embed}")
         if self.recurrent and self.core_size < 1:
             raise ValueError(f"PolicySpec.core_size must be >= 1, got {self.core_size}")
         if self.kind == "episodic_lstm":
@@ -176,8 +186,9 @@ class PolicySpec:
     @classmethod
     def from_dict(cls, d: dict) -> "PolicySpec":
         d = dict(d)
-        for k in ("obs_names", "action_names", "hidden", "action_low", "action_high", "context_names"):
-            d[k] = tuple(d[k])
+        for k in ("obs_names", "action_names", "hidden", "action_low", "action_high", "context_names", "heads"):
+            if k in d:
+                d[k] = tuple(d[k])
         d["obs_parts"] = tuple((n, tuple(shape), k) for n, shape, k in d.get("obs_parts", ()))
         return cls(**d)
 
@@ -243,6 +254,8 @@ class ActorCritic(nn.Module):
         else:
             for i, w in enumerate(s.hidden):
                 x = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"torso_{i}")(x))
+        if s.embed:
+            x = nn.relu(nn.Dense(s.embed, kernel_init=orth(np.sqrt(2)), name="embed")(x))
         if s.kind == "gru":
             h, x = nn.GRUCell(s.core_size, name="core")(carry["h"], x)
             carry = {"h": h}
@@ -251,11 +264,15 @@ class ActorCritic(nn.Module):
             carry = {"c": c, "h": h}
         elif s.kind == "episodic_lstm":
             carry, x = EpisodicLSTMCore(s.core_size, name="core")(carry, x, raw)
-        value = nn.Dense(1, kernel_init=orth(1.0), name="value")(x)[..., 0]
+        xa = xv = x
+        for i, w in enumerate(s.heads):
+            xa = nn.relu(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"actor_{i}")(xa))
+            xv = nn.relu(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"critic_{i}")(xv))
+        value = nn.Dense(1, kernel_init=orth(1.0), name="value")(xv)[..., 0]
         if s.discrete:
-            out = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="logits")(x)
+            out = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="logits")(xa)
         else:
-            mean = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="mean")(x)
+            mean = nn.Dense(s.action_dim, kernel_init=orth(0.01), name="mean")(xa)
             log_std = self.param("log_std", nn.initializers.constant(s.init_log_std), (s.action_dim,))
             out = (mean, jnp.broadcast_to(log_std, mean.shape))
         return carry, out, value

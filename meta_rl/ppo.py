@@ -86,7 +86,7 @@ def make_optimizer(c: PPOConfig) -> optax.GradientTransformation:
 def policy_spec(c: PPOConfig, env: Env) -> PolicySpec:
     """The policy a PPO config builds for ``env``."""
     return PolicySpec.for_env(env, c.network, hidden=tuple(c.hidden), core_size=c.core_size,
-                              memory_capacity=c.memory_capacity,
+                              memory_capacity=c.memory_capacity, embed=c.embed, heads=tuple(c.heads),
                               normalize_obs=c.normalize_obs, init_log_std=c.init_log_std)
 
 

@@ -413,6 +413,64 @@ class BenchMemory:
         bench_memory(tuple(self.capacity), self.key_dim, self.batch, self.k, json_path=self.json)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchLearn:
+    """Time-to-result, side by side in one run: each candidate training configuration (the learner's
+    preset with fields overridden) trains from scratch and is scored on held-out worlds by the code of
+    proteus eval every --eval-every env steps; the table gives the training seconds and env steps to
+    each fraction of the reference (Gittins on bandits, PSRL on tabular MDPs), and each time against the
+    first candidate's."""
+
+    candidates: tuple[str, ...] = ("preset", "peer")
+    """Candidates, the first being the baseline: names (preset, embed, heads, peer, minibatches-8, epochs-2,
+    core-256) or NAME:field=value,field=value (widths as 128 or 128x128)."""
+    env: str = "bandit-k10-n100"
+    """A bandit or tabular MDP env."""
+    learner: str = "rl2"
+    """The registered learner (its preset is each candidate's starting point)."""
+    steps: int | None = None
+    """Each candidate's total_steps (its learning-rate schedule's length); default: the preset's."""
+    max_seconds: float = 480.0
+    """Training seconds per candidate at most (compilation included, evaluation excluded)."""
+    eval_every: int = 500_000
+    """Env steps between evaluations (rounded to whole updates)."""
+    targets: tuple[float, ...] | None = None
+    """Fractions of the reference to time (default: 0.9 0.95 0.98 of Gittins; 1.0 of PSRL)."""
+    tasks: int = 1000
+    """Held-out worlds per evaluation (the same for every candidate)."""
+    split: str = "train"
+    """Split the held-out worlds are drawn from."""
+    seed: int = 0
+    """Training seed (the same for every candidate)."""
+    stop: bool = True
+    """Stop a candidate once it reaches the highest target."""
+    json: Path | None = None
+    """Write the rows and every curve to this file."""
+    plot: Path | None = None
+    """Write the curves (ratio against seconds and env steps) to this image."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def run(self) -> None:
+        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+            raise UsageError(f"--steps must be an integer >= 1, got {self.steps!r}")
+        if not self.max_seconds > 0:
+            raise UsageError(f"--max-seconds must be > 0, got {self.max_seconds!r}")
+        if not _is_int(self.eval_every) or self.eval_every < 1:
+            raise UsageError(f"--eval-every must be an integer >= 1, got {self.eval_every!r}")
+        if not _is_int(self.tasks) or self.tasks < 2:
+            raise UsageError(f"--tasks must be an integer >= 2 (a confidence interval needs two worlds), got {self.tasks!r}")
+        if self.targets is not None and (not self.targets or any(not 0 < t <= 2 for t in self.targets)):
+            raise UsageError(f"--targets must be fractions of the reference in (0, 2], got {self.targets!r}")
+        if not self.candidates:
+            raise UsageError("--candidates needs at least one candidate")
+        from proteus.bench_learn import bench_learn
+
+        bench_learn(list(self.candidates), self.env, self.learner, steps=self.steps, max_seconds=self.max_seconds,
+                    eval_every=self.eval_every, targets=self.targets, tasks=self.tasks, split=self.split,
+                    seed=self.seed, stop=self.stop, json_path=self.json, plot_path=self.plot, progress=self.progress)
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
@@ -421,6 +479,7 @@ BenchWhat = Union[
     Annotated[BenchExport, tyro.conf.subcommand("export")],
     Annotated[BenchDeploy, tyro.conf.subcommand("deploy")],
     Annotated[BenchMemory, tyro.conf.subcommand("memory")],
+    Annotated[BenchLearn, tyro.conf.subcommand("learn")],
 ]
 
 

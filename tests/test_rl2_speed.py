@@ -1,0 +1,141 @@
+"""Issue 19: the RL² network candidates (an input embedding, separate actor and critic heads) and
+``proteus bench learn`` (time-to-result)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deploy.export import export_onnx
+from meta_rl.configs import ConfigError, PPOConfig
+from meta_rl.networks import Policy, PolicySpec, reset_carry
+from proteus.bench_learn import CANDIDATES, Curve, Point, parse_candidate
+
+OBS = ("a", "b", "c", "d")
+
+
+def spec(discrete: bool, **kw) -> PolicySpec:
+    base = dict(kind="gru", obs_names=OBS, hidden=(), core_size=8, embed=8, heads=(8,), normalize_obs=False)
+    base.update(kw)
+    if discrete:
+        return PolicySpec(action_names=("x", "y", "z"), discrete=True, **base)
+    return PolicySpec(action_names=("u", "v"), discrete=False, action_low=(-1.0, -2.0), action_high=(1.0, 2.0), **base)
+
+
+def perturbed(policy: Policy, seed: int) -> dict:
+    """Random params far from init (heads included), in the flax tree's structure."""
+    rng = np.random.default_rng(seed)
+    params = policy.init(jax.random.key(seed))
+    net = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape) / np.sqrt(max(x.shape[0], 1)), x.dtype),
+                       params["net"])
+    return {**params, "net": net}
+
+
+def test_embedding_and_heads_are_in_the_network():
+    p = Policy(spec(True)).init(jax.random.key(0))["net"]["params"]
+    assert p["embed"]["kernel"].shape == (len(OBS), 8)
+    assert p["actor_0"]["kernel"].shape == (8, 8) and p["critic_0"]["kernel"].shape == (8, 8)
+    assert p["logits"]["kernel"].shape == (8, 3) and p["value"]["kernel"].shape == (8, 1)
+    plain = Policy(spec(True, embed=0, heads=())).init(jax.random.key(0))["net"]["params"]
+    assert not {"embed", "actor_0", "critic_0"} & set(plain)  # the defaults build the old network
+
+
+def test_heads_are_separate():
+    """The value does not move when only the actor head's weights change, and vice versa."""
+    policy = Policy(spec(True))
+    params = perturbed(policy, 1)
+    obs = jnp.asarray(np.random.default_rng(0).standard_normal((5, len(OBS))), jnp.float32)
+    carry = policy.init_carry(5)
+    _, dist, value = policy.apply(params, carry, obs)
+    moved = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + 1.0 if "actor_0" in jax.tree_util.keystr(path) else x, params)
+    _, dist2, value2 = policy.apply(moved, carry, obs)
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(value2))
+    assert not np.allclose(np.asarray(dist.logits), np.asarray(dist2.logits))
+
+
+def test_carry_reset_with_embedding():
+    """After a trial ends, the reset carry gives exactly a fresh policy's output on the same inputs."""
+    policy = Policy(spec(False))
+    params = perturbed(policy, 2)
+    rng = np.random.default_rng(3)
+    step = jax.jit(policy.apply)
+    carry = policy.init_carry(4)
+    for _ in range(5):
+        carry, _, _ = step(params, carry, jnp.asarray(rng.standard_normal((4, len(OBS))), jnp.float32))
+    done = jnp.array([True, False, True, False])
+    carry = reset_carry(carry, done, policy.init_carry(4))
+    obs = jnp.asarray(rng.standard_normal((4, len(OBS))), jnp.float32)
+    _, dist, value = step(params, carry, obs)
+    _, fresh_dist, fresh_value = step(params, policy.init_carry(4), obs)
+    for i in (0, 2):
+        np.testing.assert_array_equal(np.asarray(dist.mean())[i], np.asarray(fresh_dist.mean())[i])
+        assert float(value[i]) == float(fresh_value[i])
+    assert not np.allclose(np.asarray(value)[1], np.asarray(fresh_value)[1])
+
+
+@pytest.mark.parametrize("discrete", [False, True], ids=["continuous", "discrete"])
+def test_export_parity(tmp_path, discrete):
+    policy = Policy(spec(discrete, normalize_obs=True))
+    params = perturbed(policy, 4)
+    report = export_onnx(policy, params, tmp_path / "p.onnx", {"control_dt": 0.02, "note": "test"}, steps=48)
+    assert report.max_action_error <= 1e-5 and report.max_carry_error <= 1e-5
+
+
+def test_spec_round_trip_and_old_specs():
+    s = spec(True)
+    assert PolicySpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    old = s.to_dict()
+    del old["embed"], old["heads"]  # a policy saved before these fields existed
+    loaded = PolicySpec.from_dict(old)
+    assert loaded.embed == 0 and loaded.heads == ()
+    with pytest.raises(ValueError, match="embed"):
+        spec(True, embed=-1)
+    with pytest.raises(ValueError, match="heads"):
+        spec(True, heads=(8, 0))
+
+
+def test_config_refuses_bad_fields():
+    with pytest.raises(ConfigError, match="heads"):
+        PPOConfig(heads=(0,))
+    with pytest.raises(ConfigError, match="embed"):
+        PPOConfig(embed=-3)
+    c = PPOConfig(network="gru", embed=128, heads=(128,))
+    assert c.embed == 128 and c.heads == (128,)
+
+
+def test_parse_candidate():
+    assert parse_candidate("preset") == ("preset", {})
+    assert parse_candidate("peer") == ("peer", CANDIDATES["peer"])
+    assert parse_candidate("x:embed=64,heads=32x16,lr=0.003,anneal_lr=false") == (
+        "x", {"embed": 64, "heads": (32, 16), "lr": 0.003, "anneal_lr": False})
+    assert parse_candidate("none:heads=") == ("none", {"heads": ()})
+    with pytest.raises(ValueError, match="unknown candidate 'nope'"):
+        parse_candidate("nope")
+    with pytest.raises(ValueError, match="not field=value"):
+        parse_candidate("x:embed")
+    with pytest.raises(ValueError, match="widths like 128"):
+        parse_candidate("x:heads=abc")
+
+
+def test_time_to_target_is_the_first_crossing():
+    pts = [Point(10.0, 100, 5.0, 0.80, 0.01), Point(20.0, 200, 6.0, 0.96, 0.01), Point(30.0, 300, 6.0, 0.94, 0.01),
+           Point(40.0, 400, 6.3, 0.99, 0.01)]
+    c = Curve("c", {}, pts, 10.0)
+    assert c.first(0.95).wall_s == 20.0 and c.first(0.98).env_steps == 400 and c.first(0.999) is None
+
+
+def test_cli_refusals(capsys):
+    from proteus.cli import main
+
+    for args, msg in ((["--tasks", "1"], "--tasks"), (["--max-seconds", "0"], "--max-seconds"),
+                      (["--targets", "3"], "--targets"), (["--candidates", "bogus"], "unknown candidate"),
+                      (["--candidates", "x:no_such_field=1"], "no_such_field")):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", "learn", "--no-progress", *args])
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err
