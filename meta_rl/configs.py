@@ -121,6 +121,10 @@ class PPOConfig(_EnvBatchSteps):
         embed: width of a ReLU input embedding before the recurrent core (0: none).
         heads: widths of separate ReLU MLPs for the actor and the critic after the core (empty: linear
             heads on the core's output).
+        value_norm: PopArt value normalization (:mod:`meta_rl.popart`): the value loss works on values
+            normalized by moving statistics of the value targets, the head rescaled to keep its outputs
+            when they move; use with ``reward_scale = 1``.
+        value_norm_beta: step of those moving averages, per update.
         normalize_obs: running observation normalization inside the policy.
         init_log_std: initial Gaussian log std (continuous actions).
         meta_gradient: learn gamma and gae_lambda online by meta-gradient (Xu et al. 2018): each update,
@@ -152,6 +156,8 @@ class PPOConfig(_EnvBatchSteps):
     memory_capacity: int = 32
     embed: int = 0
     heads: tuple[int, ...] = ()
+    value_norm: bool = False
+    value_norm_beta: float = 0.01
     normalize_obs: bool = True
     init_log_std: float = -0.5
     meta_gradient: bool = False
@@ -160,7 +166,7 @@ class PPOConfig(_EnvBatchSteps):
     meta_lambda: float = 1.0
 
     def __post_init__(self):
-        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs", "meta_gradient"),
+        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs", "meta_gradient", "value_norm"),
                      floats=_FLOAT_FIELDS + ("meta_lr", "meta_gamma", "meta_lambda"),
                      positive=("lr", "clip_eps", "max_grad_norm", "reward_scale", "meta_lr"))
         if not 0 < self.meta_gamma <= 1:
@@ -186,6 +192,9 @@ class PPOConfig(_EnvBatchSteps):
             bad("hidden", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
         if not isinstance(self.heads, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.heads):
             bad("heads", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if isinstance(self.value_norm_beta, bool) or not isinstance(self.value_norm_beta, numbers.Real) \
+                or not 0 < self.value_norm_beta <= 1:
+            bad("value_norm_beta", "must lie in (0, 1]")
         if not _is_int(self.embed) or not 0 <= self.embed <= _MAX_WIDTH:
             bad("embed", f"must be an integer width in [0, {_MAX_WIDTH:_}] (0: no embedding)")
         if self.network not in KINDS:

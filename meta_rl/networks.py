@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meta_rl import popart
 from meta_rl.configs import KINDS  # the config validates against the same tuple
 from sim.core import Box, Dict, Discrete, Env
 from sim.normalize import RunningStats, normalize
@@ -70,6 +71,8 @@ class PolicySpec:
             purejaxrl's ``ppo_rnn`` (issue 19: a candidate for faster RL²).
         heads: widths of separate ReLU MLPs for the actor and the critic after the core (empty: both
             read the core's output directly through one linear layer each).
+        value_norm: PopArt (:mod:`meta_rl.popart`): the value head predicts a normalized value and
+            the policy reports ``sigma * v + mu`` from the statistics in ``params["value_norm"]``.
     """
 
     kind: str
@@ -89,6 +92,7 @@ class PolicySpec:
     memory_capacity: int = 32
     embed: int = 0
     heads: tuple[int, ...] = ()
+    value_norm: bool = False
 
     def __post_init__(self):
         parts = tuple((str(n), tuple(int(d) for d in shape), str(k)) for n, shape, k in self.obs_parts)
@@ -362,7 +366,10 @@ class Policy:
 
     def init(self, key: jax.Array) -> dict:
         net = self.net.init(key, self.init_carry(1), self.spec.dummy_obs(1))
-        return {"net": net, "obs_norm": self.spec.create_stats()}
+        params = {"net": net, "obs_norm": self.spec.create_stats()}
+        if self.spec.value_norm:
+            params["value_norm"] = popart.ValueNorm.create()
+        return params
 
     def normalize(self, params, obs):
         if self.spec.structured:  # vector parts as float32 (normalized when asked); images as they are
@@ -376,6 +383,8 @@ class Policy:
         """One step over a batch: ``obs`` [B, obs_dim] (or a dict of parts [B, ...]) -> (carry,
         distribution over ``u``, value [B])."""
         carry, out, value = self.net.apply(params["net"], carry, self.normalize(params, obs))
+        if self.spec.value_norm:  # the head predicts a normalized value
+            value = value * params["value_norm"].sigma + params["value_norm"].mu
         if self.spec.discrete:
             return carry, distrax.Categorical(logits=out), value
         mean, log_std = out

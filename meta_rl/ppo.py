@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from meta_rl import popart
 from meta_rl.agent import PolicyAgent
 from meta_rl.learners import ScanTrainer
 from meta_rl.losses import gae, ppo_loss
@@ -87,6 +88,7 @@ def policy_spec(c: PPOConfig, env: Env) -> PolicySpec:
     """The policy a PPO config builds for ``env``."""
     return PolicySpec.for_env(env, c.network, hidden=tuple(c.hidden), core_size=c.core_size,
                               memory_capacity=c.memory_capacity, embed=c.embed, heads=tuple(c.heads),
+                              value_norm=c.value_norm,
                               normalize_obs=c.normalize_obs, init_log_std=c.init_log_std)
 
 
@@ -123,9 +125,13 @@ def ppo_update(
                        traj.done, hyper.gamma, hyper.gae_lambda)
     # values live in scaled-reward units; next_values came from the same value head
     stats = params["obs_norm"]
+    vn = params.get("value_norm")  # PopArt: the value loss on normalized values (fixed within the update)
+
+    def normed(v):
+        return v if vn is None else (v - vn.mu) / vn.sigma
 
     def loss_fn(net, mb):
-        p = {"net": net, "obs_norm": stats}
+        p = {**params, "net": net}
         if spec.recurrent:
             log_prob, entropy, value = evaluate_sequence(policy, p, mb["carry0"], mb["obs"], mb["first"], mb["action"])
         else:
@@ -133,7 +139,7 @@ def ppo_update(
             log_prob, entropy = dist.log_prob(mb["action"]), dist.entropy()
         a = mb["adv"]
         a = (a - a.mean()) / (a.std() + 1e-8)
-        return ppo_loss(log_prob, mb["log_prob"], a, value, mb["value"], mb["returns"], entropy,
+        return ppo_loss(log_prob, mb["log_prob"], a, normed(value), normed(mb["value"]), normed(mb["returns"]), entropy,
                         clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)
 
     data = {"obs": traj.obs, "first": traj.first, "action": traj.action, "log_prob": traj.log_prob,
@@ -167,7 +173,14 @@ def ppo_update(
         stats = update_stats(stats, traj.obs)
     metrics = {k: v.mean() for k, v in parts.items() if k != "nonfinite"}
     metrics["nonfinite"] = parts["nonfinite"].sum()
-    return {"net": net, "obs_norm": stats}, opt_state, metrics
+    new_params = {**params, "net": net, "obs_norm": stats}
+    if vn is not None:  # move the statistics to this update's targets, the head keeping its outputs
+        new_vn = popart.update(vn, returns, c.value_norm_beta)
+        head = popart.preserve_outputs(net["params"]["value"], vn, new_vn)
+        new_params["net"] = {**net, "params": {**net["params"], "value": head}}
+        new_params["value_norm"] = new_vn
+        metrics.update(value_mu=new_vn.mu, value_sigma=new_vn.sigma)
+    return new_params, opt_state, metrics
 
 
 def _logit(p: jax.Array) -> jax.Array:
@@ -197,7 +210,7 @@ def meta_gradient_step(c: PPOConfig, policy: Policy, params: Any, traj: Transiti
     lasts = [last_value[:h], last_value[h: 2 * h]]
 
     def terms(net, tr, c0):
-        p = {"net": net, "obs_norm": params["obs_norm"]}
+        p = {**params, "net": net}
         if spec.recurrent:
             return evaluate_sequence(policy, p, c0, tr.obs, tr.first, tr.action)
         T, b = tr.reward.shape
