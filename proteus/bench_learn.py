@@ -111,7 +111,7 @@ def _reference(env) -> tuple[Any, str]:
 
 
 def learn_curve(algo: str, env_id: str, name: str, overrides: dict, *, steps: int | None, max_seconds: float,
-                eval_every: int, tasks: int, split: str, seed: int, stop_at: float | None, evaluator, console=None,
+                eval_every: int, seed: int, stop_at: float | None, evaluator, console=None,
                 progress: bool = True) -> Curve:
     """Train one candidate and evaluate it every ``eval_every`` env steps (see the module docstring)."""
     import jax
@@ -253,7 +253,7 @@ def bench_learn(candidates: list[str], env_id: str = "bandit-k10-n100", algo: st
     curves = []
     for n, o in parsed:
         curves.append(learn_curve(algo, env_id, n, o, steps=steps, max_seconds=max_seconds, eval_every=eval_every,
-                                  tasks=tasks, split=split, seed=seed, stop_at=max(targets) if stop else None,
+                                  seed=seed, stop_at=max(targets) if stop else None,
                                   evaluator=evaluator, console=console, progress=progress))
 
     base = curves[0]
