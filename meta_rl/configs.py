@@ -125,6 +125,7 @@ class PPOConfig(_EnvBatchSteps):
             normalized by moving statistics of the value targets, the head rescaled to keep its outputs
             when they move; use with ``reward_scale = 1``.
         value_norm_beta: step of those moving averages, per update.
+        core_norm: a layer-normalized recurrent core (``gru``/``lstm`` networks; Ba et al. 2016).
         normalize_obs: running observation normalization inside the policy.
         init_log_std: initial Gaussian log std (continuous actions).
         meta_gradient: learn gamma and gae_lambda online by meta-gradient (Xu et al. 2018): each update,
@@ -158,6 +159,7 @@ class PPOConfig(_EnvBatchSteps):
     heads: tuple[int, ...] = ()
     value_norm: bool = False
     value_norm_beta: float = 0.01
+    core_norm: bool = False
     normalize_obs: bool = True
     init_log_std: float = -0.5
     meta_gradient: bool = False
@@ -166,7 +168,7 @@ class PPOConfig(_EnvBatchSteps):
     meta_lambda: float = 1.0
 
     def __post_init__(self):
-        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs", "meta_gradient", "value_norm"),
+        bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs", "meta_gradient", "value_norm", "core_norm"),
                      floats=_FLOAT_FIELDS + ("meta_lr", "meta_gamma", "meta_lambda"),
                      positive=("lr", "clip_eps", "max_grad_norm", "reward_scale", "meta_lr"))
         if not 0 < self.meta_gamma <= 1:
@@ -199,6 +201,8 @@ class PPOConfig(_EnvBatchSteps):
             bad("embed", f"must be an integer width in [0, {_MAX_WIDTH:_}] (0: no embedding)")
         if self.network not in KINDS:
             bad("network", f"must be one of {KINDS}")
+        if self.core_norm and self.network not in ("gru", "lstm"):
+            bad("core_norm", f"needs a gru or lstm network (layer-normalized core), got network={self.network!r}")
         if self.steps_per_update > _INT32_MAX:
             bad("num_envs", f"times num_steps ({self.steps_per_update:_} transitions per update) must be <= {_INT32_MAX:_}")
         if self.network == "mlp":

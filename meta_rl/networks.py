@@ -73,6 +73,8 @@ class PolicySpec:
             read the core's output directly through one linear layer each).
         value_norm: PopArt (:mod:`meta_rl.popart`): the value head predicts a normalized value and
             the policy reports ``sigma * v + mu`` from the statistics in ``params["value_norm"]``.
+        core_norm: a layer-normalized recurrent core (Ba et al. 2016; :class:`LayerNormGRUCell`,
+            :class:`LayerNormLSTMCell`): ``gru`` and ``lstm`` only.
     """
 
     kind: str
@@ -93,6 +95,7 @@ class PolicySpec:
     embed: int = 0
     heads: tuple[int, ...] = ()
     value_norm: bool = False
+    core_norm: bool = False
 
     def __post_init__(self):
         parts = tuple((str(n), tuple(int(d) for d in shape), str(k)) for n, shape, k in self.obs_parts)
@@ -110,6 +113,8 @@ class PolicySpec:
             raise ValueError(f"PolicySpec.heads widths must be >= 1, got {self.heads}")
         if self.embed < 0:
             raise ValueError(f"PolicySpec.embed must be >= 0 (0: no embedding), got {self.embed}")
+        if self.core_norm and self.kind not in ("gru", "lstm"):
+            raise ValueError(f"PolicySpec.core_norm: a layer-normalized core is a gru or lstm, not {self.kind!r}")
         if self.recurrent and self.core_size < 1:
             raise ValueError(f"PolicySpec.core_size must be >= 1, got {self.core_size}")
         if self.kind == "episodic_lstm":
@@ -261,10 +266,12 @@ class ActorCritic(nn.Module):
         if s.embed:
             x = nn.relu(nn.Dense(s.embed, kernel_init=orth(np.sqrt(2)), name="embed")(x))
         if s.kind == "gru":
-            h, x = nn.GRUCell(s.core_size, name="core")(carry["h"], x)
+            cell = LayerNormGRUCell if s.core_norm else nn.GRUCell
+            h, x = cell(s.core_size, name="core")(carry["h"], x)
             carry = {"h": h}
         elif s.kind == "lstm":
-            (c, h), x = nn.LSTMCell(s.core_size, name="core")((carry["c"], carry["h"]), x)
+            cell = LayerNormLSTMCell if s.core_norm else nn.LSTMCell
+            (c, h), x = cell(s.core_size, name="core")((carry["c"], carry["h"]), x)
             carry = {"c": c, "h": h}
         elif s.kind == "episodic_lstm":
             carry, x = EpisodicLSTMCore(s.core_size, name="core")(carry, x, raw)
@@ -280,6 +287,60 @@ class ActorCritic(nn.Module):
             log_std = self.param("log_std", nn.initializers.constant(s.init_log_std), (s.action_dim,))
             out = (mean, jnp.broadcast_to(log_std, mean.shape))
         return carry, out, value
+
+
+def _gate_norm(name: str) -> nn.LayerNorm:
+    """Layer norm over each gate's units separately (a scale and shift per gate and unit)."""
+    return nn.LayerNorm(epsilon=1e-5, reduction_axes=-1, feature_axes=(-2, -1), name=name)
+
+
+class LayerNormGRUCell(nn.Module):
+    """A GRU with layer-normalized gate pre-activations (Ba et al. 2016, section 3.2, as for the LSTM),
+    the input and the recurrent projections normalized separately, per gate::
+
+        [r_x, z_x, n_x] = LN_x(W x)       [r_h, z_h, n_h] = LN_h(U h)      (each LN per gate)
+        r = σ(r_x + r_h)    z = σ(z_x + z_h)    n = tanh(n_x + r ⊙ n_h)    h' = (1 - z) ⊙ n + z ⊙ h
+
+    The norms' shifts take the biases' place. Kernels are initialized as flax's ``GRUCell`` (LeCun
+    normal inputs, orthogonal recurrence). Same carry and call signature as ``nn.GRUCell``."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, h, x):
+        f = self.features
+        wx = nn.Dense(3 * f, use_bias=False, name="input")(x).reshape(x.shape[:-1] + (3, f))
+        uh = nn.Dense(3 * f, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="recurrent")(h)
+        uh = uh.reshape(h.shape[:-1] + (3, f))
+        wx, uh = _gate_norm("input_norm")(wx), _gate_norm("recurrent_norm")(uh)
+        r = nn.sigmoid(wx[..., 0, :] + uh[..., 0, :])
+        z = nn.sigmoid(wx[..., 1, :] + uh[..., 1, :])
+        n = jnp.tanh(wx[..., 2, :] + r * uh[..., 2, :])
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+
+class LayerNormLSTMCell(nn.Module):
+    """An LSTM with layer normalization (Ba et al. 2016, eq. 20-22): the input and recurrent gate
+    projections normalized separately per gate, and the cell normalized before the output::
+
+        [i, f, g, o] = LN_x(W x) + LN_h(U h)     c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)    h' = σ(o) ⊙ tanh(LN_c(c'))
+
+    Same carry ``(c, h)`` and call signature as ``nn.LSTMCell``."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, carry, x):
+        c, h = carry
+        f = self.features
+        wx = nn.Dense(4 * f, use_bias=False, name="input")(x).reshape(x.shape[:-1] + (4, f))
+        uh = nn.Dense(4 * f, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="recurrent")(h)
+        g = _gate_norm("input_norm")(wx) + _gate_norm("recurrent_norm")(uh.reshape(h.shape[:-1] + (4, f)))
+        i, fg, gg, o = (g[..., j, :] for j in range(4))
+        c = nn.sigmoid(fg) * c + nn.sigmoid(i) * jnp.tanh(gg)
+        h = nn.sigmoid(o) * jnp.tanh(nn.LayerNorm(epsilon=1e-5, name="cell_norm")(c))
+        return (c, h), h
 
 
 class EpisodicLSTMCore(nn.Module):

@@ -88,7 +88,7 @@ def policy_spec(c: PPOConfig, env: Env) -> PolicySpec:
     """The policy a PPO config builds for ``env``."""
     return PolicySpec.for_env(env, c.network, hidden=tuple(c.hidden), core_size=c.core_size,
                               memory_capacity=c.memory_capacity, embed=c.embed, heads=tuple(c.heads),
-                              value_norm=c.value_norm,
+                              value_norm=c.value_norm, core_norm=c.core_norm,
                               normalize_obs=c.normalize_obs, init_log_std=c.init_log_std)
 
 

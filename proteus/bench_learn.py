@@ -33,6 +33,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "minibatches-8": {"num_minibatches": 8},
     "epochs-2": {"update_epochs": 2},
     "core-256": {"core_size": 256},
+    "core-norm": {"core_norm": True},  # a layer-normalized GRU (Ba et al. 2016)
     "popart": {"value_norm": True, "reward_scale": 1.0},
     "peer+popart": {"embed": 128, "heads": (128,), "value_norm": True, "reward_scale": 1.0},
 }

@@ -423,7 +423,7 @@ class BenchLearn:
 
     candidates: tuple[str, ...] = ("preset", "peer")
     """Candidates, the first being the baseline: names (preset, embed, heads, peer, minibatches-8, epochs-2,
-    core-256) or NAME:field=value,field=value (widths as 128 or 128x128)."""
+    core-256, core-norm, popart, peer+popart) or NAME:field=value,field=value (widths as 128 or 128x128)."""
     env: str = "bandit-k10-n100"
     """A bandit or tabular MDP env."""
     learner: str = "rl2"

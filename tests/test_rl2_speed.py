@@ -86,6 +86,76 @@ def test_export_parity(tmp_path, discrete):
     assert report.max_action_error <= 1e-5 and report.max_carry_error <= 1e-5
 
 
+def _layer_norm(v, scale, bias, eps=1e-5):
+    mu = v.mean(-1, keepdims=True)
+    return (v - mu) / np.sqrt(v.var(-1, keepdims=True) + eps) * scale + bias
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def test_layer_norm_gru_golden():
+    """The layer-normalized GRU step against the equations in NumPy, with random (not initial) norms."""
+    from meta_rl.networks import LayerNormGRUCell
+
+    cell, f = LayerNormGRUCell(5), 5
+    rng = np.random.default_rng(0)
+    h, x = rng.standard_normal((3, f)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    p = cell.init(jax.random.key(0), jnp.asarray(h), jnp.asarray(x))
+    p = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), jnp.float32), p)
+    q = jax.tree.map(np.asarray, p)["params"]
+    wx = _layer_norm((x @ q["input"]["kernel"]).reshape(3, 3, f), q["input_norm"]["scale"], q["input_norm"]["bias"])
+    uh = _layer_norm((h @ q["recurrent"]["kernel"]).reshape(3, 3, f), q["recurrent_norm"]["scale"],
+                     q["recurrent_norm"]["bias"])
+    r, z = _sigmoid(wx[:, 0] + uh[:, 0]), _sigmoid(wx[:, 1] + uh[:, 1])
+    n = np.tanh(wx[:, 2] + r * uh[:, 2])
+    want = (1 - z) * n + z * h
+    got, out = cell.apply(p, jnp.asarray(h), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(out))
+
+
+def test_layer_norm_lstm_golden():
+    from meta_rl.networks import LayerNormLSTMCell
+
+    cell, f = LayerNormLSTMCell(5), 5
+    rng = np.random.default_rng(1)
+    c, h, x = (rng.standard_normal((3, d)).astype(np.float32) for d in (f, f, 4))
+    p = cell.init(jax.random.key(0), (jnp.asarray(c), jnp.asarray(h)), jnp.asarray(x))
+    p = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), jnp.float32), p)
+    q = jax.tree.map(np.asarray, p)["params"]
+    g = _layer_norm((x @ q["input"]["kernel"]).reshape(3, 4, f), q["input_norm"]["scale"], q["input_norm"]["bias"]) \
+        + _layer_norm((h @ q["recurrent"]["kernel"]).reshape(3, 4, f), q["recurrent_norm"]["scale"],
+                      q["recurrent_norm"]["bias"])
+    c2 = _sigmoid(g[:, 1]) * c + _sigmoid(g[:, 0]) * np.tanh(g[:, 2])
+    h2 = _sigmoid(g[:, 3]) * np.tanh(_layer_norm(c2, q["cell_norm"]["scale"], q["cell_norm"]["bias"]))
+    (gc, gh), out = cell.apply(p, (jnp.asarray(c), jnp.asarray(h)), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(gc), c2, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gh), h2, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_layer_norm_core_reset_and_export(tmp_path, kind):
+    """The layer-normalized core is the network's core; a reset carry gives a fresh policy's output; ONNX parity."""
+    policy = Policy(spec(False, kind=kind, core_norm=True))
+    assert "recurrent_norm" in policy.init(jax.random.key(0))["net"]["params"]["core"]
+    params = perturbed(policy, 5)
+    rng = np.random.default_rng(6)
+    step = jax.jit(policy.apply)
+    carry = policy.init_carry(2)
+    for _ in range(4):
+        carry, _, _ = step(params, carry, jnp.asarray(rng.standard_normal((2, len(OBS))), jnp.float32))
+    carry = reset_carry(carry, jnp.array([True, False]), policy.init_carry(2))
+    obs = jnp.asarray(rng.standard_normal((2, len(OBS))), jnp.float32)
+    _, dist, value = step(params, carry, obs)
+    _, fresh, fresh_value = step(params, policy.init_carry(2), obs)
+    np.testing.assert_array_equal(np.asarray(dist.mean())[0], np.asarray(fresh.mean())[0])
+    assert float(value[0]) == float(fresh_value[0]) and float(value[1]) != float(fresh_value[1])
+    report = export_onnx(policy, params, tmp_path / "p.onnx", {"control_dt": 0.02, "note": "test"}, steps=32)
+    assert report.max_action_error <= 1e-5 and report.max_carry_error <= 1e-5
+
+
 def test_spec_round_trip_and_old_specs():
     s = spec(True)
     assert PolicySpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
@@ -104,6 +174,10 @@ def test_config_refuses_bad_fields():
         PPOConfig(heads=(0,))
     with pytest.raises(ConfigError, match="embed"):
         PPOConfig(embed=-3)
+    with pytest.raises(ConfigError, match="core_norm"):
+        PPOConfig(network="mlp", core_norm=True)
+    with pytest.raises(ValueError, match="core_norm"):
+        spec(True, kind="mlp", core_norm=True)
     c = PPOConfig(network="gru", embed=128, heads=(128,))
     assert c.embed == 128 and c.heads == (128,)
 
