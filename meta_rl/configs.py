@@ -18,6 +18,7 @@ import tyro
 KINDS = ("mlp", "gru", "lstm", "episodic_lstm")
 """Policy network kinds (:class:`meta_rl.networks.PolicySpec`'s ``kind``); ``episodic_lstm`` is the LSTM
 with a reinstatement gate and a DND of cell states keyed by a context cue (Ritter et al. 2018)."""
+CORE_NORM_KINDS = ("gru", "lstm")  # the networks whose core can be layer-normalized (PPOConfig.core_norm)
 
 
 class ConfigError(ValueError):
@@ -201,7 +202,7 @@ class PPOConfig(_EnvBatchSteps):
             bad("embed", f"must be an integer width in [0, {_MAX_WIDTH:_}] (0: no embedding)")
         if self.network not in KINDS:
             bad("network", f"must be one of {KINDS}")
-        if self.core_norm and self.network not in ("gru", "lstm"):
+        if self.core_norm and self.network not in CORE_NORM_KINDS:
             bad("core_norm", f"needs a gru or lstm network (layer-normalized core), got network={self.network!r}")
         if self.steps_per_update > _INT32_MAX:
             bad("num_envs", f"times num_steps ({self.steps_per_update:_} transitions per update) must be <= {_INT32_MAX:_}")

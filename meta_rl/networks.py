@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meta_rl import popart
-from meta_rl.configs import KINDS  # the config validates against the same tuple
+from meta_rl.configs import CORE_NORM_KINDS, KINDS  # the config validates against the same tuples
 from sim.core import Box, Dict, Discrete, Env
 from sim.normalize import RunningStats, normalize
 
@@ -113,7 +113,7 @@ class PolicySpec:
             raise ValueError(f"PolicySpec.heads widths must be >= 1, got {self.heads}")
         if self.embed < 0:
             raise ValueError(f"PolicySpec.embed must be >= 0 (0: no embedding), got {self.embed}")
-        if self.core_norm and self.kind not in ("gru", "lstm"):
+        if self.core_norm and self.kind not in CORE_NORM_KINDS:
             raise ValueError(f"PolicySpec.core_norm: a layer-normalized core is a gru or lstm, not {self.kind!r}")
         if self.recurrent and self.core_size < 1:
             raise ValueError(f"PolicySpec.core_size must be >= 1, got {self.core_size}")
@@ -289,9 +289,16 @@ class ActorCritic(nn.Module):
         return carry, out, value
 
 
-def _gate_norm(name: str) -> nn.LayerNorm:
-    """Layer norm over each gate's units separately (a scale and shift per gate and unit)."""
-    return nn.LayerNorm(epsilon=1e-5, reduction_axes=-1, feature_axes=(-2, -1), name=name)
+def _normed_gates(x, h, gates: int, features: int):
+    """``(LN_x(W x), LN_h(U h))``, each ``[..., gates, features]``: the input and recurrent projections
+    (no biases; LeCun-normal and orthogonal kernels, as flax's cells) layer-normalized per gate, with a
+    scale and shift per gate and unit. Called inside a cell's compact ``__call__`` (its submodules)."""
+    def norm(name):
+        return nn.LayerNorm(epsilon=1e-5, reduction_axes=-1, feature_axes=(-2, -1), name=name)
+
+    wx = nn.Dense(gates * features, use_bias=False, name="input")(x).reshape(x.shape[:-1] + (gates, features))
+    uh = nn.Dense(gates * features, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="recurrent")(h)
+    return norm("input_norm")(wx), norm("recurrent_norm")(uh.reshape(h.shape[:-1] + (gates, features)))
 
 
 class LayerNormGRUCell(nn.Module):
@@ -308,11 +315,7 @@ class LayerNormGRUCell(nn.Module):
 
     @nn.compact
     def __call__(self, h, x):
-        f = self.features
-        wx = nn.Dense(3 * f, use_bias=False, name="input")(x).reshape(x.shape[:-1] + (3, f))
-        uh = nn.Dense(3 * f, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="recurrent")(h)
-        uh = uh.reshape(h.shape[:-1] + (3, f))
-        wx, uh = _gate_norm("input_norm")(wx), _gate_norm("recurrent_norm")(uh)
+        wx, uh = _normed_gates(x, h, 3, self.features)
         r = nn.sigmoid(wx[..., 0, :] + uh[..., 0, :])
         z = nn.sigmoid(wx[..., 1, :] + uh[..., 1, :])
         n = jnp.tanh(wx[..., 2, :] + r * uh[..., 2, :])
@@ -333,10 +336,8 @@ class LayerNormLSTMCell(nn.Module):
     @nn.compact
     def __call__(self, carry, x):
         c, h = carry
-        f = self.features
-        wx = nn.Dense(4 * f, use_bias=False, name="input")(x).reshape(x.shape[:-1] + (4, f))
-        uh = nn.Dense(4 * f, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="recurrent")(h)
-        g = _gate_norm("input_norm")(wx) + _gate_norm("recurrent_norm")(uh.reshape(h.shape[:-1] + (4, f)))
+        wx, uh = _normed_gates(x, h, 4, self.features)
+        g = wx + uh
         i, fg, gg, o = (g[..., j, :] for j in range(4))
         c = nn.sigmoid(fg) * c + nn.sigmoid(i) * jnp.tanh(gg)
         h = nn.sigmoid(o) * jnp.tanh(nn.LayerNorm(epsilon=1e-5, name="cell_norm")(c))

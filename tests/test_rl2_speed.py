@@ -58,24 +58,31 @@ def test_heads_are_separate():
     assert not np.allclose(np.asarray(dist.logits), np.asarray(dist2.logits))
 
 
+def check_reset_matches_fresh(policy: Policy, params, done: list[bool], seed: int, warm_steps: int = 5):
+    """After ``warm_steps`` random steps, the rows reset by ``done`` give exactly a fresh policy's output on
+    the same inputs; the rows not reset do not."""
+    rng = np.random.default_rng(seed)
+    batch = len(done)
+    step = jax.jit(policy.apply)
+    carry = policy.init_carry(batch)
+    for _ in range(warm_steps):
+        carry, _, _ = step(params, carry, jnp.asarray(rng.standard_normal((batch, len(OBS))), jnp.float32))
+    carry = reset_carry(carry, jnp.array(done), policy.init_carry(batch))
+    obs = jnp.asarray(rng.standard_normal((batch, len(OBS))), jnp.float32)
+    _, dist, value = step(params, carry, obs)
+    _, fresh_dist, fresh_value = step(params, policy.init_carry(batch), obs)
+    for i, reset in enumerate(done):
+        if reset:
+            np.testing.assert_array_equal(np.asarray(dist.mean())[i], np.asarray(fresh_dist.mean())[i])
+            assert float(value[i]) == float(fresh_value[i])
+        else:
+            assert not np.allclose(np.asarray(value)[i], np.asarray(fresh_value)[i])
+
+
 def test_carry_reset_with_embedding():
     """After a trial ends, the reset carry gives exactly a fresh policy's output on the same inputs."""
     policy = Policy(spec(False))
-    params = perturbed(policy, 2)
-    rng = np.random.default_rng(3)
-    step = jax.jit(policy.apply)
-    carry = policy.init_carry(4)
-    for _ in range(5):
-        carry, _, _ = step(params, carry, jnp.asarray(rng.standard_normal((4, len(OBS))), jnp.float32))
-    done = jnp.array([True, False, True, False])
-    carry = reset_carry(carry, done, policy.init_carry(4))
-    obs = jnp.asarray(rng.standard_normal((4, len(OBS))), jnp.float32)
-    _, dist, value = step(params, carry, obs)
-    _, fresh_dist, fresh_value = step(params, policy.init_carry(4), obs)
-    for i in (0, 2):
-        np.testing.assert_array_equal(np.asarray(dist.mean())[i], np.asarray(fresh_dist.mean())[i])
-        assert float(value[i]) == float(fresh_value[i])
-    assert not np.allclose(np.asarray(value)[1], np.asarray(fresh_value)[1])
+    check_reset_matches_fresh(policy, perturbed(policy, 2), [True, False, True, False], seed=3)
 
 
 @pytest.mark.parametrize("discrete", [False, True], ids=["continuous", "discrete"])
@@ -141,17 +148,7 @@ def test_layer_norm_core_reset_and_export(tmp_path, kind):
     policy = Policy(spec(False, kind=kind, core_norm=True))
     assert "recurrent_norm" in policy.init(jax.random.key(0))["net"]["params"]["core"]
     params = perturbed(policy, 5)
-    rng = np.random.default_rng(6)
-    step = jax.jit(policy.apply)
-    carry = policy.init_carry(2)
-    for _ in range(4):
-        carry, _, _ = step(params, carry, jnp.asarray(rng.standard_normal((2, len(OBS))), jnp.float32))
-    carry = reset_carry(carry, jnp.array([True, False]), policy.init_carry(2))
-    obs = jnp.asarray(rng.standard_normal((2, len(OBS))), jnp.float32)
-    _, dist, value = step(params, carry, obs)
-    _, fresh, fresh_value = step(params, policy.init_carry(2), obs)
-    np.testing.assert_array_equal(np.asarray(dist.mean())[0], np.asarray(fresh.mean())[0])
-    assert float(value[0]) == float(fresh_value[0]) and float(value[1]) != float(fresh_value[1])
+    check_reset_matches_fresh(policy, params, [True, False], seed=6, warm_steps=4)
     report = export_onnx(policy, params, tmp_path / "p.onnx", {"control_dt": 0.02, "note": "test"}, steps=32)
     assert report.max_action_error <= 1e-5 and report.max_carry_error <= 1e-5
 
