@@ -89,6 +89,9 @@ def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
             except ValueError:
                 raise ValueError(f"candidate {text!r}: {field} takes widths like 128 or 128x128, got {value!r}") from None
             continue
+        if value.lower() in ("true", "false"):  # JSON's true/false and Python's True/False
+            out[field] = value.lower() == "true"
+            continue
         try:
             out[field] = json.loads(value)
         except json.JSONDecodeError:

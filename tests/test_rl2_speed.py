@@ -185,6 +185,7 @@ def test_parse_candidate():
     assert parse_candidate("x:embed=64,heads=32x16,lr=0.003,anneal_lr=false") == (
         "x", {"embed": 64, "heads": (32, 16), "lr": 0.003, "anneal_lr": False})
     assert parse_candidate("none:heads=") == ("none", {"heads": ()})
+    assert parse_candidate("p:value_norm=True,core_norm=False") == ("p", {"value_norm": True, "core_norm": False})
     with pytest.raises(ValueError, match="unknown candidate 'nope'"):
         parse_candidate("nope")
     with pytest.raises(ValueError, match="not field=value"):
