@@ -62,6 +62,15 @@ def rl2_preset(env_id: str) -> dict:
                     ent_coef=0.001 if n == 100 and e.info["arms"] >= 50 else 0.01,
                     gamma=1.0 if long else 0.99, gae_lambda=0.95 if long else 0.3,
                     normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
+        if long:
+            # Issue 19 (`proteus bench learn`, README "RL² time-to-result"): on bandit-k10-n100 a
+            # smaller, better-shaped network wins per wall-clock second. A 64-unit ReLU embedding,
+            # GRU-64 and separate 64-unit actor and critic heads run at about 38k steps/s on one core
+            # (GRU-128 with linear heads: 31-35k) and learn more per step; PopArt replaces the fixed
+            # reward scale; 8 minibatches and lr 2e-3 take more, larger steps per env step. 95% of
+            # Gittins at 164 s against 471 s for the old preset.
+            base.update(core_size=64, embed=64, heads=(64,), value_norm=True, reward_scale=1.0,
+                        num_minibatches=8, lr=2e-3)
     elif fam == "mdp":
         # ent 0.01 collapses to a near-deterministic policy early. A 128-unit GRU learns about as
         # much per step as the paper's 256 (n = 10, 10M steps: 116.6 vs 120 training return) at

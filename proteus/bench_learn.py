@@ -259,6 +259,12 @@ def bench_learn(candidates: list[str], env_id: str = "bandit-k10-n100", algo: st
         curves.append(learn_curve(algo, env_id, n, o, steps=steps, max_seconds=max_seconds, eval_every=eval_every,
                                   seed=seed, stop_at=max(targets) if stop else None,
                                   evaluator=evaluator, console=console, progress=progress))
+        c = curves[-1]  # one line per finished candidate, so a long run shows where it is
+        crossed = "; ".join(f"{t:.0%} at {p.wall_s:.0f} s, {p.env_steps / 1e6:.1f}M" for t in targets
+                            if (p := c.first(t)) is not None) or "no target reached"
+        last = c.points[-1]
+        console.print(f"  {n}: {c.steps_per_s:,.0f} steps/s; {crossed}; last {last.ratio:.3f} ± {last.ratio_ci:.3f} "
+                      f"at {last.wall_s:.0f} s, {last.env_steps / 1e6:.1f}M")
 
     base = curves[0]
     table = Table(title=f"time to each fraction of {label} ({env_id}; seconds of training, env steps; "
