@@ -52,6 +52,10 @@ class Point:
     ratio: float  # mean / the reference's mean on the same worlds
     ratio_ci: float  # 95% CI half-width of the ratio (paired: per-world differences over the reference mean)
 
+    def when(self) -> str:
+        """Where this evaluation came: ``"149 s, 5.4M"`` (training seconds, env steps)."""
+        return f"{self.wall_s:.0f} s, {self.env_steps / 1e6:.1f}M"
+
 
 @dataclasses.dataclass
 class Curve:
@@ -260,11 +264,11 @@ def bench_learn(candidates: list[str], env_id: str = "bandit-k10-n100", algo: st
                                   seed=seed, stop_at=max(targets) if stop else None,
                                   evaluator=evaluator, console=console, progress=progress))
         c = curves[-1]  # one line per finished candidate, so a long run shows where it is
-        crossed = "; ".join(f"{t:.0%} at {p.wall_s:.0f} s, {p.env_steps / 1e6:.1f}M" for t in targets
+        crossed = "; ".join(f"{t:.0%} at {p.when()}" for t in targets
                             if (p := c.first(t)) is not None) or "no target reached"
         last = c.points[-1]
         console.print(f"  {n}: {c.steps_per_s:,.0f} steps/s; {crossed}; last {last.ratio:.3f} ± {last.ratio_ci:.3f} "
-                      f"at {last.wall_s:.0f} s, {last.env_steps / 1e6:.1f}M")
+                      f"at {last.when()}")
 
     base = curves[0]
     table = Table(title=f"time to each fraction of {label} ({env_id}; seconds of training, env steps; "
@@ -284,7 +288,7 @@ def bench_learn(candidates: list[str], env_id: str = "bandit-k10-n100", algo: st
                 cells.append("not reached")
                 continue
             times = f" (×{p.wall_s / b.wall_s:.2f})" if b is not None and c is not base else ""
-            cells.append(f"{p.wall_s:.0f} s, {p.env_steps / 1e6:.1f}M{times}")
+            cells.append(f"{p.when()}{times}")
             rows.append(BenchRow(f"{c.name}: s to {t:.0%} of {label}", p.wall_s, b.wall_s if b else None,
                                  base.name, "s"))
             rows.append(BenchRow(f"{c.name}: env steps to {t:.0%} of {label}", p.env_steps, b.env_steps if b else None,
@@ -292,7 +296,7 @@ def bench_learn(candidates: list[str], env_id: str = "bandit-k10-n100", algo: st
         last = c.points[-1]
         changes = ", ".join(f"{k}={v}" for k, v in c.overrides.items()) or "(preset)"
         table.add_row(c.name, changes, f"{c.steps_per_s:,.0f}", *cells,
-                      f"{last.ratio:.3f} ± {last.ratio_ci:.3f} at {last.wall_s:.0f} s, {last.env_steps / 1e6:.1f}M")
+                      f"{last.ratio:.3f} ± {last.ratio_ci:.3f} at {last.when()}")
         rows.append(BenchRow(f"{c.name}: last ratio to {label}", last.ratio, base.points[-1].ratio, base.name, "",
                              last.ratio_ci))
     console.print(table)
