@@ -43,8 +43,6 @@ def rl2_preset(env_id: str) -> dict:
         # trials of n pulls; the rollout covers whole trials up to 100 steps (longer ones are
         # carried across rollouts with their hidden state)
         n = e.episodes_per_trial
-        # value targets kept O(1): without reward scaling the value loss swamps the clipped
-        # gradient and n >= 100 trials barely learn.
         # Long trials (n >= 100): gamma = 1 is the objective (the undiscounted trial return): at
         # 0.99 a pull 100 steps ahead counts 0.37 and the agent under-explores. The value of an
         # exploratory pull shows up many steps later, so long GAE traces (lambda 0.95) carry it:
@@ -58,20 +56,22 @@ def rl2_preset(env_id: str) -> dict:
         # 0.01 reached 397 at 40M steps.
         long = n >= 100
         base = dict(total_steps=30_000_000 if long else 3_000_000, num_envs=256, num_steps=min(n, 100),
-                    network="gru", hidden=(), core_size=128, lr=1e-3,
-                    ent_coef=0.001 if n == 100 and e.info["arms"] >= 50 else 0.01,
-                    gamma=1.0 if long else 0.99, gae_lambda=0.95 if long else 0.3,
-                    normalize_obs=False, reward_scale=min(1.0, 10.0 / n))
+                    network="gru", hidden=(), ent_coef=0.001 if n == 100 and e.info["arms"] >= 50 else 0.01,
+                    gamma=1.0 if long else 0.99, gae_lambda=0.95 if long else 0.3, normalize_obs=False)
         if long:
             # Issue 19 (`proteus bench learn`, README "RL² time-to-result"): on bandit-k10-n100 a
             # smaller, better-shaped network wins per wall-clock second. A 64-unit ReLU embedding,
             # GRU-64 and separate 64-unit actor and critic heads run at about 38k steps/s on one core
-            # (GRU-128 with linear heads: 31-35k) and learn more per step; PopArt replaces the fixed
-            # reward scale; 8 minibatches and lr 2e-3 take more, larger steps per env step. 95% of
-            # Gittins after 149 s; the old preset was at 94.6% after 480 s. At n = 500 lr 1e-3 is better (k = 50,
-            # 40M steps: 414.4 against 402.4 at 2e-3; an entropy bonus of 0.03 instead: 357.0).
+            # (GRU-128 with linear heads: 31-35k) and learn more per step; PopArt keeps the value
+            # targets O(1) (the old preset scaled rewards by 10 / n: without it the value loss swamped
+            # the clipped gradient and n >= 100 barely learned); 8 minibatches and lr 2e-3 take more,
+            # larger steps per env step. 95% of Gittins after 149 s; the old preset was at 94.6% after
+            # 480 s. At n = 500 lr 1e-3 is better (k = 50, 40M steps: 414.4 against 402.4 at 2e-3; an
+            # entropy bonus of 0.03 instead: 357.0).
             base.update(core_size=64, embed=64, heads=(64,), value_norm=True, reward_scale=1.0,
                         num_minibatches=8, lr=2e-3 if n < 500 else 1e-3)
+        else:
+            base.update(core_size=128, lr=1e-3, reward_scale=1.0)
     elif fam == "mdp":
         # ent 0.01 collapses to a near-deterministic policy early. A 128-unit GRU learns about as
         # much per step as the paper's 256 (n = 10, 10M steps: 116.6 vs 120 training return) at
