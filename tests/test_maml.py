@@ -122,7 +122,11 @@ def test_episode_advantages_match_task_advantages():
     done = np.arange(H) == lengths[:, None] - 1
     want = task_advantages(jnp.asarray(reward.T), jnp.asarray(done.T), jnp.asarray(obs.transpose(1, 0, 2)),
                            jnp.asarray(t.T), 0.95, 0.9, H, jnp.asarray(mask.T))
-    np.testing.assert_allclose(got, np.asarray(want).T, rtol=1e-4, atol=1e-4)
+    # Both routes solve the baseline's float32 normal equations (cubic time features, relative ridge
+    # 1e-4: condition numbers up to ~1e4), summed in different orders: they agree to eps * kappa ~ 1e-3,
+    # and where inside that depends on the CPU's instruction set (1.4e-4 apart on one Xeon, < 1e-4 on
+    # another). The test above holds task_advantages to a float64 reference at 2e-3.
+    np.testing.assert_allclose(got, np.asarray(want).T, rtol=1e-3, atol=1e-3)
     assert np.all(np.asarray(got)[mask == 0] == 0)
 
 
