@@ -136,6 +136,11 @@ class PPOConfig(_EnvBatchSteps):
         meta_lr: Adam learning rate of the meta-parameters (the logits of gamma and lambda).
         meta_gamma: the held-out objective's fixed discount.
         meta_lambda: the held-out objective's fixed GAE lambda.
+        loss: an ``epg`` run folder: train with its evolved loss instead of PPO's (``proteus train ppo
+            --loss RUN``). The agent then learns as the run's lifetimes did: an update every
+            ``update_every`` steps (which must divide ``num_steps``), its Adam step and steps per update,
+            over a buffer of its recent experience; ``lr``, ``update_epochs``, ``num_minibatches`` and the
+            PPO coefficients are unused. The env must have the run's observation and action sizes.
     """
 
     total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 2_000_000
@@ -167,6 +172,7 @@ class PPOConfig(_EnvBatchSteps):
     meta_lr: float = 1e-2
     meta_gamma: float = 1.0
     meta_lambda: float = 1.0
+    loss: str = ""
 
     def __post_init__(self):
         bad = _check(self, ints=_INT_BOUNDS, bools=("anneal_lr", "normalize_obs", "meta_gradient", "value_norm", "core_norm"),
@@ -213,6 +219,11 @@ class PPOConfig(_EnvBatchSteps):
             bad("num_minibatches", f"must divide num_envs = {self.num_envs} (recurrent minibatches are whole sequences)")
         if self.total_steps < self.steps_per_update:
             bad("total_steps", f"is less than one update (num_envs * num_steps = {self.steps_per_update})")
+        if not isinstance(self.loss, str):
+            bad("loss", "must be a path (an epg run folder) or empty")
+        if self.loss and (self.network != "mlp" or self.meta_gradient or self.value_norm):
+            bad("loss", "trains a feed-forward policy (network=mlp, no meta_gradient, no value_norm): an evolved "
+                        "loss was evolved for one")
         if self.num_updates * self.update_epochs * self.num_minibatches > _INT32_MAX:
             bad("total_steps", f"makes {self.num_updates:_} updates x {self.update_epochs} epochs x "
                                f"{self.num_minibatches} minibatches, more optimizer steps than the int32 counters "
@@ -536,3 +547,113 @@ class NECConfig(ReplayConfig):
             bad("alpha", "must lie in (0, 1]")
         if self.match_tol < 0:
             bad("match_tol", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EPGConfig:
+    """Evolved Policy Gradients (Houthooft et al. 2018): a loss network evolved by OpenES. The
+    reference's values (openai/EPG) are in brackets.
+
+    One update is one ES generation: ``population`` lifetimes, each a freshly initialised agent in its
+    own world that lives ``lifetime_steps`` env steps and every ``update_every`` steps takes
+    ``inner_minibatches`` Adam steps on ``(1 - alpha) * L_phi + alpha * L_PPO`` (``alpha``, the PPO
+    bootstrap, goes 1 -> 0 over the first ``ppo_anneal`` of the run). A lifetime's fitness is the mean
+    return of the episodes its final policy finishes in ``final_steps`` more steps of the same world.
+
+    Attributes:
+        total_steps: env steps over the whole run (rounded down to whole generations).
+        population: lifetimes per generation, even: antithetic pairs share a world and a random stream
+            [8 workers per noise vector].
+        sigma: ES noise scale [0.01].
+        outer_lr: Adam step of the ES mean, annealed linearly to ``outer_lr_final`` over half the run [1e-2].
+        outer_lr_final: [1e-3].
+        outer_l2: L2 penalty on the loss parameters [1e-3].
+        envs_per_lifetime: parallel envs of the agent's one world [1].
+        lifetime_steps: env steps of one lifetime per env [8192].
+        update_every: env steps between inner updates [64].
+        inner_minibatches: Adam steps per inner update, each on a disjoint random part of the newest
+            ``update_every`` rows [2].
+        inner_lr: the agent's Adam learning rate [1e-3].
+        buffer: rows of experience the loss network reads [512].
+        memory: width of the memory vector the loss reads (trained by the inner loop; 0: none) [32].
+        ppo_anneal: fraction of the run over which the PPO bootstrap's weight goes 1 -> 0 [1/8].
+        final_steps: steps of the final policy whose finished episodes give the fitness [3 episodes].
+        hidden: the agent's tanh MLP widths [64, 64].
+        gamma: the PPO bootstrap's discount [0.99].
+        gae_lambda: its GAE lambda [0.95].
+        clip_eps: its clip range [0.2].
+    """
+
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 100_000_000
+    population: int = 64
+    sigma: float = 0.01
+    outer_lr: float = 1e-2
+    outer_lr_final: float = 1e-3
+    outer_l2: float = 1e-3
+    envs_per_lifetime: int = 1
+    lifetime_steps: int = 8192
+    update_every: int = 64
+    inner_minibatches: int = 2
+    inner_lr: float = 1e-3
+    buffer: int = 512
+    memory: int = 32
+    ppo_anneal: float = 0.125
+    final_steps: int = 300
+    hidden: tuple[int, ...] = (64, 64)
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+
+    def __post_init__(self):
+        bad = _check(self, ints={"total_steps": 2**62, "population": 2**16, "envs_per_lifetime": 2**16,
+                                 "lifetime_steps": 2**26, "update_every": 2**16, "inner_minibatches": 2**16,
+                                 "buffer": 2**16, "final_steps": 2**26},
+                     floats=("sigma", "outer_lr", "outer_lr_final", "outer_l2", "inner_lr", "ppo_anneal", "gamma",
+                             "gae_lambda", "clip_eps"),
+                     positive=("sigma", "outer_lr", "outer_lr_final", "inner_lr", "clip_eps"))
+        if self.population < 2 or self.population % 2:
+            bad("population", "must be even and >= 2 (antithetic sampling pairs every noise vector with its negative)")
+        if self.lifetime_steps < self.update_every:
+            bad("lifetime_steps", f"must be >= update_every ({self.update_every}): a lifetime shorter than one "
+                                  "inner update never learns")
+        if self.update_every % self.inner_minibatches:
+            bad("inner_minibatches", f"must divide update_every ({self.update_every})")
+        if self.buffer < self.update_every:
+            bad("buffer", f"must hold at least one update's rows (update_every = {self.update_every})")
+        if self.buffer < 21:  # conv 1 (k 6, s 5) must give conv 2 (k 4) 4 rows: 6 + 3 * 5
+            bad("buffer", "must be >= 21: the loss network's convolutions (k 6 s 5, then k 4 s 2) need 21 rows")
+        if not _is_int(self.memory) or not 0 <= self.memory <= _MAX_WIDTH:
+            bad("memory", f"must be an integer in [0, {_MAX_WIDTH:_}]")
+        if self.outer_l2 < 0:
+            bad("outer_l2", "must be >= 0")
+        if not 0 <= self.ppo_anneal <= 1:
+            bad("ppo_anneal", "must lie in [0, 1]")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "must lie in (0, 1]")
+        if not 0 <= self.gae_lambda <= 1:
+            bad("gae_lambda", "must lie in [0, 1]")
+        if not isinstance(self.hidden, tuple) or not all(_is_int(h) and 1 <= h <= _MAX_WIDTH for h in self.hidden):
+            bad("hidden", f"must be a tuple of integer widths in [1, {_MAX_WIDTH:_}]")
+        if self.total_steps < self.steps_per_update:
+            bad("total_steps", f"is less than one generation (population * envs_per_lifetime * (lifetime_steps + "
+                               f"final_steps) = {self.steps_per_update:_})")
+
+    @property
+    def num_envs(self) -> int:
+        """Envs stepped in parallel: every lifetime's at once."""
+        return self.population * self.envs_per_lifetime
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps of one generation: every lifetime and its final episodes."""
+        return self.num_envs * (self.lifetime_steps + self.final_steps)
+
+    @property
+    def num_updates(self) -> int:
+        """Generations."""
+        return self.total_steps // self.steps_per_update
+
+    @property
+    def updates_per_lifetime(self) -> int:
+        """Inner updates in one lifetime."""
+        return self.lifetime_steps // self.update_every

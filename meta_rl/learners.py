@@ -217,6 +217,7 @@ def _register_builtin() -> None:
     if _BUILTIN_DONE:
         return
     _BUILTIN_DONE = True
+    from meta_rl import configs, presets
     from meta_rl.presets import episodic_lstm_preset, ppo_preset, rl2_preset
 
     register(_ppo_family("ppo", "feed-forward PPO under domain randomization (a new world every episode)", "fresh",
@@ -233,6 +234,21 @@ def _register_builtin() -> None:
                                  "baseline", "DQNConfig"))
     register(_value_based("nec", "neural episodic control (Pritzel et al. 2017): a learned embedding keys a DND per "
                                  "action; N-step Q targets, replay, keys and values trained", "NECConfig"))
+    register(Learner(
+        name="epg",
+        description="EPG (Houthooft et al. 2018): a policy-gradient loss network evolved by OpenES over the "
+                    "lifetimes of fresh agents; `proteus train ppo --loss RUN` trains with it",
+        config=configs.EPGConfig,
+        make_train=lazy("meta_rl.epg:make_train"),
+        init_agent_params=lazy("meta_rl.epg:init_agent_params"),
+        make_agent=lazy("meta_rl.epg:make_agent"),
+        env_mode=lambda c: "fixed",
+        presets=presets.epg_preset,
+        steps_per_update=lambda c: c.steps_per_update,
+        num_updates=lambda c: c.num_updates,
+        policy_spec=lazy("meta_rl.epg:policy_spec"),
+        env_batch=lambda c: (c.population, c.envs_per_lifetime),
+    ))
     register(_gradient_meta("promp", "ProMP (Rothfuss et al. 2019): MAML with the LVC inner estimator and a clipped "
                                      "PPO outer step", "ProMPConfig", "promp_preset", "meta_rl.promp"))
 

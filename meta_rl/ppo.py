@@ -307,7 +307,12 @@ class Trainer(ScanTrainer):
 
 
 def make_train(config: PPOConfig, env: Env, split: str = "train") -> Trainer:
-    """``make_train(config, env)(key) -> (params, metrics)`` (DESIGN.md's learner contract)."""
+    """``make_train(config, env)(key) -> (params, metrics)`` (DESIGN.md's learner contract); with
+    ``config.loss`` the agent learns from that epg run's evolved loss (:class:`meta_rl.epg.LossTrainer`)."""
+    if config.loss:
+        from meta_rl.epg import LossTrainer
+
+        return LossTrainer(config, env, split)
     return Trainer(config, env, split)
 
 

@@ -167,3 +167,16 @@ def episodic_lstm_preset(env_id: str) -> dict:
     """The episodic LSTM: RL²'s preset for the env with the episodic core (:class:`meta_rl.networks.
     EpisodicLSTMCore`) and a memory of 32 cell states (a lifetime's 20 episodes fit)."""
     return dict(rl2_preset(env_id), network="episodic_lstm", memory_capacity=32)
+
+
+def epg_preset(env_id: str) -> dict:
+    """EPG per env family: the reference's lifetime (8,192 steps, an inner update every 64 on a 512-row
+    buffer) and outer ES (sigma 0.01, Adam 1e-2 -> 1e-3), with 64 lifetimes per generation vmapped in one
+    call. The fitness is the final policy's return over 3 episodes."""
+    fam = _family(env_id)
+    if fam == "point":
+        return dict(total_steps=100_000_000, population=64, lifetime_steps=8192, final_steps=300)
+    if fam in ("bandit", "mdp", "recurring"):
+        return dict(total_steps=20_000_000, population=64, lifetime_steps=8192, final_steps=3 * 100)
+    # robots (native MuJoCo: each env owns a model): 16 lifetimes, 3 episodes of up to 200 steps at the end
+    return dict(total_steps=20_000_000, population=16, lifetime_steps=8192, final_steps=600)

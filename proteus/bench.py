@@ -470,36 +470,49 @@ RLLIB_MAML_RATE = 24_000.0
 
 
 def bench_train_learner(name: str, robot_env: str = "cheetah-dir", json_path: Path | None = None) -> list[BenchRow]:
-    """Meta-training env-steps/s of a registered learner with its preset on the native ``robot_env``,
-    against the open-loop physics of as many models as it steps at once (target 0.5) and, for the
-    gradient meta-learners, against RLlib's MAML figure (24k env-steps/s on 32 workers and a GPU)."""
+    """Training env-steps/s of a registered learner with its preset on ``robot_env``, side by side with
+    PPO's rate on the same env and batch (whole updates, compile excluded). On a MuJoCo robot (the native
+    backend) also against the open-loop physics of as many models as it steps at once (target 0.5) and
+    RLlib's MAML figure (24k env-steps/s on 32 workers and a GPU)."""
     from meta_rl.learners import get
 
-    learner = get(name)
+    learner, ppo = get(name), get("ppo")
     c = learner.default_config(robot_env, total_steps=10**12)
-    env = sim.make(robot_env, batch_size=learner.env_batch(c), mode=learner.env_mode(c), backend="native")
+    native = "native" in sim.entry(robot_env).backends
+    backend = "native" if native else sim.entry(robot_env).backends[0]
+    env = sim.make(robot_env, batch_size=learner.env_batch(c), mode=learner.env_mode(c), backend=backend)
     batch = int(np.prod(env.batch_shape))
-    with console.status(f"{name} on native {robot_env}, {batch} envs (compiling, then timing)"):
+    with console.status(f"{name} on {backend} {robot_env}, {batch} envs (compiling, then timing)"):
         rate = _train_rate(learner, c, env, 1, repeats=2)
-    ol = open_loop_setup(robot_env, batch)
-    with console.status(f"{robot_env}: open-loop mujoco.rollout, {batch} models"):
-        physics = open_loop_rate(ol, 100)
-    rows = [BenchRow(f"{name} training, native {robot_env} (physics steps/s)", rate * ol["nsub"], physics,
-                     "open-loop mujoco.rollout", "physics steps/s"),
-            BenchRow(f"{name} training, native {robot_env} (env-steps/s)", rate, RLLIB_MAML_RATE,
-                     "RLlib MAML, 32 workers + GPU", "env-steps/s")]
-    table = Table(title=f"proteus bench train --learner {name} ({robot_env}, {batch} envs, 2 cores)")
+    pc = ppo.default_config(robot_env, num_envs=batch, total_steps=10**12)
+    penv = sim.make(robot_env, batch_size=batch, mode=ppo.env_mode(pc), backend=backend)
+    with console.status(f"ppo on {backend} {robot_env}, {batch} envs (compiling, then timing)"):
+        ppo_rate = _train_rate(ppo, pc, penv, 2, repeats=2)
+    rows = [(BenchRow(f"{name} training, {backend} {robot_env} (env-steps/s)", rate, ppo_rate,
+                      f"PPO, same env, {batch} envs", "env-steps/s"), None)]
+    extra = {"ppo_config": dataclasses.asdict(pc)}
+    if native:
+        ol = open_loop_setup(robot_env, batch)
+        with console.status(f"{robot_env}: open-loop mujoco.rollout, {batch} models"):
+            physics = open_loop_rate(ol, 100)
+        rows += [(BenchRow(f"{name} training, native {robot_env} (physics steps/s)", rate * ol["nsub"], physics,
+                           "open-loop mujoco.rollout", "physics steps/s"), 0.5),
+                 (BenchRow(f"{name} training, native {robot_env} (env-steps/s)", rate, RLLIB_MAML_RATE,
+                           "RLlib MAML, 32 workers + GPU", "env-steps/s"), 1.0)]
+        extra["substeps"] = ol["nsub"]
+    table = Table(title=f"proteus bench train --learner {name} ({robot_env}, {batch} envs, {jax.default_backend()})")
     for col in ("measurement", "value", "baseline", "ratio", "target"):
         table.add_column(col)
-    for row, target in zip(rows, (0.5, 1.0)):
-        ok = "[green]✓[/green]" if row.ratio is not None and row.ratio >= target else "[red]✗[/red]"
+    for row, target in rows:
+        ok = "" if target is None else ("[green]✓[/green]" if row.ratio is not None and row.ratio >= target
+                                        else "[red]✗[/red]")
         table.add_row(row.name, f"{row.value:,.0f} {row.unit}", f"{row.baseline:,.0f} ({row.baseline_name})",
-                      f"{row.ratio:.2f}", f">= {target:g} {ok}")
+                      f"{row.ratio:.2f}", "" if target is None else f">= {target:g} {ok}")
     console.print(table)
     if json_path:
-        write_json(rows, json_path, {"substeps": ol["nsub"], "config": dataclasses.asdict(c)})
+        write_json([r for r, _ in rows], json_path, {**extra, "config": dataclasses.asdict(c)})
         console.print(f"wrote {json_path}")
-    return rows
+    return [r for r, _ in rows]
 
 
 def bench_train(bandit_env: str = "bandit-k10-n100", bandit_envs: int = 2048, robot_env: str = "cheetah-vel",

@@ -311,8 +311,9 @@ class BenchTrain:
     json: Path | None = None
     """Write the rows to this file."""
     learner: str | None = None
-    """Instead, time this registered learner (its preset) on the native --robot-env (default cheetah-dir)
-    against open-loop physics and RLlib's MAML rate (e.g. --learner maml)."""
+    """Instead, time this registered learner (its preset) on --robot-env (default cheetah-dir; any env,
+    e.g. point-goal-x) against PPO on the same env and batch, and on a MuJoCo robot also against
+    open-loop physics and RLlib's MAML rate (e.g. --learner maml, --learner epg)."""
 
     def run(self) -> None:
         if self.learner is not None:
@@ -321,8 +322,7 @@ class BenchTrain:
 
             get(self.learner)  # an unknown learner is named with the known ones
             env = "cheetah-dir" if self.robot_env == "cheetah-vel" else self.robot_env
-            if "native" not in entry(env).backends:
-                raise UsageError(f"--robot-env must be a MuJoCo robot env, got {env!r}")
+            entry(env)  # an unknown env is named with the known ones
             from proteus.bench import bench_train_learner
 
             bench_train_learner(self.learner, env, json_path=self.json)
@@ -568,6 +568,45 @@ class Export:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalLoss:
+    """Score an epg run's evolved loss: fresh agents live a whole lifetime in each held-out world learning
+    from it alone, against the same agents learning from PPO's loss (its step size and Adam steps tuned on
+    other worlds) and from a random loss; final return per split with paired 95% CIs and the lifetime
+    curves; writes RUN/eval-loss/."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder (runs/NAME) of an epg run."""
+    split: tuple[Literal["train", "interp", "extrap"], ...] = ("train", "extrap")
+    """Splits to evaluate (the change from train is reported for the others)."""
+    tasks: int = 200
+    """Worlds per split (the same worlds as proteus eval --tasks N): one lifetime each per loss."""
+    tune_tasks: int = 64
+    """Training-split worlds (another seed) on which PPO's inner step size and Adam steps are tuned."""
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    """PPO's inner learning rates tried."""
+    minibatches: tuple[int, ...] = (2, 8)
+    """PPO's Adam steps per inner update tried (each divides update_every)."""
+    overwrite: bool = False
+    """Replace a previous eval-loss/report.json."""
+    progress: bool = True
+    """Show the progress bar."""
+
+    def run(self) -> None:
+        from proteus.runspec import read_run_spec
+
+        spec = read_run_spec(self.run_dir)  # a missing or foreign folder is refused before JAX loads
+        if spec.algo != "epg":
+            raise UsageError(f"{self.run_dir} is a {spec.algo} run; eval-loss scores an epg run (proteus eval "
+                             f"scores a {spec.algo} policy)")
+        if self.tasks < 2 or self.tune_tasks < 2:
+            raise UsageError(f"--tasks and --tune-tasks must be >= 2, got {self.tasks} and {self.tune_tasks}")
+        from proteus.loss_eval import evaluate_loss
+
+        evaluate_loss(self.run_dir, self.split, self.tasks, self.tune_tasks, self.lrs, self.minibatches,
+                      self.overwrite, progress=self.progress)
+
+
+@dataclasses.dataclass(frozen=True)
 class Adapt:
     """Adapt a MAML/ProMP run's policy on episodes a robot recorded (`proteus deploy POLICY --explore
     --record FILE`, or a robot's own deploy.episodes.EpisodeRecorder): one inner step, exported as a
@@ -687,6 +726,7 @@ class Demo:
 Command = Union[
     Annotated[TrainHelp, tyro.conf.subcommand("train")],
     Annotated[Eval, tyro.conf.subcommand("eval")],
+    Annotated[EvalLoss, tyro.conf.subcommand("eval-loss")],
     Annotated[Export, tyro.conf.subcommand("export")],
     Annotated[Adapt, tyro.conf.subcommand("adapt")],
     Annotated[Deploy, tyro.conf.subcommand("deploy")],

@@ -185,6 +185,9 @@ def _register_builtin() -> None:
     register(EnvEntry("point-goal2d", lambda _: _task("point_nav", "PointNav", "goal2d"), 2,
                       "2-D navigation to an unseen goal in [-0.5, 0.5]^2, squared-distance reward (the MAML paper's), "
                       "trials of 2 episodes"))
+    register(EnvEntry("point-goal-x", lambda _: _task("point_nav", "PointNav", "goalx"), 2,
+                      "2-D navigation to an unseen goal in the half-plane x > 0 (EPG's out-of-distribution protocol: "
+                      "extrap holds goals with x < 0), trials of 2 episodes"))
     register(EnvEntry("point-vel", lambda _: _task("point_nav", "PointNav", "vel"), 2,
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
     register(EnvEntry("maze-discrete", lambda _: _task("maze", "Maze"), 2,

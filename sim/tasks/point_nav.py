@@ -17,6 +17,11 @@ Three task families:
   within 0.01 of the goal. Each coordinate is drawn on its own: ``train`` [-0.5, 0.5] minus
   (0.15, 0.25); ``interp`` that band on both axes (a held-out patch inside the square); ``extrap``
   [-0.7, -0.5) or (0.5, 0.7] on both axes (the four corners beyond the square).
+* ``goalx``: EPG's out-of-distribution protocol (Houthooft et al. 2018, GoalAnt): reward
+  ``-||x - goal||`` to a goal in a half-plane. ``goal_y`` is ``U[-1, 1]`` in every split; ``goal_x`` is
+  ``train`` [0.5, 1.5] minus (0.9, 1.1), ``interp`` that band, ``extrap`` [-1.5, -0.5]: goals with
+  ``x < 0``, which training never sees. Mirroring a world's goal (``x -> -x``) maps ``train`` onto
+  ``extrap`` with the same distance to the start, so the two splits are equally hard.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from sim.core import Box, Env, new_state
 _DT = 0.1
 _MAX_V = 1.0
 GOAL2D_RADIUS = 0.01  # goal2d: the episode ends within this distance of the goal
-FAMILIES = ("goal", "vel", "goal2d")
+FAMILIES = ("goal", "vel", "goal2d", "goalx")
 
 
 @struct.dataclass
@@ -61,6 +66,9 @@ class PointNav(Env):
         elif family == "goal2d":
             coord = dict(train=(-0.5, 0.5), interp=(0.15, 0.25), extrap=((-0.7, -0.5), (0.5, 0.7)))
             self.ranges = {"goal_x": SplitRange("goal_x", **coord), "goal_y": SplitRange("goal_y", **coord)}
+        elif family == "goalx":
+            self.ranges = {"goal_x": SplitRange("goal_x", train=(0.5, 1.5), interp=(0.9, 1.1), extrap=((-1.5, -0.5),)),
+                           "goal_y": SplitRange("goal_y", train=(-1.0, 1.0))}
         else:
             self.ranges = {
                 "speed": SplitRange("speed", train=(0.2, 0.6), interp=(0.35, 0.45), extrap=((0.6, 0.9),), unit="/s"),
@@ -74,7 +82,7 @@ class PointNav(Env):
     def sample_params(self, key, split="train", ranges=None):
         check_split(split)
         b = (lambda n: None) if ranges is None else (lambda n: ranges[n])  # noqa: E731
-        if self.task == "goal2d":
+        if self.task in ("goal2d", "goalx"):
             kx, ky = jax.random.split(key)
             r = self.ranges
             return PointParams(target=jnp.stack([r["goal_x"].sample(kx, split, (), b("goal_x")),
@@ -88,7 +96,7 @@ class PointNav(Env):
     def param_values(self, params: PointParams) -> dict[str, jax.Array]:
         """The named parameters of a world (inverse of ``sample_params``; any batch shape): polar, or
         the goal's coordinates for ``goal2d``."""
-        if self.task == "goal2d":
+        if self.task in ("goal2d", "goalx"):
             return {"goal_x": params.target[..., 0], "goal_y": params.target[..., 1]}
         mag = jnp.linalg.norm(params.target, axis=-1)
         ang = jnp.rad2deg(jnp.arctan2(params.target[..., 1], params.target[..., 0])) % 360.0
@@ -105,7 +113,7 @@ class PointNav(Env):
         t = state.env_state["t"] + 1
         target = state.params.target
         terminated = jnp.zeros((), bool)
-        if self.task == "goal":
+        if self.task in ("goal", "goalx"):
             reward = -jnp.linalg.norm(pos - target)
         elif self.task == "goal2d":
             d2 = jnp.sum(jnp.square(pos - target))
