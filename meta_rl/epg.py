@@ -41,7 +41,7 @@ from meta_rl.networks import Policy, PolicySpec
 from meta_rl.rollout import Runner, Transition, collect, next_values
 from sim.core import Env
 from sim.normalize import update_stats
-from sim.wrappers import VmapEnv, with_mode
+from sim.wrappers import VmapEnv, find_wrapper, with_mode
 
 LEAKY_SLOPE = 0.2  # Chainer's leaky_relu default, which the reference uses
 
@@ -325,12 +325,8 @@ class TrainState:
 
 
 def _base_batched(env: Env) -> VmapEnv:
-    e = env
-    while e is not None and not isinstance(e, VmapEnv):
-        e = getattr(e, "env", None)
-    if e is None:
-        raise ValueError(f"epg needs a batched env (sim.make(..., batch_size=(population, envs_per_lifetime))), got {env}")
-    return e
+    return find_wrapper(env, VmapEnv, "epg needs a batched env (sim.make(..., batch_size=(population, "
+                                      "envs_per_lifetime)))")
 
 
 def make_es(c: EPGConfig, phi_template: Any):

@@ -41,7 +41,7 @@ from meta_rl.networks import Policy, PolicySpec
 from meta_rl.rollout import Runner, Transition, collect
 from sim.core import Env
 from sim.normalize import update_stats
-from sim.wrappers import VmapEnv, with_mode
+from sim.wrappers import VmapEnv, find_wrapper, with_mode
 
 # --------------------------------------------------------------------------------------------------
 # Pure pieces (golden-value tests in tests/test_maml.py)
@@ -320,13 +320,8 @@ def policy_spec(c: GradientMetaConfig, env: Env) -> PolicySpec:
 
 
 def _base_batched(env: Env) -> VmapEnv:
-    e = env
-    while e is not None and not isinstance(e, VmapEnv):
-        e = getattr(e, "env", None)
-    if e is None:
-        raise ValueError(f"maml needs a batched env (sim.make(..., batch_size=(meta_batch, rollouts_per_task))), "
-                         f"got {env}")
-    return e
+    return find_wrapper(env, VmapEnv, "maml needs a batched env (sim.make(..., batch_size=(meta_batch, "
+                                      "rollouts_per_task)))")
 
 
 def _steps_in_episode(first: jax.Array) -> jax.Array:

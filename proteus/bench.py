@@ -484,7 +484,7 @@ def bench_train_learner(name: str, robot_env: str = "cheetah-dir", json_path: Pa
     batch = int(np.prod(env.batch_shape))
     with console.status(f"{name} on {backend} {robot_env}, {batch} envs (compiling, then timing)"):
         rate = _train_rate(learner, c, env, 1, repeats=2)
-    pc = ppo.default_config(robot_env, num_envs=batch, total_steps=10**12)
+    pc = ppo.default_config(robot_env, num_envs=batch, total_steps=10**9)
     penv = sim.make(robot_env, batch_size=batch, mode=ppo.env_mode(pc), backend=backend)
     with console.status(f"ppo on {backend} {robot_env}, {batch} envs (compiling, then timing)"):
         ppo_rate = _train_rate(ppo, pc, penv, 2, repeats=2)

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import sim
@@ -120,14 +119,9 @@ def _add_finetuned(main: dict, others: dict, players: dict, baseline_names: dict
 
 
 def _observe_task_wrapper(env):
-    from sim.wrappers import ObserveTask
+    from sim.wrappers import ObserveTask, find_wrapper
 
-    e = env
-    while e is not None and not isinstance(e, ObserveTask):
-        e = getattr(e, "env", None)
-    if e is None:
-        raise ValueError(f"{env.id} has no ObserveTask wrapper")
-    return e
+    return find_wrapper(env, ObserveTask, f"{env.id} has no ObserveTask wrapper")
 
 
 def _task_observing(agent, loaded: dict):

@@ -462,6 +462,17 @@ class FixedWorld(Wrapper):
         return s.replace(info=info)
 
 
+def find_wrapper(env: Env, cls: type, what: str) -> Env:
+    """The outermost layer of ``env`` (itself or a wrapped ``.env``) that is a ``cls``; else a ValueError
+    saying ``what`` needs it (``what``: e.g. "maml needs a batched env (...)")."""
+    e = env
+    while e is not None and not isinstance(e, cls):
+        e = getattr(e, "env", None)
+    if e is None:
+        raise ValueError(f"{what}, got {env}")
+    return e
+
+
 def with_mode(env: Env, mode: str, episodes_per_trial: int, split: str = "train", time_input: bool = False) -> Env:
     """``env`` (unbatched or a :class:`VmapEnv`) in one of the :data:`MODES`.
 
