@@ -578,7 +578,7 @@ class EPGConfig:
         memory: width of the memory vector the loss reads (trained by the inner loop; 0: none) [32].
         ppo_anneal: fraction of the run over which the PPO bootstrap's weight goes 1 -> 0 [1/8].
         final_steps: steps of the final policy whose finished episodes give the fitness [3 episodes].
-        hidden: the agent's tanh MLP widths [64, 64].
+        hidden: widths of the agent's separate actor and critic MLPs (ReLU) [tanh 64, 64].
         gamma: the PPO bootstrap's discount [0.99].
         gae_lambda: its GAE lambda [0.95].
         clip_eps: its clip range [0.2].

@@ -51,7 +51,7 @@ def _lrelu(x):
 
 
 class EPGLoss(nn.Module):
-    """The evolved loss network: ``(rows [B, L, F], pi [B, L, P], memory [M], rows_mask [B, L], idx) -> scalar``.
+    """The evolved loss network: ``(rows [B, L, F], pi [B, L, P], memory [M], idx [B, N]) -> scalar``.
 
     Attributes:
         conv: ``(channels, kernel, stride)`` per temporal convolution.
