@@ -38,6 +38,7 @@ from meta_rl.configs import EPGConfig, PPOConfig
 from meta_rl.learners import ScanTrainer
 from meta_rl.losses import gae, ppo_loss
 from meta_rl.networks import Policy, PolicySpec
+from meta_rl.ppo import policy_spec as ppo_policy_spec
 from meta_rl.rollout import Runner, Transition, collect, next_values
 from sim.core import Env
 from sim.normalize import update_stats
@@ -494,31 +495,25 @@ def _scorer(life: Lifetime):
 
 def read_loss(run_dir: str | Path) -> tuple[EPGConfig, Any, str]:
     """``(config, phi, env id)`` of an epg run folder's evolved loss; errors name the path."""
-    from meta_rl import learners
-    from proteus.checkpoint import read_policy_meta, read_policy_params
+    from proteus.runs import read_agent
     from proteus.runspec import read_run_spec
 
-    spec = read_run_spec(Path(run_dir))
-    if spec.algo != "epg":
-        raise ValueError(f"--loss {run_dir} is a {spec.algo} run; it must be an epg run (an evolved loss)")
-    _, params_file = read_policy_meta(Path(run_dir) / "policy", f" (has {run_dir} finished a training chunk?)")
-    template = learners.get("epg").init_agent_params(spec.config, _shapes_env(spec.env, spec.config), jax.random.key(0))
-    return spec.config, read_policy_params(template, params_file), spec.env
-
-
-def _shapes_env(env_id: str, c: EPGConfig) -> Env:
-    import sim
-
-    return sim.make(env_id, batch_size=(c.population, c.envs_per_lifetime), mode="fixed")
+    if (algo := read_run_spec(Path(run_dir)).algo) != "epg":
+        raise ValueError(f"--loss {run_dir} is a {algo} run; it must be an epg run (an evolved loss)")
+    spec, _, phi, _ = read_agent(Path(run_dir))
+    return spec.config, phi, spec.env
 
 
 @struct.dataclass
 class LossTrainState:
+    """The agent learning from an evolved loss, and the updates done."""
+
     agent: AgentState
     update: jax.Array
 
     @property
     def params(self):
+        """The policy's params (what ``ScanTrainer.agent_params`` saves)."""
         return self.agent.params
 
 
@@ -537,7 +532,7 @@ class LossTrainer(ScanTrainer):
             raise ValueError(f"num_steps={config.num_steps} must be a multiple of the loss run's update_every "
                              f"({lc.update_every}): the agent updates every {lc.update_every} steps")
         self.env, self.split = env, split
-        self.policy = Policy(policy_spec_of_ppo(config, env))
+        self.policy = Policy(ppo_policy_spec(config, env))
         self.lifetime = Lifetime(lc, env, self.policy)
         want = jax.tree.map(jnp.shape, self.phi)
         have = jax.tree.map(jnp.shape, self.lifetime.init_loss(jax.random.PRNGKey(0)))
@@ -560,12 +555,3 @@ class LossTrainer(ScanTrainer):
                    "episode_return": jnp.where(eps > 0, (m["episode_return"] * m["episodes"]).sum() /
                                                jnp.maximum(eps, 1), jnp.nan)}
         return LossTrainState(a, ts.update + 1), metrics
-
-    def agent_params(self, ts: LossTrainState) -> Any:
-        return ts.agent.params
-
-
-def policy_spec_of_ppo(c: PPOConfig, env: Env) -> PolicySpec:
-    from meta_rl.ppo import policy_spec as ppo_spec
-
-    return ppo_spec(c, env)
