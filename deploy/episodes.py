@@ -12,6 +12,8 @@ The file (``FORMAT``)::
     action   float32 [E, H, act_dim]   the sampled action before the clip to the bounds, actuator units
     reward   float32 [E, H]
     mask     float32 [E, H]            1 on the steps that happened (a prefix of each row)
+    latent   float32 [E, L]            optional: the latent ``z`` each episode was played with (a MAESN
+                                       policy explores by drawing one per episode)
     obs_names, action_names            str arrays: the policy's names, checked by every reader
     format, control_dt                 the format tag and the control period (s)
 
@@ -57,6 +59,7 @@ class EpisodeRecorder:
         self.horizon = int(horizon)
         self.control_dt = None if control_dt is None else float(control_dt)
         self._episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._latents: list[np.ndarray | None] = []
         self._obs: list[np.ndarray] = []
         self._act: list[np.ndarray] = []
         self._rew: list[float] = []
@@ -90,14 +93,27 @@ class EpisodeRecorder:
         self._act.append(action)
         self._rew.append(reward)
 
-    def end_episode(self) -> None:
-        """Close the episode in progress (nothing happens if it has no step)."""
+    def end_episode(self, latent=None) -> None:
+        """Close the episode in progress (nothing happens if it has no step). ``latent``: the latent
+        ``z`` the episode was played with (a MAESN policy's), recorded for every episode or for none."""
         if self._rew:
+            if latent is not None:
+                latent = np.asarray(latent, np.float32).reshape(-1)
+                if not np.all(np.isfinite(latent)):
+                    raise ValueError(f"episode {len(self._episodes)}'s latent holds NaN or inf")
+            known = [x for x in self._latents if x is not None]
+            if self._episodes and (latent is None) != (not known):
+                raise ValueError(f"episode {len(self._episodes)}: a latent must be recorded for every episode or for "
+                                 f"none ({'got none' if latent is None else 'the earlier episodes had none'})")
+            if latent is not None and known and latent.shape != known[0].shape:
+                raise ValueError(f"episode {len(self._episodes)}'s latent has {latent.size} values, the earlier "
+                                 f"ones {known[0].size}")
             self._episodes.append((np.stack(self._obs), np.stack(self._act), np.asarray(self._rew, np.float32)))
+            self._latents.append(latent)
         self.discard_episode()
 
     def discard_episode(self) -> None:
-        """Drop the episode in progress."""
+        """Drop the episode in progress (its latent, if any, is never recorded)."""
         self._obs, self._act, self._rew = [], [], []
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -109,6 +125,8 @@ class EpisodeRecorder:
         for e, (o, a, r) in enumerate(self._episodes):
             n = len(r)
             out["obs"][e, :n], out["action"][e, :n], out["reward"][e, :n], out["mask"][e, :n] = o, a, r, 1.0
+        if self._latents and self._latents[0] is not None:
+            out["latent"] = np.stack(self._latents).astype(np.float32)
         return out
 
     def save(self, path, overwrite: bool = False) -> Path:
@@ -141,6 +159,8 @@ def load_episodes(path) -> dict:
     if missing:
         raise ValueError(f"{path} lacks {missing} (an episode file holds {', '.join(ARRAYS)}, obs_names, action_names)")
     out = {k: np.asarray(data[k], np.float32) for k in ARRAYS}
+    if "latent" in data:
+        out["latent"] = np.asarray(data["latent"], np.float32)
     out["obs_names"] = tuple(str(n) for n in data["obs_names"].reshape(-1))
     out["action_names"] = tuple(str(n) for n in data["action_names"].reshape(-1))
     dt = float(data["control_dt"]) if "control_dt" in data else math.nan
@@ -159,6 +179,9 @@ def _check_shapes(ep: dict, where) -> None:
         if ep[k].shape != shape:
             raise ValueError(f"{where}: {k} has shape {ep[k].shape}, expected {shape} (reward is {rew.shape}; "
                              f"{len(ep['obs_names'])} obs_names, {len(ep['action_names'])} action_names)")
+    if "latent" in ep and (ep["latent"].ndim != 2 or ep["latent"].shape[0] != E or not np.all(np.isfinite(ep["latent"]))):
+        raise ValueError(f"{where}: latent must be [episodes, latent_dim] = [{E}, L] and finite, got shape "
+                         f"{ep['latent'].shape}")
     if not np.all((mask == 0) | (mask == 1)):
         raise ValueError(f"{where}: mask holds values other than 0 and 1")
     if np.any(np.diff(mask, axis=1) > 0):
@@ -202,4 +225,6 @@ def pad_to(ep: dict, horizon: int) -> dict[str, np.ndarray]:
             pad = [(0, 0), (0, horizon - H)] + [(0, 0)] * (x.ndim - 2)
             x = np.pad(x, pad)
         out[k] = np.ascontiguousarray(x, np.float32)
+    if "latent" in ep:
+        out["latent"] = np.ascontiguousarray(ep["latent"], np.float32)
     return out

@@ -1042,7 +1042,8 @@ def _random_sequence(agent, steps: int, seed: int = 0):
 
     def vector(dim, st):
         if s.normalize_obs and st is not None and hasattr(st, "mean"):
-            mean, std = _f32(st.mean), np.sqrt(_f32(st.var) + np.float32(1e-8))
+            # the first dim statistics: a latent policy's (MAESN) normalizer also covers its z inputs
+            mean, std = _f32(st.mean)[..., :dim], np.sqrt(_f32(st.var) + np.float32(1e-8))[..., :dim]
         else:
             mean, std = np.zeros(dim, np.float32), np.ones(dim, np.float32)
         spread = rng.choice([0.5, 2.0, 4.0, 3 * s.obs_clip], size=(steps, PARITY_BATCH, 1), p=[0.3, 0.4, 0.2, 0.1])

@@ -250,6 +250,7 @@ class OnnxPolicy:
             row = np.zeros(s["shape"], dtype) if s["init"] == "zeros" else np.asarray(s["init"], dtype)
             self._init.append((s["input"], row))
         self.explorable = all(n in self.output_names for n in EXPLORATION_OUTPUTS)
+        self.latent = _latent_spec(self.metadata.get("latent"), self._init, path)
         self._explore_names = [*self._run_names, *EXPLORATION_OUTPUTS]
         self.obs_dim = shapes["obs"][1] if "obs" in shapes else None
         self.core_size = int(self.metadata.get("core_size", 0) or 0)
@@ -262,6 +263,11 @@ class OnnxPolicy:
     @property
     def recurrent(self) -> bool:
         return bool(self.carry_names)
+
+    def draw_latent(self, rng: np.random.Generator) -> np.ndarray:
+        """A latent ``z ~ N(mu, sigma)`` of the metadata's ``latent`` entry (a MAESN policy's), [1, L]."""
+        mu, sigma = self.latent["mu"], np.exp(self.latent["log_sigma"])
+        return (mu + sigma * rng.standard_normal(mu.shape)).astype(np.float32)[None]
 
     def set_memory(self, memory=None) -> None:
         """Feed ``memory`` (see the ``memory`` argument) from the next step on."""
@@ -304,6 +310,26 @@ class OnnxPolicy:
 
 _ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int64": "tensor(int64)",
               "int32": "tensor(int32)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+
+
+def _latent_spec(entry, init: list, path) -> dict | None:
+    """The metadata's ``latent`` entry (``input``: the state input holding ``z``; ``mu``,
+    ``log_sigma``: the distribution an exploring controller draws each episode's ``z`` from), checked
+    against the state; ``None`` when absent."""
+    if entry is None:
+        return None
+    sizes = {n: row.shape for n, row in init}
+    try:
+        name = str(entry["input"])
+        mu, ls = (np.asarray(entry[k], np.float32).reshape(-1) for k in ("mu", "log_sigma"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ContractMismatch([f"metadata latent entry is malformed ({e!r})"], path) from None
+    if name not in sizes:
+        raise ContractMismatch([f"metadata latent input {name!r} is not a state input ({sorted(sizes) or 'none'})"], path)
+    if sizes[name] != mu.shape or mu.shape != ls.shape or not (np.all(np.isfinite(mu)) and np.all(np.isfinite(ls))):
+        raise ContractMismatch([f"metadata latent: mu {mu.shape} and log_sigma {ls.shape} must be finite and match "
+                                f"the state input {name!r} {sizes[name]}"], path)
+    return {"input": name, "mu": mu, "log_sigma": ls}
 
 
 def _shape_str(shape) -> str:
@@ -423,7 +449,8 @@ class Controller:
         explore: sample each action from the policy's Gaussian (``action_mean + action_std * noise``,
             then the safety clip) instead of taking its mode: how a robot gathers the episodes a
             gradient learner adapts on (:mod:`deploy.episodes`). Only for policies with the
-            exploration outputs (MAML/ProMP exports).
+            exploration outputs (MAML/ProMP/MAESN exports). A MAESN policy also draws its latent
+            once per episode (:meth:`begin_episode`).
         seed: seeds the exploration noise.
 
     After every step, :attr:`last_obs` and :attr:`last_sample` hold the observation the policy read and
@@ -488,10 +515,11 @@ class Controller:
         self.explore = bool(explore)
         if self.explore and not self.policy.explorable:
             raise ValueError(f"{self.policy.path} has no exploration outputs ({', '.join(EXPLORATION_OUTPUTS)}): "
-                             "only the policies of gradient learners (maml, promp) can explore")
+                             "only the policies of gradient learners (maml, promp, maesn) can explore")
         self._rng = np.random.default_rng(seed)
         self.last_obs: np.ndarray | None = None
         self.last_sample: np.ndarray | None = None
+        self.episode_latent: np.ndarray | None = None  # the latent z of the episode in progress (MAESN)
 
         self.events = SafetyEvents()
         self.last_action: np.ndarray | None = None  # the last command written (the rate limiter's reference)
@@ -555,6 +583,19 @@ class Controller:
         self._faults_in_row = 0
         self._stopped = False
         self._last_ts: float | None = None
+        self.begin_episode()
+
+    def begin_episode(self) -> None:
+        """Mark an episode's start. A policy with a latent (a MAESN export, metadata ``latent``) acts
+        with the latent's mean ``z = mu``; an exploring controller instead draws ``z ~ N(mu, sigma)``
+        once per episode, MAESN's structured exploration (:attr:`episode_latent`, what
+        :class:`~deploy.episodes.EpisodeRecorder` records per episode)."""
+        lat = self.policy.latent
+        if lat is None:
+            return
+        z = self.policy.draw_latent(self._rng) if self.explore else lat["mu"][None].astype(np.float32)
+        self._carry = {**self._carry, lat["input"]: z}
+        self.episode_latent = z[0].copy()
 
     def _limit(self, action: np.ndarray) -> np.ndarray:
         """Clip to the bounds, then rate limit against the last command; counts both events.

@@ -523,8 +523,9 @@ def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int, 
     episodes have finished, resetting the controller at trial ends only.
 
     With a ``recorder`` (:class:`~deploy.episodes.EpisodeRecorder`) every step's observation, action
-    (:attr:`~deploy.runtime.Controller.last_sample`) and reward are recorded, one row per episode; an
-    episode with a fault step (the safe action, not the policy's) is discarded.
+    (:attr:`~deploy.runtime.Controller.last_sample`) and reward are recorded, one row per episode
+    (with its latent, for a MAESN policy); an episode with a fault step (the safe action, not the
+    policy's) is discarded.
 
     A :class:`~deploy.runtime.ControllerStopped` (the safety layer gave up) ends the run early: the
     episodes finished before it are returned, and the one it cut short as ``partial_episode``.
@@ -549,10 +550,12 @@ def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int, 
             if not faulted:
                 recorder.add(controller.last_obs, controller.last_sample, standin.last_reward)
             if standin.episode_done:
-                recorder.discard_episode() if faulted else recorder.end_episode()
+                recorder.discard_episode() if faulted else recorder.end_episode(controller.episode_latent)
                 faulted = False
         if standin.trial_done:
             controller.reset()
+        elif standin.episode_done:
+            controller.begin_episode()  # a MAESN policy's next latent
     if recorder is not None:
         recorder.discard_episode()  # the one a stop cut short
     stopped = stop_reason is not None

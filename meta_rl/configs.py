@@ -345,6 +345,66 @@ class MAMLConfig(GradientMetaConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class MAESNConfig(MAMLConfig):
+    """MAESN (Gupta et al. 2018): model-agnostic exploration with structured noise.
+
+    The policy ``pi(a | s, z)`` reads a latent ``z`` drawn once per episode from a distribution
+    ``N(mu_i, sigma_i)`` of each of ``num_tasks`` fixed training tasks. A task's inner step is a
+    policy gradient on ``(mu_i, log sigma_i)`` (and on the policy's weights when ``adapt_policy``),
+    through ``z = mu + sigma * eps`` with the episode's noise ``eps`` held, with per-dimension step
+    sizes that the outer step learns (``learn_step``). The outer step is MAML's TRPO (the fields of
+    :class:`MAMLConfig`) on the return after adaptation, plus ``kl_weight`` times the KL of each
+    task's pre-update latent to the prior ``N(0, I)``, so that a new task can start from the prior.
+    At test time a world starts at the prior and adapts its latent after every ``adapt_episodes``
+    episodes.
+
+    Attributes:
+        (the shared fields: see :class:`GradientMetaConfig` and :class:`MAMLConfig`)
+        latent_dim: size of ``z``.
+        num_tasks: fixed training tasks (worlds of the train split drawn once from the run's seed),
+            each with its own latent distribution; ``meta_batch`` of them per meta-iteration.
+        latent_lr: initial inner step size of ``mu`` and ``log sigma`` (per dimension; learned by the
+            outer step when ``learn_step``).
+        learn_step: meta-learn the latent step sizes.
+        adapt_policy: the inner step also moves the policy's weights (step ``inner_lr``, learned when
+            ``learn_step``); by default only the latent adapts (MAESN's structured exploration).
+        kl_weight: weight of the pre-update latents' KL to the prior in the outer objective.
+        latent_baseline: train the latent-space baseline instead: the same per-task latents and
+            latent-conditioned policy, trained by TRPO on the pre-update episodes without an inner
+            step (no meta-learned adaptation); at test time the latent adapts with the fixed
+            ``latent_lr``.
+    """
+
+    latent_dim: int = 2
+    num_tasks: int = 50
+    latent_lr: float = 5.0
+    learn_step: bool = True
+    adapt_policy: bool = False
+    kl_weight: float = 0.01
+    latent_baseline: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = _check(self, ints={"latent_dim": 256, "num_tasks": 2**20}, floats=("latent_lr", "kl_weight"),
+                     positive=("latent_lr",), bools=("learn_step", "adapt_policy", "latent_baseline"))
+        if self.kl_weight < 0:
+            bad("kl_weight", "must be >= 0")
+        if self.meta_batch > self.num_tasks:
+            bad("num_tasks", f"must be >= meta_batch ({self.meta_batch}): each meta-iteration draws meta_batch "
+                             "distinct training tasks")
+
+    @property
+    def phases(self) -> int:
+        """Rollout phases per task and meta-iteration: one per inner step plus the post-update one
+        (one alone for the latent-space baseline)."""
+        return 1 if self.latent_baseline else self.inner_steps + 1
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.horizon * self.phases
+
+
+@dataclasses.dataclass(frozen=True)
 class ProMPConfig(GradientMetaConfig):
     """ProMP (Rothfuss et al. 2019): MAML's structure with the low-variance curvature (LVC) inner
     estimator, and an outer step of several Adam steps on PPO's clipped objective of the adapted

@@ -100,6 +100,13 @@ class Learner:
             the learner's test-time adaptation applied to *another* policy (a DR-PPO policy, a random
             initialization): the comparisons of the MAML paper (``proteus eval --finetune``). ``None``:
             the learner does not adapt by gradient.
+        export_agent: ``(config, env, params) -> Agent`` whose ``policy_step`` ``proteus export`` writes
+            (``None``: the deterministic ``make_agent``).
+        adapt_function: ``(config, policy_spec, obs_norm) -> f(state, episodes) -> state``: the inner step
+            on a robot's recorded episodes over the export agent's state (``adapt.onnx``, ``proteus adapt``).
+        adapt_params: ``(config, env, params, episodes) -> params``: ``proteus adapt`` for a learner whose
+            adaptation moves more than the export agent's state (MAESN's latent distribution); used
+            instead of ``adapt_function`` when given.
     """
 
     name: str
@@ -117,6 +124,7 @@ class Learner:
     finetune_agent: Callable[[Any, Env, Any, Any], Any] | None = None
     export_agent: Callable[[Any, Env, Any], Any] | None = None
     adapt_function: Callable[[Any, Any, Any], Any] | None = None
+    adapt_params: Callable[[Any, Env, Any, dict], Any] | None = None
 
     def default_config(self, env_id: str, **overrides) -> Any:
         """The preset for ``env_id`` with ``overrides`` applied (unknown fields are named)."""
@@ -248,6 +256,24 @@ def _register_builtin() -> None:
         num_updates=lambda c: c.num_updates,
         policy_spec=lazy("meta_rl.epg:policy_spec"),
         env_batch=lambda c: (c.population, c.envs_per_lifetime),
+    ))
+    register(Learner(
+        name="maesn",
+        description="MAESN (Gupta et al. 2018): a latent drawn once per episode conditions the policy; each "
+                    "training task's latent distribution adapts by a meta-learned policy-gradient step",
+        config=configs.MAESNConfig,
+        make_train=lazy("meta_rl.maesn:make_train"),
+        init_agent_params=lazy("meta_rl.maesn:init_agent_params"),
+        make_agent=lazy("meta_rl.maesn:make_agent"),
+        env_mode=lambda c: "fixed",
+        presets=presets.maesn_preset,
+        steps_per_update=lambda c: c.steps_per_update,
+        num_updates=lambda c: c.num_updates,
+        policy_spec=lazy("meta_rl.maesn:policy_spec"),
+        env_batch=lambda c: (c.meta_batch, c.rollouts_per_task),
+        finetune_agent=lazy("meta_rl.maesn:finetune_agent"),
+        export_agent=lazy("meta_rl.maesn:export_agent"),
+        adapt_params=lazy("meta_rl.maesn:adapt_params"),
     ))
     register(_gradient_meta("promp", "ProMP (Rothfuss et al. 2019): MAML with the LVC inner estimator and a clipped "
                                      "PPO outer step", "ProMPConfig", "promp_preset", "meta_rl.promp"))

@@ -540,19 +540,32 @@ class MAMLAgent(Agent):
                             state["lengths"])
         full = state["k"] + 1 >= K
 
-        def one(net, ep, lens):
+        def one(x, ep, lens):
             episodes = {**ep, "mask": (steps[None, :] < lens[:, None]).astype(jnp.float32)}
-            return adapt_on_episodes(self.policy, net, self.params["obs_norm"], episodes, self.config)
+            return self._adapt_world(x, episodes)
 
         # the inner step only when a row that just ended has all its episodes in (with early
         # terminations some row ends at most steps, but a row steps once per K episodes)
+        before = self._adaptable(state)
         adapted = jax.lax.cond(jnp.any(state["ended"] & full),
-                               lambda: jax.vmap(one)(state["net"], state["episode"], lengths), lambda: state["net"])
-        net = jax.tree.map(lambda a, n: jnp.where(full.reshape((-1,) + (1,) * (n.ndim - 1)), a, n), adapted,
-                           state["net"])
+                               lambda: jax.vmap(one)(before, self._episodes(state), lengths), lambda: before)
+        after = jax.tree.map(lambda a, n: jnp.where(full.reshape((-1,) + (1,) * (n.ndim - 1)), a, n), adapted, before)
         zero = jnp.zeros_like(state["t"])
-        return {**state, "net": net, "t": zero, "k": jnp.where(full, 0, state["k"] + 1),
+        return {**state, **after, "t": zero, "k": jnp.where(full, 0, state["k"] + 1),
                 "lengths": jnp.where(full[:, None], 0, lengths), "ended": jnp.zeros_like(state["ended"])}
+
+    # what the inner step moves, and how (MAESN's agent overrides these three)
+    def _adaptable(self, state) -> dict:
+        """The part of the state the inner step moves, rows [B, ...]."""
+        return {"net": state["net"]}
+
+    def _episodes(self, state) -> dict:
+        """The rows' recorded episodes (without ``mask``), [B, K, H, ...]."""
+        return state["episode"]
+
+    def _adapt_world(self, x: dict, episodes: dict) -> dict:
+        """One world's inner step on its episodes (``mask`` included)."""
+        return {"net": adapt_on_episodes(self.policy, x["net"], self.params["obs_norm"], episodes, self.config)}
 
     def end_episode(self, state):
         # computed for the whole batch only when some episode ended (the runner keeps it where one did)

@@ -18,7 +18,8 @@ import numpy as np
 
 def adapt_run(run_dir: Path, episodes_path: Path, out: Path | None = None, overwrite: bool = False,
               console=None) -> dict:
-    """Adapt a MAML/ProMP run's policy on recorded episodes and export it (see the module docstring).
+    """Adapt a MAML/ProMP/MAESN run's policy on recorded episodes and export it (see the module docstring;
+    MAESN fits its latent distribution from the prior, and its weights when it adapts them).
 
     Returns the report written to ``adapt.json`` beside the policy.
 
@@ -46,9 +47,9 @@ def adapt_run(run_dir: Path, episodes_path: Path, out: Path | None = None, overw
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
     spec, params, meta = load_agent_params(run_dir)
     L = spec.learner
-    if L.adapt_function is None:
+    if L.adapt_function is None and L.adapt_params is None:
         raise ValueError(f"{run_dir} is a {spec.algo} run; proteus adapt needs a learner that adapts by gradient "
-                         "(maml, promp)")
+                         "(maml, promp, maesn)")
     env = make_env(spec)
     agent = export_agent_of(spec, env, params)
     s = agent.policy_spec
@@ -57,14 +58,20 @@ def adapt_run(run_dir: Path, episodes_path: Path, out: Path | None = None, overw
     ep = load_episodes(episodes_path)
     check_episodes(ep, s.obs_names, s.action_names, H, control_dt=metadata["control_dt"], where=str(episodes_path))
     arrays = pad_to(ep, H)
-    fn = jax.jit(L.adapt_function(spec.config, s, params["obs_norm"]))
-    state = fn(agent.initial_state(1), {k: jnp.asarray(v)[None] for k, v in arrays.items()})
-    net = jax.tree.map(lambda x: x[0], state["net"])
-    before, after = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in (params["net"], net))
-    adapted = export_agent_of(spec, env, {**params, "net": net})
+    if L.adapt_params is not None:  # the learner steps its own parameters (MAESN: the latent too)
+        new_params = L.adapt_params(spec.config, env, params, arrays)
+    else:
+        arrays.pop("latent", None)
+        fn = jax.jit(L.adapt_function(spec.config, s, params["obs_norm"]))
+        state = fn(agent.initial_state(1), {k: jnp.asarray(v)[None] for k, v in arrays.items()})
+        new_params = {**params, "net": jax.tree.map(lambda x: x[0], state["net"])}
+    before, after = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in (params["net"], new_params["net"]))
+    adapted = export_agent_of(spec, env, new_params)
     E = int(arrays["mask"].shape[0])
     returns = (arrays["reward"] * arrays["mask"]).sum(1)
     metadata = {**metadata, "adapted_from": str(episodes_path), "adapt_episodes": E}
+    if callable(getattr(adapted, "latent_metadata", None)):  # MAESN: the fitted latent a robot explores with next
+        metadata["latent"] = adapted.latent_metadata()
     with console.status(f"exporting {out} (parity check against JAX)"):
         rep = export_agent(adapted, out, metadata, overwrite=overwrite)
     report = {
@@ -74,9 +81,14 @@ def adapt_run(run_dir: Path, episodes_path: Path, out: Path | None = None, overw
         "estimator": spec.config.estimator, "weight_change_l2": float(np.linalg.norm(after - before)),
         "weight_change_max": float(np.abs(after - before).max()), "max_action_error": rep.max_action_error,
     }
+    if "adapted_latent" in new_params:  # MAESN: the latent distribution fitted (policy.onnx acts with its mean)
+        lat = jax.device_get(new_params["adapted_latent"])
+        report["latent"] = {k: [float(x) for x in np.ravel(v)] for k, v in lat.items()}
     write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode(), overwrite=overwrite)
     console.print(f"adapted {run_dir} on {E} recorded episode(s) of {episodes_path} (mean return "
                   f"{report['mean_return']:.2f}): one inner step (alpha {spec.config.inner_lr:g}), weights moved by "
-                  f"{report['weight_change_l2']:.3g} (L2)")
+                  f"{report['weight_change_l2']:.3g} (L2)"
+                  + (f"; latent mean {np.round(report['latent']['mu'], 3).tolist()}, log sigma "
+                     f"{np.round(report['latent']['log_sigma'], 3).tolist()}" if "latent" in report else ""))
     console.print(f"wrote {out} (max |action error| vs JAX {rep.max_action_error:.2g}) and {report_path}")
     return report

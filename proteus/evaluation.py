@@ -15,7 +15,9 @@ Every method is scored on the same worlds with the same random streams (common r
   point navigation. MuJoCo robots have no known optimum: without ``oracle_run`` it is reported as
   unavailable.
 
-It writes ``RUN/eval/report.json``, ``RUN/eval/adaptation.png`` (mean return per episode of the trial,
+It writes ``RUN/eval/report.json``, ``RUN/eval/returns.npz`` (every world's return in each episode
+of its trial, [worlds, episodes] per ``split/player``, the players named as in the report; the same
+worlds row by row for every player), ``RUN/eval/adaptation.png`` (mean return per episode of the trial,
 per split) and one ``RUN/eval/sweep_<param>.png`` per randomized scalar parameter (trial return
 against the parameter's value over every evaluated world, coloured by split, the training range
 shaded), and prints a table. A previous report is never overwritten unless ``overwrite=True``.
@@ -474,6 +476,10 @@ def evaluate_run(
     report["rows"] = [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows]
 
     # outputs: figures first, the report last (a crash never leaves a report that blocks a rerun)
+    names = {"policy": "policy", "oracle": "oracle", **baseline_names}
+    np.savez_compressed(out_dir / "returns.npz", **{
+        f"{split}/{names.get(role, role)}": r["episode_returns"].astype(np.float32)
+        for split, per in results.items() for role, r in per.items()})
     if json_path:
         from proteus.report import write_json
 

@@ -124,6 +124,8 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
     with console.status(f"recording a rollout of {run_dir} for the parity check"):
         recorded = record_observations(spec, params)
     metadata = run_metadata(spec, meta, env)
+    if callable(getattr(agent, "latent_metadata", None)):  # a MAESN policy: the distribution its z is drawn from
+        metadata["latent"] = agent.latent_metadata()
     if memory:
         metadata["memory"] = memory_metadata(spec, agent, memory_out.name)
     with console.status(f"exporting {out} (parity check against JAX)"):

@@ -188,6 +188,12 @@ def _register_builtin() -> None:
     register(EnvEntry("point-goal-x", lambda _: _task("point_nav", "PointNav", "goalx"), 2,
                       "2-D navigation to an unseen goal in the half-plane x > 0 (EPG's out-of-distribution protocol: "
                       "extrap holds goals with x < 0), trials of 2 episodes"))
+    register(EnvEntry("point-arc", lambda _: _task("point_nav", "PointNav", "arc"), 2,
+                      "2-D navigation to an unseen goal on a semicircle of radius 2 (MAESN's protocol): dense reward "
+                      "on training goals, sparse (1 within 0.3 of the goal) on the held-out arcs, trials of 2 episodes"))
+    register(EnvEntry("point-arc-sparse", lambda _: _task("point_nav", "PointNav", "arc-sparse"), 2,
+                      "2-D navigation to an unseen goal on a semicircle of radius 2, sparse reward (1 within 0.3 of "
+                      "the goal) on every split: the first episode has to search, trials of 2 episodes"))
     register(EnvEntry("point-vel", lambda _: _task("point_nav", "PointNav", "vel"), 2,
                       "2-D point moving at an unseen target velocity, trials of 2 episodes"))
     register(EnvEntry("maze-discrete", lambda _: _task("maze", "Maze"), 2,

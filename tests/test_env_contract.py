@@ -58,9 +58,24 @@ def test_same_key_same_trajectory(case):
     assert tree_allclose(a[1].obs, b[1].obs, atol=0) and tree_allclose(a[1].reward, b[1].reward, atol=0)
 
 
+def _toward_goal(env, seed_params):
+    """A sparse-reward env's actions for :func:`test_different_params_change_transitions`: straight at
+    the goal of world ``seed_params`` at full speed (random actions never reach a sparse goal, so two
+    worlds would look the same)."""
+    goal = env.sample_params(jax.random.key(seed_params), "train").target
+    return jnp.broadcast_to(goal / jnp.abs(goal).max(), (STEPS,) + goal.shape)
+
+
 def test_different_params_change_transitions(case):
     env_id, backend = case
     env = made(env_id, backend=backend)
+    if getattr(env.unwrapped, "task", None) == "arc-sparse":  # the same actions, aimed at world 0's goal
+        p0, p5 = (env.sample_params(jax.random.key(s), "train") for s in (0, 5))
+        run = compiled_rollout(env, STEPS)
+        _, a = run(jax.random.key(1), p0, _toward_goal(env, 0))
+        _, b = run(jax.random.key(1), p5, _toward_goal(env, 0))
+        assert float(a.reward.sum()) > 0 and float(b.reward.sum()) == 0, (a.reward, b.reward)
+        return
     _, a = _rollout(env, seed_params=0)
     _, b = _rollout(env, seed_params=5)
     differs = (not np.allclose(a.reward, b.reward)) or (not np.allclose(a.obs, b.obs))

@@ -45,7 +45,7 @@ class PointNavOracle(Agent):
 
     def policy_step(self, state: Any, obs: jax.Array):
         target = state["target"]
-        v = (target - obs[..., :2]) / self.dt if self.family in ("goal", "goal2d", "goalx") else target
+        v = (target - obs[..., :2]) / self.dt if self.family in ("goal", "goal2d", "goalx", "arc", "arc-sparse") else target
         return jnp.clip(v, -self.max_v, self.max_v).astype(jnp.float32), state
 
 

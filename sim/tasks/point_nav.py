@@ -4,7 +4,7 @@ A point starts at the origin; the action is its velocity, clipped to ``[-1, 1]^2
 with ``dt = 0.1`` (so at most 0.1 per step per axis, as in MAML's displacement actions). Episodes last
 100 steps (a time limit: ``truncated``); there is no terminal state. The observation is the position.
 
-Three task families:
+The task families:
 
 * ``goal``: reward ``-||x - goal||``. Goals sit at radius ``U[0.2, 0.5]`` and at an angle that is
   ``train``: [0°, 300°] minus the held-out sector (150°, 180°); ``interp``: that sector, (150°, 180°),
@@ -22,6 +22,16 @@ Three task families:
   ``train`` [0.5, 1.5] minus (0.9, 1.1), ``interp`` that band, ``extrap`` [-1.5, -0.5]: goals with
   ``x < 0``, which training never sees. Mirroring a world's goal (``x -> -x``) maps ``train`` onto
   ``extrap`` with the same distance to the start, so the two splits are equally hard.
+* ``arc``: MAESN's navigation protocol (Gupta et al. 2018): goals on a semicircle of radius
+  :data:`ARC_RADIUS` (2) around the start, at an angle ``train`` [0°, 180°] minus (60°, 120°),
+  ``interp`` that arc (the top of the semicircle, between the training arcs), ``extrap``
+  (180°, 225°], beyond the semicircle's end. The reward is dense,
+  ``-||x - goal||``, on training worlds and *sparse* on held-out worlds: 1 on each step the point is
+  within ``sparse_radius`` (default :data:`SPARSE_RADIUS`) of the goal, exactly 0 elsewhere, so a
+  held-out goal must be found by exploring. A world carries its reward kind (:class:`ArcParams`
+  ``sparse``), set by the split it was drawn from.
+* ``arc-sparse``: the same goals with the sparse reward on every split (what RL² trains on: a first
+  episode that has to search).
 """
 
 from __future__ import annotations
@@ -36,7 +46,10 @@ from sim.core import Box, Env, new_state
 _DT = 0.1
 _MAX_V = 1.0
 GOAL2D_RADIUS = 0.01  # goal2d: the episode ends within this distance of the goal
-FAMILIES = ("goal", "vel", "goal2d", "goalx")
+ARC_RADIUS = 2.0  # arc: the goals' distance from the start
+SPARSE_RADIUS = 0.3  # arc: the sparse reward's goal radius
+FAMILIES = ("goal", "vel", "goal2d", "goalx", "arc", "arc-sparse")
+ARC_FAMILIES = ("arc", "arc-sparse")
 
 
 @struct.dataclass
@@ -44,12 +57,24 @@ class PointParams:
     target: jax.Array  # [2] goal position (goal family) or target velocity (vel family)
 
 
+@struct.dataclass
+class ArcParams:
+    """A world of the ``arc`` families: the goal and whether its reward is sparse (1 within the goal
+    radius, else 0) or dense (``-distance``)."""
+
+    target: jax.Array  # [2] goal position
+    sparse: jax.Array  # [] bool
+
+
 class PointNav(Env):
-    def __init__(self, family: str = "goal", episode_length: int = 100):
+    def __init__(self, family: str = "goal", episode_length: int = 100, sparse_radius: float = SPARSE_RADIUS):
         if family not in FAMILIES:
             raise ValueError(f"unknown point-nav family {family!r}; expected one of {', '.join(FAMILIES)}")
         if int(episode_length) < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        if not (isinstance(sparse_radius, (int, float)) and 0 < sparse_radius < float("inf")):
+            raise ValueError(f"sparse_radius must be a finite number > 0, got {sparse_radius!r}")
+        self.sparse_radius = float(sparse_radius)
         self.task = family
         self.family = f"point-{family}"
         self.id = f"point-{family}"
@@ -69,6 +94,9 @@ class PointNav(Env):
         elif family == "goalx":
             self.ranges = {"goal_x": SplitRange("goal_x", train=(0.5, 1.5), interp=(0.9, 1.1), extrap=((-1.5, -0.5),)),
                            "goal_y": SplitRange("goal_y", train=(-1.0, 1.0))}
+        elif family in ARC_FAMILIES:
+            self.ranges = {"goal_angle_deg": SplitRange("goal_angle_deg", train=(0.0, 180.0), interp=(60.0, 120.0),
+                                                        extrap=((180.0, 225.0),), unit="°")}
         else:
             self.ranges = {
                 "speed": SplitRange("speed", train=(0.2, 0.6), interp=(0.35, 0.45), extrap=((0.6, 0.9),), unit="/s"),
@@ -82,6 +110,11 @@ class PointNav(Env):
     def sample_params(self, key, split="train", ranges=None):
         check_split(split)
         b = (lambda n: None) if ranges is None else (lambda n: ranges[n])  # noqa: E731
+        if self.task in ARC_FAMILIES:
+            rad = jnp.deg2rad(self.ranges["goal_angle_deg"].sample(key, split, (), b("goal_angle_deg")))
+            sparse = self.task == "arc-sparse" or split != "train"
+            return ArcParams(target=ARC_RADIUS * jnp.stack([jnp.cos(rad), jnp.sin(rad)]),
+                             sparse=jnp.asarray(sparse, bool))
         if self.task in ("goal2d", "goalx"):
             kx, ky = jax.random.split(key)
             r = self.ranges
@@ -96,6 +129,9 @@ class PointNav(Env):
     def param_values(self, params: PointParams) -> dict[str, jax.Array]:
         """The named parameters of a world (inverse of ``sample_params``; any batch shape): polar, or
         the goal's coordinates for ``goal2d``."""
+        if self.task in ARC_FAMILIES:
+            ang = jnp.rad2deg(jnp.arctan2(params.target[..., 1], params.target[..., 0])) % 360.0
+            return {"goal_angle_deg": ang}
         if self.task in ("goal2d", "goalx"):
             return {"goal_x": params.target[..., 0], "goal_y": params.target[..., 1]}
         mag = jnp.linalg.norm(params.target, axis=-1)
@@ -113,7 +149,9 @@ class PointNav(Env):
         t = state.env_state["t"] + 1
         target = state.params.target
         terminated = jnp.zeros((), bool)
-        if self.task in ("goal", "goalx"):
+        if self.task in ARC_FAMILIES:
+            reward = arc_reward(pos, state.params, self.sparse_radius)
+        elif self.task in ("goal", "goalx"):
             reward = -jnp.linalg.norm(pos - target)
         elif self.task == "goal2d":
             d2 = jnp.sum(jnp.square(pos - target))
@@ -134,3 +172,10 @@ class PointNav(Env):
 
     def split_description(self):
         return {split: " · ".join(f"{n} {r.describe()[split]}" for n, r in self.ranges.items()) for split in ("train", "interp", "extrap")}
+
+
+def arc_reward(pos: jax.Array, params: ArcParams, sparse_radius: float) -> jax.Array:
+    """The ``arc`` families' reward at position ``pos`` [..., 2]: ``-||pos - goal||`` (dense worlds) or
+    1 within ``sparse_radius`` of the goal and exactly 0 outside it (sparse worlds)."""
+    d = jnp.linalg.norm(pos - params.target, axis=-1)
+    return jnp.where(params.sparse, (d <= sparse_radius).astype(jnp.float32), -d)
