@@ -526,6 +526,9 @@ class Eval:
     """Every gradient learner (maml, promp: the run and its baselines) takes each inner step on this
     many episodes (default 1); with --episodes 11, --adapt-episodes 10 scores the step as MAML trains
     it (10 rollouts) in episode 11."""
+    env: str | None = None
+    """Evaluate on this registered env instead of the run's: the same observation and action names
+    (e.g. a point-arc run on point-arc-sparse, whose training goals are sparse too); writes RUN/eval-ENV/."""
 
     def run(self) -> None:
         from proteus.runspec import read_run_spec
@@ -543,7 +546,8 @@ class Eval:
         det = {"auto": None, "mode": True, "sample": False}[self.actions]
         evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=list(self.baseline),
                      oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det,
-                     finetune=self.finetune, episodes=self.episodes, adapt_episodes=self.adapt_episodes)
+                     finetune=self.finetune, episodes=self.episodes, adapt_episodes=self.adapt_episodes,
+                     env=self.env)
 
 
 @dataclasses.dataclass(frozen=True)

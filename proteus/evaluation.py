@@ -240,6 +240,7 @@ def evaluate_run(
     finetune: bool = False,
     episodes: int | None = None,
     adapt_episodes: int | None = None,
+    env: str | None = None,
 ) -> dict:
     """Evaluate a run's latest policy zero-shot on each split; write ``run_dir/eval/`` and return the report.
 
@@ -263,6 +264,10 @@ def evaluate_run(
         adapt_episodes: every gradient learner's agent (the run's, a baseline's, and ``finetune``'s)
             takes each inner step on this many episodes (default its config's, 1); e.g. 10 with
             ``episodes=11``: the step on 10 episodes as MAML trains, scored in the 11th.
+        env: evaluate on this registered env instead of the run's (the same observation and action
+            names, the run's backend; every baseline still trained on the run's env), e.g. a run trained
+            on ``point-arc`` scored on ``point-arc-sparse``'s sparse training goals; written to
+            ``run_dir/eval-ENV/``.
         overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
         console: a Rich console (default: :func:`proteus.console.make_console`).
 
@@ -287,7 +292,13 @@ def evaluate_run(
         raise ValueError("no split to evaluate; expected some of " + ", ".join(SPLITS))
 
     main = _load(run_dir, "policy")
-    env_id, backend = main["cfg"]["env"], main["cfg"]["backend"]
+    trained_on, backend = main["cfg"]["env"], main["cfg"]["backend"]
+    env_id = trained_on if env is None else str(env)
+    if env_id != trained_on:
+        sim.entry(env_id)  # an unknown id is refused here, naming the known ones
+        if backend != "auto" and backend not in sim.entry(env_id).backends:
+            raise ValueError(f"{env_id} has no {backend} backend (it has {', '.join(sim.entry(env_id).backends)}); "
+                             f"{run_dir} ran on {backend}")
     if backend == "auto":
         backend = sim.entry(env_id).backends[0]
     baseline_paths = [] if baseline_run is None else (
@@ -297,9 +308,9 @@ def evaluate_run(
         if path is None:
             continue
         cfg = read_run_config(Path(path))
-        if cfg["env"] != env_id and not (role == "oracle" and cfg["env"] == env_id + TASK_SUFFIX):
+        if cfg["env"] != trained_on and not (role == "oracle" and cfg["env"] == trained_on + TASK_SUFFIX):
             raise ValueError(f"{role.rstrip('0123456789')} run {path} is on {cfg['env']!r}, but {run_dir} is on "
-                             f"{env_id!r}: a comparison needs the same env")
+                             f"{trained_on!r}: a comparison needs the same env")
         others[role] = _load(Path(path), role)
     if adapt_episodes is not None:  # every player that adapts by gradient steps on that many episodes
         stepping = [x for x in (main, *others.values()) if hasattr(x["spec"].config, "adapt_episodes")]
@@ -317,7 +328,7 @@ def evaluate_run(
             name += "'"
         baseline_names[f"baseline{i}"] = name
 
-    out_dir = run_dir / "eval"
+    out_dir = run_dir / ("eval" if env_id == trained_on else f"eval-{env_id}")
     report_path = out_dir / "report.json"
     targets = [report_path] + ([Path(json_path)] if json_path else [])
     if json_path and Path(json_path).is_dir():
@@ -413,6 +424,7 @@ def evaluate_run(
     report: dict[str, Any] = {
         "run": str(run_dir),
         "env": env_id,
+        "trained_on": trained_on,
         "algo": main["cfg"]["algo"],
         "backend": backend,
         "tasks": tasks,

@@ -248,6 +248,17 @@ def test_cli_train_eval_finetune_export_and_table(tmp_path, capsys):
                           "5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "need 12 episodes per trial" in bad.stderr
 
+    # --env: the same run scored on point-arc-sparse's training goals (sparse there), in eval-ENV/
+    main(["eval", str(run), "--env", "point-arc-sparse", "--tasks", "6", "--split", "train", "--baseline", str(base),
+          "--episodes", "2"])
+    other = json.loads((run / "eval-point-arc-sparse" / "report.json").read_text())
+    assert other["env"] == "point-arc-sparse" and other["trained_on"] == ENV
+    with np.load(run / "eval-point-arc-sparse" / "returns.npz") as z:
+        assert np.all(z["train/policy"] >= 0) and set(np.unique(z["train/oracle"] > 0)) == {True}
+    with pytest.raises(SystemExit):
+        main(["eval", str(run), "--env", "bandit-k5-n10", "--tasks", "6", "--split", "train", "--overwrite"])
+    assert "does not fit bandit-k5-n10" in capsys.readouterr().err
+
     main(["export", str(run)])
     pol = OnnxPolicy(run / "policy.onnx")
     assert "z_in" in pol.carry_names and pol.latent["input"] == "z_in"
