@@ -39,9 +39,8 @@ from flax import struct
 from meta_rl import maml
 from meta_rl.agent import Agent
 from meta_rl.configs import MAESNConfig
-from meta_rl.maml import MAMLAgent, episode_advantages, task_advantages
+from meta_rl.maml import MAMLAgent, episode_advantages
 from meta_rl.networks import Policy, PolicySpec
-from meta_rl.rollout import Runner, collect
 from sim.core import Env, draw_params
 from sim.normalize import update_stats
 from sim.wrappers import VmapEnv
@@ -198,22 +197,12 @@ class Trainer(maml.Trainer):
     def _latent_rollout(self, net, obs_norm, latent, world, key) -> tuple[LatentBatch, jax.Array]:
         c = self.config
         k_eps, k_reset, k_run = jax.random.split(key, 3)
-        R = c.rollouts_per_task
-        eps = jax.random.normal(k_eps, (R, c.latent_dim), jnp.float32)
+        eps = jax.random.normal(k_eps, (c.rollouts_per_task, c.latent_dim), jnp.float32)
         z = jax.lax.stop_gradient(latent_z(latent, eps))
-        state = self.task_env.reset(k_reset, world)
-        zeros = jnp.zeros((R,), jnp.float32)
-        runner = Runner(state, {}, jnp.ones((R,), bool), zeros, zeros.astype(jnp.int32))
-        params = {"net": net, "obs_norm": obs_norm, "z": z}
-        _, traj, _ = collect(self.task_env, self.lp, params, runner, k_run, c.horizon)
-        traj = jax.lax.stop_gradient(traj)
-        t = maml._steps_in_episode(traj.first)
-        adv = task_advantages(traj.reward, traj.done, traj.obs, t, c.gamma, c.gae_lambda, c.horizon)
-        flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-        eps_t = jnp.broadcast_to(eps, (c.horizon,) + eps.shape)
-        batch = LatentBatch(flat(traj.obs), flat(traj.action), flat(traj.log_prob), flat(adv), jnp.ones_like(flat(adv)),
-                            flat(eps_t))
-        return batch, traj.reward.sum(0).mean()
+        traj = self._traj(self.lp, {"net": net, "obs_norm": obs_norm, "z": z}, world, k_reset, k_run)
+        b = self._batch(traj)  # MAML's advantages, flattened over [T, R]
+        eps_t = jnp.broadcast_to(eps, (c.horizon,) + eps.shape).reshape((-1, c.latent_dim))
+        return LatentBatch(b.obs, b.action, b.log_prob, b.adv, b.mask, eps_t), traj.reward.sum(0).mean()
 
     def _inner(self, x, obs_norm, step, batch, first_order):
         c = self.config

@@ -360,16 +360,20 @@ class Trainer(ScanTrainer):
 
     # -- one task ------------------------------------------------------------------------------------
 
-    def _rollout(self, net, obs_norm, world, key) -> tuple[Batch, jax.Array]:
-        """``horizon`` steps of the task's ``rollouts_per_task`` envs from reset: (batch, mean return)."""
+    def _traj(self, policy, params, world, k_reset, k_run) -> Transition:
+        """``horizon`` steps of ``policy`` (``params``) in the task's ``rollouts_per_task`` envs from
+        reset (no gradient)."""
         c = self.config
-        k_reset, k_run = jax.random.split(key)
         state = self.task_env.reset(k_reset, world)
         R = c.rollouts_per_task
         zeros = jnp.zeros((R,), jnp.float32)
         runner = Runner(state, {}, jnp.ones((R,), bool), zeros, zeros.astype(jnp.int32))
-        _, traj, _ = collect(self.task_env, self.policy, {"net": net, "obs_norm": obs_norm}, runner, k_run, c.horizon)
-        traj = jax.lax.stop_gradient(traj)
+        _, traj, _ = collect(self.task_env, policy, params, runner, k_run, c.horizon)
+        return jax.lax.stop_gradient(traj)
+
+    def _rollout(self, net, obs_norm, world, key) -> tuple[Batch, jax.Array]:
+        """``horizon`` steps of the task's ``rollouts_per_task`` envs from reset: (batch, mean return)."""
+        traj = self._traj(self.policy, {"net": net, "obs_norm": obs_norm}, world, *jax.random.split(key))
         return self._batch(traj), traj.reward.sum(0).mean()
 
     def _batch(self, traj: Transition) -> Batch:
