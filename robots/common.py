@@ -30,3 +30,24 @@ def upright(cos_angle):
 def centered(x, width: float = 1.0):
     """1 at x = 0, 1/2 far away."""
     return (1.0 + jnp.exp(-((x / width) ** 2))) / 2.0
+
+
+def check_sparse_radius(radius, field: str = "sparse_radius") -> float:
+    """``radius`` as a float if it is a finite number > 0, else a ``ValueError`` naming ``field``."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0 < float(radius) < float("inf"):
+        raise ValueError(f"{field} must be a finite number > 0, got {radius!r}")
+    return float(radius)
+
+
+def sparse_reward(distance, radius: float):
+    """1 within ``radius`` of a goal, exactly 0 outside it (a sparse goal reward)."""
+    return (distance <= radius).astype(jnp.float32)
+
+
+def fault_action(action, motor, flipped):
+    """A hidden actuator fault on the normalized ``action`` [nu]: motor ``motor`` (an integer-valued
+    task parameter) receives ``-action`` when ``flipped`` (a 0/1 task parameter) is 1, nothing when
+    it is 0 (disabled); every other motor receives its action."""
+    hit = jnp.arange(action.shape[-1]) == motor.astype(jnp.int32)
+    gain = jnp.where(flipped >= 0.5, -1.0, 0.0)
+    return jnp.where(hit, gain * action, action)

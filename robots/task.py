@@ -40,6 +40,9 @@ class MujocoTask:
         randomization: the default dynamics randomization.
         task_ranges: task parameters (target velocity, goal...) per split.
         terminated_fn: ``(view, task_params) -> bool``; by default the task never terminates.
+        action_fn: ``(action, task_params) -> action``: what the motors receive of the agent's
+            normalized action (a hidden actuator fault); by default all of it. Rewards and costs
+            read the agent's own action.
     """
 
     name: str
@@ -54,5 +57,6 @@ class MujocoTask:
     randomization: RandomizationSpec
     task_ranges: dict[str, SplitRange] = dataclasses.field(default_factory=dict)
     terminated_fn: Callable[[PhysicsView, dict], jax.Array] = lambda view, task: jnp.zeros((), bool)
+    action_fn: Callable[[jax.Array, dict], jax.Array] = lambda action, task: action
 
 

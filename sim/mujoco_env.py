@@ -404,7 +404,8 @@ class MujocoEnv(Env):
     def step(self, state, action):
         action, fault = guard_action(self.action_space, self.check_action(action))
         action = jnp.clip(action, -1.0, 1.0)
-        ctrl = self._ctrl_mid + self._ctrl_half * action
+        applied = self.task.action_fn(action, state.params["task"])  # what the motors receive (a fault)
+        ctrl = self._ctrl_mid + self._ctrl_half * applied
         if self.backend == "native":
             physics, exact = self._native_step(state.env_state, ctrl, state.params["dynamics"])
             return self._finish(state, physics, action, fault, {"exact": exact})

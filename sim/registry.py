@@ -217,6 +217,17 @@ def _register_builtin() -> None:
     ):
         register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
                           f"{text}, trials of 2 episodes", backends=("native", "mjx")))
+    # variants whose physics is one of the robots above (a sparse reward, a hidden fault or payload):
+    # native only, the CPU path their results were measured on
+    for env_id, task, text in (
+        ("ant-ring", "ant:RING", "ant walking to an unseen goal on a ring of radius 2 m (MAESN), dense reward"),
+        ("ant-ring-sparse", "ant:RING_SPARSE", "ant-ring's goals, sparse reward (1 within 0.8 m of the goal)"),
+        ("reacher-goal-sparse", "reacher:GOAL_SPARSE", "reacher-goal's hidden goals, sparse reward (1 within 5 cm)"),
+        ("reacher-payload", "reacher:PAYLOAD", "reacher to an observed goal carrying a hidden payload (felt only when the arm accelerates)"),
+        ("cheetah-fault", "cheetah:FAULT", "half-cheetah running forward with a hidden disabled or sign-flipped motor"),
+    ):
+        register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
+                          f"{text}, trials of 2 episodes", backends=("native",)))
     # the value-based learners' cart-pole: push the cart left or right at full force
     register(EnvEntry("cartpole-balance-discrete", lambda backend: _discrete(robot_env("cartpole:BALANCE", backend)), 2,
                       "cart-pole balance with two actions (full force left or right), randomized as cartpole-balance, "

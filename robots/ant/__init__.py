@@ -28,6 +28,12 @@ Tasks; every step earns an alive bonus of 1 and pays a control cost ``0.5 * 0.01
   ``goal_radius ~ U[1, 3]`` (shared by all splits) and angle ``goal_angle_deg`` (same split pattern
   as ``direction_deg``). The goal is not observed: the agent must infer it from rewards.
 
+* ``ant-ring``: MAESN's legged protocol. The goal lies on a ring of radius :data:`RING_RADIUS` (2 m)
+  at ``goal_angle_deg`` (same split pattern as ``direction_deg``), with ``ant-goal``'s dense reward.
+* ``ant-ring-sparse``: the same goals (the same key gives the same goal), reward 1 per step within
+  :data:`RING_SPARSE_RADIUS` (0.8 m) of the goal and exactly 0 outside it, with no alive bonus and
+  no control cost: what held-out goals are scored on (``proteus eval --env ant-ring-sparse``).
+
 Randomized by default (scale factors): torso mass, floor sliding friction, joint damping (one
 factor for the eight hinges) and motor strength (one factor for the eight motors); ``interp`` holds
 out a band around nominal, ``extrap`` lies outside the training range.
@@ -43,6 +49,7 @@ import mujoco
 
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
+from robots.common import check_sparse_radius, sparse_reward
 from robots.task import MujocoTask, PhysicsView
 
 LEGS = {"fl": 45.0, "bl": 135.0, "br": 225.0, "fr": 315.0}  # leg name -> direction (degrees)
@@ -179,3 +186,31 @@ GOAL = _task("ant-goal", _goal_reward, {
     "goal_radius": SplitRange("goal_radius", (1.0, 3.0), unit="m"),
     "goal_angle_deg": SplitRange("goal_angle_deg", **ANGLE_SPLIT),
 })
+
+
+RING_RADIUS = 2.0  # ant-ring: the goals' distance from the start (m)
+RING_SPARSE_RADIUS = 0.8  # ant-ring-sparse: the sparse reward's goal radius (m)
+
+
+def ring_goal_xy(task) -> jax.Array:
+    a = jnp.deg2rad(task["goal_angle_deg"])
+    return RING_RADIUS * jnp.stack([jnp.cos(a), jnp.sin(a)])
+
+
+def _ring_reward(view: PhysicsView, action, task) -> jax.Array:
+    return -jnp.linalg.norm(view.qpos[:2] - ring_goal_xy(task)) + _bonus_minus_cost(action)
+
+
+def ring_sparse_task(sparse_radius: float = RING_SPARSE_RADIUS) -> MujocoTask:
+    """``ant-ring-sparse`` with goal radius ``sparse_radius`` (m), refused unless a finite number > 0."""
+    radius = check_sparse_radius(sparse_radius)
+
+    def reward(view: PhysicsView, action, task) -> jax.Array:
+        return sparse_reward(jnp.linalg.norm(view.qpos[:2] - ring_goal_xy(task)), radius)
+
+    return _task("ant-ring-sparse", reward, RING_RANGES)
+
+
+RING_RANGES = {"goal_angle_deg": SplitRange("goal_angle_deg", **ANGLE_SPLIT)}
+RING = _task("ant-ring", _ring_reward, RING_RANGES)
+RING_SPARSE = ring_sparse_task()

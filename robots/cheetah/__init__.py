@@ -19,6 +19,13 @@ Tasks (meta-RL, as in MAML / PEARL); ``v`` is the forward velocity (``qvel`` of 
   of the task parameter ``direction ~ U[-1, 1]`` (shared by all splits), so forward and backward
   each have probability 1/2 (the nominal world, parameter 0, runs forward).
 
+* ``cheetah-fault``: run forward (``cheetah-dir``'s forward reward) with a hidden actuator fault:
+  motor ``fault_motor`` (one of the six, uniform) is disabled (``fault_flipped`` 0: it receives
+  nothing) or sign-flipped (``fault_flipped`` 1: it receives the negated action), each with
+  probability 1/2, on every split (the dynamics terms give the splits). Rewards and the control
+  cost read the agent's action. Which motor misbehaves, and how, shows only in how the body
+  answers the motor commands, so a policy that knows it runs differently.
+
 Randomized by default (scale factors on the nominal model): torso mass, ground sliding friction,
 leg joint damping (one factor for all six leg joints) and motor strength (one factor for all six
 motors). ``interp`` holds out a band around nominal, ``extrap`` lies outside the training range.
@@ -28,6 +35,7 @@ down to a factor of 0.4, where the friction extrapolation range stops.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -39,6 +47,7 @@ import numpy as np
 
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
+from robots.common import fault_action
 from robots.task import MujocoTask, PhysicsView
 
 TOTAL_MASS_ATTR = re.compile(r'\s*settotalmass\s*=\s*"([^"]*)"')
@@ -156,3 +165,20 @@ def _task(name: str, reward_fn, task_ranges) -> MujocoTask:
 
 VEL = _task("cheetah-vel", _vel_reward, {"target_vel": SplitRange("target_vel", train=(0.0, 2.0), interp=(0.9, 1.1), extrap=((2.0, 3.0),), unit="m/s")})
 DIR = _task("cheetah-dir", _dir_reward, {"direction": SplitRange("direction", train=(-1.0, 1.0))})
+
+
+def _forward_reward(view: PhysicsView, action, task) -> jax.Array:
+    return forward_velocity(view) - _ctrl_cost(action)
+
+
+def _fault(action, task) -> jax.Array:
+    return fault_action(action, task["fault_motor"], task["fault_flipped"])
+
+
+FAULT = dataclasses.replace(
+    _task("cheetah-fault", _forward_reward, {
+        "fault_motor": SplitRange("fault_motor", train=(0.0, float(len(LEG_JOINTS))), dist="discrete"),
+        "fault_flipped": SplitRange("fault_flipped", train=(0.0, 2.0), dist="discrete"),
+    }),
+    action_fn=_fault,
+)

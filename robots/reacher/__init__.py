@@ -19,6 +19,17 @@ Task (``reacher-goal``): the goal sits at radius ``goal_radius ~ U[0.05, 0.20]``
 splits; the arm reaches 0.24) and angle ``goal_angle_deg`` (degrees): train ``[0, 300]`` without the
 held-out band ``[150, 180]`` (interp), extrap ``[300, 360]``.
 
+Task (``reacher-goal-sparse``): the same goals (the same key gives the same goal), reward 1 per step
+within :data:`SPARSE_RADIUS` (0.05 m, dm_control's easy target plus the fingertip) of the goal and
+exactly 0 outside it, with no control cost.
+
+Task (``reacher-payload``): the goal is *observed* (two more observations, ``goal_x``/``goal_y``;
+radius and angle as ``reacher-goal``, on every split) and the hidden quantity is a payload at the
+fingertip: the ``finger`` body's mass (left out of the arm-mass factor) is scaled by ``payload mass ×``, log-uniform on train
+``[1, 40]`` without the held-out band ``[5, 10]`` (interp), extrap ``[40, 80]`` (up to 0.34 kg,
+several times the arm). The arm moves in a horizontal plane, so gravity never loads the joints: the
+payload shows only when the arm accelerates, and a policy that knows it brakes earlier.
+
 Randomized by default (scale factors): the masses of the arm bodies (one factor for ``arm``,
 ``hand`` and ``finger``), joint damping (one factor for both hinges) and motor strength (one factor
 for both motors); ``interp`` holds out a band around nominal, ``extrap`` lies outside the training
@@ -27,6 +38,8 @@ range.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -34,7 +47,7 @@ import numpy as np
 
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
-from robots.common import suite_model
+from robots.common import check_sparse_radius, sparse_reward, suite_model
 from robots.task import MujocoTask, PhysicsView
 
 JOINTS = ("shoulder", "wrist")
@@ -113,19 +126,48 @@ def _init(key, qpos0, qvel0):
     return qpos0.at[_QADR[0]].set(shoulder).at[_QADR[1]].set(wrist), jnp.zeros_like(qvel0)
 
 
-GOAL = MujocoTask(
-    name="reacher-goal",
-    family="reacher-goal",
-    load_model=load_model,
-    obs_names=OBS_NAMES,
-    obs_fn=_obs,
-    reward_fn=_reward,
-    init_fn=_init,
-    n_substeps=2,
-    episode_length=100,
-    randomization=RANDOMIZATION,
-    task_ranges={
-        "goal_radius": SplitRange("goal_radius", (0.05, 0.20), unit="m"),
-        "goal_angle_deg": SplitRange("goal_angle_deg", train=(0.0, 300.0), interp=(150.0, 180.0), extrap=((300.0, 360.0),), unit="deg"),
-    },
-)
+SPARSE_RADIUS = 0.05  # reacher-goal-sparse: the sparse reward's goal radius (m)
+GOAL_RANGES = {
+    "goal_radius": SplitRange("goal_radius", (0.05, 0.20), unit="m"),
+    "goal_angle_deg": SplitRange("goal_angle_deg", train=(0.0, 300.0), interp=(150.0, 180.0), extrap=((300.0, 360.0),), unit="deg"),
+}
+
+
+def _task(name: str, reward_fn, **changes) -> MujocoTask:
+    return MujocoTask(**{**dict(
+        name=name,
+        family=name,
+        load_model=load_model,
+        obs_names=OBS_NAMES,
+        obs_fn=_obs,
+        reward_fn=reward_fn,
+        init_fn=_init,
+        n_substeps=2,
+        episode_length=100,
+        randomization=RANDOMIZATION,
+        task_ranges=GOAL_RANGES,
+    ), **changes})
+
+
+def sparse_task(sparse_radius: float = SPARSE_RADIUS) -> MujocoTask:
+    """``reacher-goal-sparse`` with goal radius ``sparse_radius`` (m), refused unless a finite number > 0."""
+    radius = check_sparse_radius(sparse_radius)
+
+    def reward(view: PhysicsView, action, task) -> jax.Array:
+        return sparse_reward(jnp.linalg.norm(fingertip(view.qpos) - goal_xy(task)), radius)
+
+    return _task("reacher-goal-sparse", reward)
+
+
+def _payload_obs(view: PhysicsView, task) -> jax.Array:
+    return jnp.concatenate([_obs(view, task), goal_xy(task)])
+
+
+PAYLOAD_TERM = Term("body_mass", ("finger",), SplitRange("payload mass ×", (1.0, 40.0), (5.0, 10.0), ((40.0, 80.0),), dist="log_uniform"))
+
+GOAL = _task("reacher-goal", _reward)
+GOAL_SPARSE = sparse_task()
+# the arm-mass factor covers the arm and hand only: the finger's mass is the payload's term
+PAYLOAD = _task("reacher-payload", _reward, obs_names=OBS_NAMES + ("goal_x", "goal_y"), obs_fn=_payload_obs,
+                randomization=RandomizationSpec((dataclasses.replace(RANDOMIZATION.terms[0], elements=ARM_BODIES[:2]),)
+                                                + RANDOMIZATION.terms[1:] + (PAYLOAD_TERM,)))
