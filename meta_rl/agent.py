@@ -191,3 +191,40 @@ class TaskObservingAgent(Agent):
     def policy_step(self, state, obs):
         action, inner = self.agent.policy_step(state["inner"], self._obs(state, obs))
         return action, {**state, "inner": inner}
+
+
+@struct.dataclass
+class ForgetfulAgent(Agent):
+    """``agent`` with its state put back to :meth:`initial_state` at every episode end: each episode of
+    a trial starts from what a robot starts from, so a learner that adapts through its state (RL²'s
+    carry, an episodic memory, a gradient learner's adapted weights) meets every episode afresh. The
+    memory ablation of ``proteus eval --reset-memory``: episode 2 minus episode 1 is then what the
+    memory carried across the boundary was worth, good or bad."""
+
+    agent: Any
+
+    @property
+    def policy_spec(self):
+        return self.agent.policy_spec
+
+    def initial_state(self, batch: int) -> AgentState:
+        return self.agent.initial_state(batch)
+
+    def init(self, key: jax.Array, world: Any) -> AgentState:
+        return self.agent.init(key, world)
+
+    def act(self, state, obs, key):
+        return self.agent.act(state, obs, key)
+
+    def observe(self, state, step: Step):
+        return self.agent.observe(state, step)
+
+    def end_episode(self, state):
+        leaves = jax.tree.leaves(state)
+        if not leaves:  # a stateless agent has nothing to forget
+            return state
+        fresh = self.agent.initial_state(int(jnp.shape(leaves[0])[0]))
+        return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), fresh, state)
+
+    def policy_step(self, state, obs):
+        return self.agent.policy_step(state, obs)

@@ -529,6 +529,10 @@ class Eval:
     env: str | None = None
     """Evaluate on this registered env instead of the run's: the same observation and action names
     (e.g. a point-arc run on point-arc-sparse, whose training goals are sparse too); writes RUN/eval-ENV/."""
+    reset_memory: bool = False
+    """The memory ablation: every learner's state (RL²'s hidden state, an episodic memory, adapted
+    weights) is reset at each episode end, so episode 2 minus episode 1 shows what carrying it across
+    episodes was worth; writes RUN/eval-reset-memory/."""
 
     def run(self) -> None:
         from proteus.runspec import read_run_spec
@@ -547,7 +551,7 @@ class Eval:
         evaluate_run(self.run_dir, splits=self.split, tasks=self.tasks, baseline_run=list(self.baseline),
                      oracle_run=self.oracle, json_path=self.json, overwrite=self.overwrite, deterministic=det,
                      finetune=self.finetune, episodes=self.episodes, adapt_episodes=self.adapt_episodes,
-                     env=self.env)
+                     env=self.env, reset_memory=self.reset_memory)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,7 @@ import numpy as np
 
 import sim
 from meta_rl.baselines.oracles import known_oracle, known_references
+from meta_rl.agent import ForgetfulAgent
 from meta_rl.evaluate import EVAL_SEED, compiled_run_trials, eval_tasks, mean_ci95
 from proteus.report import BenchRow
 from randomization.ranges import SPLITS, SplitRange, check_split
@@ -241,6 +242,7 @@ def evaluate_run(
     episodes: int | None = None,
     adapt_episodes: int | None = None,
     env: str | None = None,
+    reset_memory: bool = False,
 ) -> dict:
     """Evaluate a run's latest policy zero-shot on each split; write ``run_dir/eval/`` and return the report.
 
@@ -268,6 +270,10 @@ def evaluate_run(
             names, the run's backend; every baseline still trained on the run's env), e.g. a run trained
             on ``point-arc`` scored on ``point-arc-sparse``'s sparse training goals; written to
             ``run_dir/eval-ENV/``.
+        reset_memory: every player's state returns to its initial state at each episode end
+            (:class:`meta_rl.agent.ForgetfulAgent`): the memory ablation, where episode 2 minus
+            episode 1 shows what the state carried across the boundary was worth; written to
+            ``run_dir/eval-reset-memory/`` (``eval-ENV-reset-memory/`` with ``env``).
         overwrite: replace an existing ``eval/report.json`` (and ``json_path``).
         console: a Rich console (default: :func:`proteus.console.make_console`).
 
@@ -328,7 +334,7 @@ def evaluate_run(
             name += "'"
         baseline_names[f"baseline{i}"] = name
 
-    out_dir = run_dir / ("eval" if env_id == trained_on else f"eval-{env_id}")
+    out_dir = run_dir / (("eval" if env_id == trained_on else f"eval-{env_id}") + ("-reset-memory" if reset_memory else ""))
     report_path = out_dir / "report.json"
     targets = [report_path] + ([Path(json_path)] if json_path else [])
     if json_path and Path(json_path).is_dir():
@@ -381,6 +387,11 @@ def evaluate_run(
         else:
             players["oracle"], label, note = known
             meta["oracle"] = {"kind": "known", "label": label, "note": note}
+
+    if reset_memory:  # the oracle and the references keep theirs: they are the yardsticks
+        for role in [r for r in players if r != "oracle"]:
+            players[role] = ForgetfulAgent(players[role])
+        meta["reset_memory"] = True
 
     references = known_references(env)
     ref_role = {name: f"reference:{name}" for name in references}  # their keys among the players
@@ -436,6 +447,9 @@ def evaluate_run(
         "unavailable_splits": unavailable,
     }
     notes: list[str] = [f"--finetune: {name} not fine-tuned ({why})" for name, why in finetune_skipped.items()]
+    if reset_memory:
+        notes.append("--reset-memory: every learner's state (RL²'s carry, a memory, adapted weights) was reset at each "
+                     "episode end; episode k minus episode 1 is what the state carried across episodes was worth")
     from sim.tasks.bandit import BernoulliBandit
 
     is_bandit = isinstance(env.unwrapped, BernoulliBandit)

@@ -205,3 +205,31 @@ def test_several_baselines_are_each_paired_on_the_same_worlds(runs, tmp_path):
     # the same untrained policy twice: the same returns world by world
     assert row["baselines"]["ppo"]["mean"] == row["baselines"]["ppo-b"]["mean"]
     assert row["paired"]["baseline ppo-b"]["policy_minus"] == pytest.approx(row["paired"]["baseline"]["policy_minus"])
+
+
+def test_reset_memory_forgets_between_episodes_and_leaves_stateless_policies_alone(runs, bandit_report):
+    import numpy as np
+
+    from meta_rl.agent import ForgetfulAgent
+    from meta_rl.evaluate import compiled_run_trials, eval_tasks
+    from proteus.evaluation import _agent, _load, eval_env
+
+    report = evaluate_run(runs / "rl2", splits="train", tasks=TASKS, baseline_run=runs / "ppo", reset_memory=True,
+                          progress=False)
+    assert report["reset_memory"] is True and any("--reset-memory" in n for n in report["notes"])
+    fresh = np.load(runs / "rl2" / "eval-reset-memory" / "returns.npz")
+    kept = np.load(runs / "rl2" / "eval" / "returns.npz")
+    # the feed-forward baseline has no state: the same worlds and streams give the same returns
+    np.testing.assert_array_equal(fresh["train/ppo"], kept["train/ppo"])
+    # RL² acting on its mode: the first pull is the same, the rest of the trial is not (its carry is forgotten)
+    agent, _ = _agent(_load(runs / "rl2", "policy"), True)
+    env = eval_env(BANDIT, "jax", TASKS, None)
+    params, run = eval_tasks(env, TASKS, "train"), compiled_run_trials(env)
+    a = np.asarray(run(agent, params, jax.random.key(0)).episode_returns)
+    b = np.asarray(run(ForgetfulAgent(agent), params, jax.random.key(0)).episode_returns)
+    np.testing.assert_array_equal(a[:, 0], b[:, 0])
+    assert not np.array_equal(a, b)
+    # the wrapper puts the carry back to the initial state, batched
+    state = jax.tree.map(lambda x: x + 1.0, agent.initial_state(3))
+    for x, y in zip(jax.tree.leaves(ForgetfulAgent(agent).end_episode(state)), jax.tree.leaves(agent.initial_state(3))):
+        np.testing.assert_array_equal(x, y)
