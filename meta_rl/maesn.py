@@ -319,6 +319,16 @@ def _prior(batch: int, L: int) -> dict:
     return {"mu": jnp.zeros((batch, L), jnp.float32), "log_sigma": jnp.zeros((batch, L), jnp.float32)}
 
 
+def agent_steps(c: MAESNConfig, params: Any) -> dict:
+    """The test-time inner step sizes of a run's ``params``: the meta-learned ones (``params["step"]``),
+    or the configured ones where nothing was learned (the latent-space baseline, a fixed step)."""
+    step = dict(params.get("step") or {})
+    if c.latent_baseline or not step:
+        step = dict(_steps(c))
+    step.setdefault("net", jnp.asarray(c.inner_lr, jnp.float32))
+    return step
+
+
 @struct.dataclass
 class MAESNAgent(MAMLAgent):
     """MAESN's test-time adaptation (:class:`~meta_rl.maml.MAMLAgent`'s episode bookkeeping).
@@ -334,12 +344,7 @@ class MAESNAgent(MAMLAgent):
 
     @property
     def steps(self) -> dict:
-        c = self.config
-        step = dict(self.params.get("step") or {})
-        if c.latent_baseline or not step:  # nothing learned: the configured step sizes
-            step = {k: v for k, v in _steps(c).items()}
-        step.setdefault("net", jnp.asarray(c.inner_lr, jnp.float32))
-        return step
+        return agent_steps(self.config, self.params)
 
     def initial_state(self, batch: int):
         s = super().initial_state(batch)
@@ -489,7 +494,6 @@ def adapt_params(c: MAESNConfig, env: Env, params: Any, episodes: dict) -> Any:
     eps = (z - prior["mu"]) / jnp.exp(prior["log_sigma"])
     ep = {"obs": jnp.asarray(episodes["obs"]), "action": (jnp.asarray(episodes["action"], jnp.float32) - offset) / scale,
           "reward": jnp.asarray(episodes["reward"]), "mask": jnp.asarray(episodes["mask"]), "eps": eps}
-    agent = make_agent(c, env, params, True)
     new = jax.jit(lambda p, e: adapt_on_episodes(LatentPolicy(spec, L), {"net": p["net"], "latent": prior},
-                                                 p["obs_norm"], agent.steps, e, c))(params, ep)
+                                                 p["obs_norm"], agent_steps(c, p), e, c))(params, ep)
     return {**params, "net": new["net"], "adapted_latent": new["latent"]}

@@ -35,7 +35,7 @@ def adapt_run(run_dir: Path, episodes_path: Path, out: Path | None = None, overw
     from deploy.export import export_agent
     from deploy.files import write_atomic
     from proteus.console import make_console
-    from proteus.export import export_agent_of, run_metadata
+    from proteus.export import export_agent_of, policy_metadata, run_metadata
     from proteus.runs import load_agent_params, make_env
 
     console = console or make_console()
@@ -69,9 +69,8 @@ def adapt_run(run_dir: Path, episodes_path: Path, out: Path | None = None, overw
     adapted = export_agent_of(spec, env, new_params)
     E = int(arrays["mask"].shape[0])
     returns = (arrays["reward"] * arrays["mask"]).sum(1)
-    metadata = {**metadata, "adapted_from": str(episodes_path), "adapt_episodes": E}
-    if callable(getattr(adapted, "latent_metadata", None)):  # MAESN: the fitted latent a robot explores with next
-        metadata["latent"] = adapted.latent_metadata()
+    # MAESN's metadata now holds the fitted latent, the one a robot explores with next
+    metadata = {**policy_metadata(spec, meta, env, adapted), "adapted_from": str(episodes_path), "adapt_episodes": E}
     with console.status(f"exporting {out} (parity check against JAX)"):
         rep = export_agent(adapted, out, metadata, overwrite=overwrite)
     report = {

@@ -60,6 +60,15 @@ def run_metadata(spec, meta: dict, env) -> dict:
     }
 
 
+def policy_metadata(spec, meta: dict, env, agent) -> dict:
+    """:func:`run_metadata` plus what the exported ``agent`` itself carries: a MAESN policy's latent
+    distribution (``latent``: the one its z is drawn from on the robot)."""
+    metadata = run_metadata(spec, meta, env)
+    if callable(getattr(agent, "latent_metadata", None)):
+        metadata["latent"] = agent.latent_metadata()
+    return metadata
+
+
 def export_agent_of(spec, env, params):
     """The agent whose ``policy_step`` a run exports (the learner's ``export_agent``, else its
     deterministic ``make_agent``)."""
@@ -123,9 +132,7 @@ def export_run(run_dir: Path, out: Path | None = None, overwrite: bool = False, 
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
     with console.status(f"recording a rollout of {run_dir} for the parity check"):
         recorded = record_observations(spec, params)
-    metadata = run_metadata(spec, meta, env)
-    if callable(getattr(agent, "latent_metadata", None)):  # a MAESN policy: the distribution its z is drawn from
-        metadata["latent"] = agent.latent_metadata()
+    metadata = policy_metadata(spec, meta, env, agent)
     if memory:
         metadata["memory"] = memory_metadata(spec, agent, memory_out.name)
     with console.status(f"exporting {out} (parity check against JAX)"):
