@@ -233,3 +233,29 @@ def test_reset_memory_forgets_between_episodes_and_leaves_stateless_policies_alo
     state = jax.tree.map(lambda x: x + 1.0, agent.initial_state(3))
     for x, y in zip(jax.tree.leaves(ForgetfulAgent(agent).end_episode(state)), jax.tree.leaves(agent.initial_state(3))):
         np.testing.assert_array_equal(x, y)
+
+
+def test_episode_scripts_ablate_the_boundary_and_split_gains_by_parameter(runs, bandit_report, capsys):
+    """scripts/episode_boundary_ablation.py: four rows on the evaluation's worlds, the fresh start a
+    control; scripts/episode_gain_by_param.py: the gain per parameter bin, refusing an unknown name."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    def script(name):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    assert script("episode_boundary_ablation").main([str(runs / "rl2"), "--split", "train", "--tasks", "50"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n| ") == 5 and "| nothing (fresh start, the control) |" in out
+    gain = script("episode_gain_by_param")
+    assert gain.main([str(runs / "rl2" / "eval"), "--param", "arm_probs", "--split", "train", "--bins", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "policy: ep 1 → ep 2" in out and out.count("\n| [") == 2
+    assert gain.main([str(runs / "rl2" / "eval"), "--param", "nope", "--split", "train"]) == 2
+    assert "no parameter 'nope'" in capsys.readouterr().err
