@@ -24,7 +24,8 @@ Tasks (meta-RL, as in MAML / PEARL); ``v`` is the forward velocity (``qvel`` of 
   nothing) or sign-flipped (``fault_flipped`` 1: it receives the negated action), each with
   probability 1/2, on every split (the dynamics terms give the splits). Rewards and the control
   cost read the agent's action. Which motor misbehaves, and how, shows only in how the body
-  answers the motor commands, so a policy that knows it runs differently.
+  answers the motor commands, so a policy that knows it runs differently. The nominal world (each
+  range's middle) has motor 3 (``fthigh``) flipped.
 
 Randomized by default (scale factors on the nominal model): torso mass, ground sliding friction,
 leg joint damping (one factor for all six leg joints) and motor strength (one factor for all six
