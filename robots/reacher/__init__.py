@@ -20,7 +20,7 @@ splits; the arm reaches 0.24) and angle ``goal_angle_deg`` (degrees): train ``[0
 held-out band ``[150, 180]`` (interp), extrap ``[300, 360]``.
 
 Task (``reacher-goal-sparse``): the same goals (the same key gives the same goal), reward 1 per step
-within :data:`SPARSE_RADIUS` (0.05 m, dm_control's easy target plus the fingertip) of the goal and
+within :data:`SPARSE_RADIUS` (0.05 m, the tolerance of dm_control's easy sparse reacher) of the goal and
 exactly 0 outside it, with no control cost.
 
 Task (``reacher-payload``): the goal is *observed* (two more observations, ``goal_x``/``goal_y``;
