@@ -207,22 +207,36 @@ def test_several_baselines_are_each_paired_on_the_same_worlds(runs, tmp_path):
     assert row["paired"]["baseline ppo-b"]["policy_minus"] == pytest.approx(row["paired"]["baseline"]["policy_minus"])
 
 
-def test_reset_memory_forgets_between_episodes_and_leaves_stateless_policies_alone(runs, bandit_report):
+@pytest.fixture(scope="module")
+def memory_evals(runs, tmp_path_factory):
+    """Copies of the RL² and PPO runs (other tests of this module rewrite ``runs``'s eval folders, on
+    whichever worker they land), scored on train with and without ``reset_memory``."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("memory_evals")
+    for name in ("rl2", "ppo"):
+        shutil.copytree(runs / name, root / name, ignore=shutil.ignore_patterns("eval*"))
+    kept = evaluate_run(root / "rl2", splits="train", tasks=TASKS, baseline_run=root / "ppo", progress=False)
+    fresh = evaluate_run(root / "rl2", splits="train", tasks=TASKS, baseline_run=root / "ppo", reset_memory=True,
+                         progress=False)
+    return root, kept, fresh
+
+
+def test_reset_memory_forgets_between_episodes_and_leaves_stateless_policies_alone(memory_evals):
     import numpy as np
 
     from meta_rl.agent import ForgetfulAgent
     from meta_rl.evaluate import compiled_run_trials, eval_tasks
     from proteus.evaluation import _agent, _load, eval_env
 
-    report = evaluate_run(runs / "rl2", splits="train", tasks=TASKS, baseline_run=runs / "ppo", reset_memory=True,
-                          progress=False)
+    root, _, report = memory_evals
     assert report["reset_memory"] is True and any("--reset-memory" in n for n in report["notes"])
-    fresh = np.load(runs / "rl2" / "eval-reset-memory" / "returns.npz")
-    kept = np.load(runs / "rl2" / "eval" / "returns.npz")
+    fresh = np.load(root / "rl2" / "eval-reset-memory" / "returns.npz")
+    kept = np.load(root / "rl2" / "eval" / "returns.npz")
     # the feed-forward baseline has no state: the same worlds and streams give the same returns
     np.testing.assert_array_equal(fresh["train/ppo"], kept["train/ppo"])
     # RL² acting on its mode: the first pull is the same, the rest of the trial is not (its carry is forgotten)
-    agent, _ = _agent(_load(runs / "rl2", "policy"), True)
+    agent, _ = _agent(_load(root / "rl2", "policy"), True)
     env = eval_env(BANDIT, "jax", TASKS, None)
     params, run = eval_tasks(env, TASKS, "train"), compiled_run_trials(env)
     a = np.asarray(run(agent, params, jax.random.key(0)).episode_returns)
@@ -235,7 +249,7 @@ def test_reset_memory_forgets_between_episodes_and_leaves_stateless_policies_alo
         np.testing.assert_array_equal(x, y)
 
 
-def test_episode_scripts_ablate_the_boundary_and_split_gains_by_parameter(runs, bandit_report, capsys):
+def test_episode_scripts_ablate_the_boundary_and_split_gains_by_parameter(memory_evals, capsys):
     """scripts/episode_boundary_ablation.py: four rows on the evaluation's worlds, the fresh start a
     control; scripts/episode_gain_by_param.py: the gain per parameter bin, refusing an unknown name."""
     import importlib.util
@@ -250,12 +264,13 @@ def test_episode_scripts_ablate_the_boundary_and_split_gains_by_parameter(runs, 
         spec.loader.exec_module(module)
         return module
 
-    assert script("episode_boundary_ablation").main([str(runs / "rl2"), "--split", "train", "--tasks", "50"]) == 0
+    root = memory_evals[0]
+    assert script("episode_boundary_ablation").main([str(root / "rl2"), "--split", "train", "--tasks", "50"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n| ") == 5 and "| nothing (fresh start, the control) |" in out
     gain = script("episode_gain_by_param")
-    assert gain.main([str(runs / "rl2" / "eval"), "--param", "arm_probs", "--split", "train", "--bins", "2"]) == 0
+    assert gain.main([str(root / "rl2" / "eval"), "--param", "arm_probs", "--split", "train", "--bins", "2"]) == 0
     out = capsys.readouterr().out
     assert "policy: ep 1 → ep 2" in out and out.count("\n| [") == 2
-    assert gain.main([str(runs / "rl2" / "eval"), "--param", "nope", "--split", "train"]) == 2
+    assert gain.main([str(root / "rl2" / "eval"), "--param", "nope", "--split", "train"]) == 2
     assert "no parameter 'nope'" in capsys.readouterr().err
