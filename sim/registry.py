@@ -205,7 +205,8 @@ def _register_builtin() -> None:
                       "pulls, each task identified by a context cue and recurring within the lifetime",
                       trial_time=True, info={"arms": 5}))
     # MuJoCo robots: native MuJoCo C (the CPU path) first, MJX second. Named here, imported when built.
-    for env_id, task, text in (
+    both, native = ("native", "mjx"), ("native",)
+    robots = (
         ("pendulum-swingup", "pendulum:SWINGUP", "pendulum swing-up, randomized mass/COM/inertia/damping/motor"),
         ("cartpole-balance", "cartpole:BALANCE", "cart-pole balance, randomized masses/pole COM/damping/gravity"),
         ("cartpole-swingup", "cartpole:SWINGUP", "cart-pole swing-up, randomized masses/pole COM/damping/gravity"),
@@ -214,20 +215,20 @@ def _register_builtin() -> None:
         ("cheetah-dir", "cheetah:DIR", "half-cheetah running forward or backward (MAML/PEARL)"),
         ("ant-dir", "ant:DIR", "ant walking in an unseen direction"),
         ("ant-goal", "ant:GOAL", "ant walking to an unseen goal"),
-    ):
-        register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
-                          f"{text}, trials of 2 episodes", backends=("native", "mjx")))
+    )
     # variants whose physics is one of the robots above (a sparse reward, a hidden fault or payload):
     # native only, the CPU path their results were measured on
-    for env_id, task, text in (
+    variants = (
         ("ant-ring", "ant:RING", "ant walking to an unseen goal on a ring of radius 2 m (MAESN), dense reward"),
         ("ant-ring-sparse", "ant:RING_SPARSE", "ant-ring's goals, sparse reward (1 within 0.8 m of the goal)"),
         ("reacher-goal-sparse", "reacher:GOAL_SPARSE", "reacher-goal's hidden goals, sparse reward (1 within 5 cm)"),
         ("reacher-payload", "reacher:PAYLOAD", "reacher to an observed goal carrying a hidden payload (felt only when the arm accelerates)"),
         ("cheetah-fault", "cheetah:FAULT", "half-cheetah running forward with a hidden disabled or sign-flipped motor"),
-    ):
-        register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
-                          f"{text}, trials of 2 episodes", backends=("native",)))
+    )
+    for backends, rows in ((both, robots), (native, variants)):
+        for env_id, task, text in rows:
+            register(EnvEntry(env_id, lambda backend, task=task, env_id=env_id: robot_env(task, backend, env_id), 2,
+                              f"{text}, trials of 2 episodes", backends=backends))
     # the value-based learners' cart-pole: push the cart left or right at full force
     register(EnvEntry("cartpole-balance-discrete", lambda backend: _discrete(robot_env("cartpole:BALANCE", backend)), 2,
                       "cart-pole balance with two actions (full force left or right), randomized as cartpole-balance, "
