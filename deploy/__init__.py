@@ -22,6 +22,10 @@ Controller`` works on a robot computer without JAX.
 
 from __future__ import annotations
 
+import os as _os
+
+_os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (sim.render); set before MuJoCo loads a GL backend
+
 import importlib
 
 _EXPORTS = {

@@ -253,6 +253,10 @@ class OnnxPolicy:
         self.latent = _latent_spec(self.metadata.get("latent"), self._init, path)
         self._explore_names = [*self._run_names, *EXPLORATION_OUTPUTS]
         self.obs_dim = shapes["obs"][1] if "obs" in shapes else None
+        # a dict observation: one input per part, ``obs.<part>`` [B, ...] (uint8 images, float32 vectors)
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        self.obs_parts = {n[4:]: (tuple(shapes[n][1:]), np.dtype(np.uint8 if types[n] == "tensor(uint8)" else np.float32))
+                          for n in self.input_names if n.startswith("obs.")}
         self.core_size = int(self.metadata.get("core_size", 0) or 0)
         self._run_opts = ort.RunOptions()
         # the session's C++ binding: InferenceSession.run's Python checks (input names, graph capture)
@@ -310,6 +314,19 @@ class OnnxPolicy:
 
 _ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int64": "tensor(int64)",
               "int32": "tensor(int32)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+
+
+def _parts_mismatch(obs, parts: dict) -> str | None:
+    """Why a robot's dict observation does not fit the graph's ``obs.<part>`` inputs, or ``None``."""
+    if not isinstance(obs, dict):
+        return f"robot returned a {type(obs).__name__} observation, the policy takes the parts {sorted(parts)}"
+    if set(obs) != set(parts):
+        return f"robot returned observation parts {sorted(obs)}, the policy takes {sorted(parts)}"
+    for k, (shape, _) in parts.items():
+        got = tuple(np.shape(obs[k]))
+        if got != shape and got != (1, *shape):
+            return f"robot returned observation part {k!r} of shape {list(got)}, the policy expects {list(shape)}"
+    return None
 
 
 def _latent_spec(entry, init: list, path) -> dict | None:
@@ -674,20 +691,25 @@ class Controller:
 
     def _step(self) -> np.ndarray:
         self.last_obs = self.last_sample = None
+        parts = self.policy.obs_parts
         try:
             obs, ts = self.robot.read_observation()
-            obs = np.asarray(obs, np.float32).reshape(1, -1)
+            if parts:  # a dict observation (a camera image and vectors): each part as the graph takes it
+                bad = _parts_mismatch(obs, parts)
+                obs = None if bad else {k: np.asarray(obs[k], dt).reshape(1, *shape) for k, (shape, dt) in parts.items()}
+            else:
+                obs = np.asarray(obs, np.float32).reshape(1, -1)
         except Exception as e:  # noqa: BLE001 (any driver error is answered the same way)
             self.events.read_error += 1
             self.last_error = f"read_observation raised {type(e).__name__}: {e}"
             return self._fault(self.last_error)
         now = self.clock.now()
-        if obs.shape[1] != self.obs_dim:
+        if obs is None or (not parts and obs.shape[1] != self.obs_dim):
             action = self._limit(self.safe_action)
             self._send(action)
             self._stopped = True
-            raise ControllerStopped(f"robot returned {obs.shape[1]} observation values, policy expects {self.obs_dim}; "
-                                    "safe action written")
+            got = bad if obs is None else f"robot returned {obs.shape[1]} observation values, policy expects {self.obs_dim}"
+            raise ControllerStopped(f"{got}; safe action written")
         fault = None
         ts = _timestamp(ts)
         last = self._last_ts
@@ -703,7 +725,7 @@ class Controller:
                 fault = f"stale observation (timestamp {ts:.6f}, previous {last}, now {now:.6f})"
             if last is None or ts > last:
                 self._last_ts = ts
-        if not _finite(obs):
+        if not (all(_finite(v) for v in obs.values() if v.dtype == np.float32) if parts else _finite(obs)):
             self.events.nan_obs += 1
             fault = "non-finite observation" if fault is None else f"{fault}; non-finite observation"
         if fault is not None:
@@ -723,7 +745,7 @@ class Controller:
             return self._fault(self.last_error)
         self._carry = carry
         self._faults_in_row = 0
-        self.last_obs, self.last_sample = obs[0], action
+        self.last_obs, self.last_sample = ({k: v[0] for k, v in obs.items()} if parts else obs[0]), action
         return command
 
     # ---------------------------------------------------------------------------------------------

@@ -111,7 +111,13 @@ class _Robot:
         self.episode_length = int(base.episode_length)
         self.control_dt = float(base.control_dt)
         self.n_substeps = int(base.task.n_substeps)
-        self.obs_names = tuple(env.observation_space.names)
+        space = env.observation_space
+        # a pixel robot: a dict observation (its image, its vector "state" part); the names are the
+        # vector parts' elements as "part.element", as the policy's and the exported metadata's
+        self.pixels = base.pixels is not None
+        self.parts = tuple((n, tuple(sp.shape), np.dtype(sp.dtype)) for n, sp in space.items()) if self.pixels else ()
+        self.obs_names = (tuple(f"{n}.{e}" for n, sp in space.items() if sp.is_vector for e in sp.names)
+                          if self.pixels else tuple(space.names))
         self.action_names = tuple(env.action_space.names)
         self.nominal_task = {n: float(v) for n, v in base.nominal_params()["task"].items()}
         self.tracking = _tracking_fn(env_id)
@@ -173,9 +179,11 @@ class _World:
             return state, (obs, state.reward, state.terminated, unstable, err.astype(jnp.float32))
 
         def reset_to(key, params, qpos, qvel):
+            from sim.mujoco_env import VISUAL_KEY
+
             s = env.reset(key, params)
             physics = s.env_state["physics"].at[1:1 + nq].set(qpos).at[1 + nq:1 + nq + nv].set(qvel)
-            obs = task.obs_fn(view(physics), params["task"]).astype(jnp.float32)
+            obs = env._observe(view(physics), params, jax.random.fold_in(key, VISUAL_KEY) if env.pixels else None)
             return s.replace(obs=obs, env_state={**s.env_state, "physics": physics})
 
         self.step = jax.jit(control_step)
@@ -355,7 +363,12 @@ class MujocoStandIn:
         initial_states: ``(qpos, qvel)`` per episode, used in order (e.g. recorded from the JAX env);
             then, or without them, each episode starts from the env's own reset with a key folded
             from ``seed`` and the episode's index.
-        seed: seeds the range draws, the observation noise and the initial states.
+        appearance: a pixel robot's appearance: ``None`` for the nominal one, or a split
+            (``train``, ``interp``, ``extrap``) to draw it from with ``seed`` (its colours, textures,
+            lights, camera pose, sky, distractors and pixel effects: :mod:`randomization.visual`).
+            The camera image is rendered from the hidden world and is what the controller reads
+            (with the ``state`` part and the RL² inputs, a dict observation).
+        seed: seeds the range draws, the observation noise, the appearance and the initial states.
 
     Attributes:
         obs_names, action_names, control_dt: the contract the controller checks against the policy.
@@ -372,7 +385,8 @@ class MujocoStandIn:
 
     def __init__(self, env_id: str, *, rl2: bool = False, friction=None, mass=None, gain=None, latency_ms=0.0,
                  noise_std: float = 0.0, timestep: float | None = None, task: dict | None = None,
-                 initial_states: Sequence[tuple[Any, Any]] | None = None, seed: int = 0):
+                 initial_states: Sequence[tuple[Any, Any]] | None = None, seed: int = 0, appearance: str | None = None):
+        import jax
         import jax.numpy as jnp
 
         r = self._robot = _robot(env_id)
@@ -382,7 +396,19 @@ class MujocoStandIn:
         self.rl2_inputs = (RL2Inputs(r.action_names, r.episodes_per_trial, time_input=r.trial_time,
                                      episode_length=r.episode_length) if self.rl2 else None)
         self.action_names = r.action_names
-        self.obs_names = r.obs_names + (self.rl2_inputs.names if self.rl2 else ())
+        self.pixels = r.pixels
+        if appearance is not None and not r.pixels:
+            raise ValueError(f"appearance={appearance!r}: {env_id} has no camera (not a pixel env)")
+        if appearance is not None:
+            from randomization.ranges import check_split
+
+            check_split(appearance)
+        rl2_names = self.rl2_inputs.names if self.rl2 else ()
+        if r.pixels:  # the RL² inputs are a part of their own, as sim.wrappers.Trial adds them
+            from sim.wrappers import RL2_PART
+
+            rl2_names = tuple(f"{RL2_PART}.{n}" for n in rl2_names)
+        self.obs_names = r.obs_names + rl2_names
         self.control_dt = r.control_dt
         self.episode_length = r.episode_length
         rng = np.random.default_rng(seed)
@@ -413,10 +439,15 @@ class MujocoStandIn:
         self._world = w = _world(env_id, substeps, chunk, friction, mass, gain)
         self.env, self.model = w.env, w.env.model
         params = w.env.nominal_params()  # the spec's nominal dynamics on the overridden model
+        if appearance is not None:
+            from sim.mujoco_env import VISUAL_KEY
+
+            params["visual"] = w.env.visual.sample(jax.random.fold_in(jax.random.key(int(seed)), VISUAL_KEY), appearance)
         self._params = {**params, "task": {k: jnp.float32(v) for k, v in self.task.items()}}
         self.world = {"friction": friction, "mass": mass, "gain": gain, "latency_ms": self.latency_s * 1e3,
                       "latency_ms_requested": float(latency_ms), "latency_steps": self.latency_steps,
-                      "noise_std": self.noise_std, "timestep": self.timestep, "substeps": substeps, "task": dict(self.task)}
+                      "noise_std": self.noise_std, "timestep": self.timestep, "substeps": substeps, "task": dict(self.task),
+                      **({"appearance": appearance or "nominal"} if r.pixels else {})}
 
         self._initial_states = list(initial_states or [])
         # the observations of the last latency_steps physics steps (one per env step of `chunk` of them)
@@ -449,7 +480,7 @@ class MujocoStandIn:
             self._state = self._world.reset(key, self._params)
         # the latency line starts full of the initial observation: as if the robot had rested there
         # for the whole latency (what the env's latency wrapper sees)
-        obs = np.asarray(self._state.obs, np.float32)
+        obs = _host_obs(self._state.obs)
         self._buf.clear()
         self._buf.extend([obs] * self._buf.maxlen)
         self._t = 0
@@ -476,16 +507,29 @@ class MujocoStandIn:
     def read_observation(self) -> tuple[np.ndarray, float]:
         """The observation sampled ``latency`` ago (noise added; RL² inputs appended) and its time."""
         obs = self._buf[0]
+        if isinstance(obs, dict):  # a camera robot: noise on the state part, the RL² inputs a part
+            from sim.wrappers import RL2_PART
+
+            obs = {k: v.copy() for k, v in obs.items()}
+            if self.noise_std > 0 and "state" in obs:
+                obs["state"] = (obs["state"] + self.noise_std * self._rng.standard_normal(obs["state"].shape)).astype(np.float32)
+            if self.rl2:
+                obs[RL2_PART] = self.rl2_inputs.inputs.astype(np.float32)
+            ts = self._timestamp()
+            return obs, ts
         if self.noise_std > 0:
             obs = (obs + self.noise_std * self._rng.standard_normal(obs.shape)).astype(np.float32)
         if self.rl2:
             obs = self.rl2_inputs.append(obs)
+        return np.array(obs, np.float32), self._timestamp()
+
+    def _timestamp(self) -> float:
         ts = time.monotonic() - self._age
         if ts <= self._last_ts:  # two reads within the clock's resolution: keep timestamps increasing
             ts = math.nextafter(self._last_ts, math.inf)
         self._last_ts = ts
         self.last_sample_age_s = self._age
-        return np.array(obs, np.float32), ts
+        return ts
 
     def write_command(self, action: np.ndarray) -> None:
         """Apply ``action`` (env action units) for one control period; reward, termination, auto-reset."""
@@ -494,7 +538,10 @@ class MujocoStandIn:
         a = np.asarray(action, np.float32).reshape(len(self.action_names))
         self._state, out = self._world.step(self._state, a)
         obs, reward, terminated, unstable, err = jax.device_get(out)
-        self._buf.extend(np.asarray(obs, np.float32))
+        if isinstance(obs, dict):  # one observation per env call of this control period
+            self._buf.extend({k: v[i] for k, v in _host_obs(obs).items()} for i in range(len(next(iter(obs.values())))))
+        else:
+            self._buf.extend(np.asarray(obs, np.float32))
         self.steps += 1
         self._t += 1
         reward, terminated, unstable, err = float(reward), bool(terminated), bool(unstable), float(err)
@@ -516,6 +563,13 @@ class MujocoStandIn:
             self.trials += 1
             self._episode_in_trial = 0
         self._start_episode()
+
+
+def _host_obs(obs):
+    """An observation as host arrays: float32 for a vector, a dict of arrays (uint8 images) for a camera robot."""
+    if isinstance(obs, dict):
+        return {k: np.array(v) for k, v in obs.items()}
+    return np.asarray(obs, np.float32)
 
 
 def run_episodes(controller: Controller, standin: MujocoStandIn, episodes: int, recorder=None) -> dict:
@@ -668,7 +722,9 @@ def jax_episode_returns(policy, params, env_id: str, episodes: int, seed: int = 
     K = sim.entry(env_id).episodes_per_trial if rl2 else 1
     B = -(-int(episodes) // K)
     env = _jax_env(env_id, B, rl2)
-    names = tuple(env.observation_space.names)
+    space = env.observation_space
+    names = (tuple(f"{n}.{e}" for n, sp in space.items() if sp.is_vector for e in sp.names) if hasattr(space, "items")
+             else tuple(space.names))
     if tuple(policy.spec.obs_names) != names:
         raise ValueError(f"policy observation names {list(policy.spec.obs_names)} do not match "
                          f"{env_id}{' (trial)' if rl2 else ''}: {list(names)}")
@@ -723,7 +779,7 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
                 friction=None, mass=None, gain=None, noise_std: float = 0.0, timestep: float | None = None,
                 task: dict | None = None, seed: int = 0, out_dir=None, training_return: float | None = None,
                 overwrite: bool = False, safety: SafetyConfig | None = None, console=None, explore: bool = False,
-                record=None) -> dict:
+                record=None, appearance: str | None = None) -> dict:
     """Run an exported policy on ``worlds`` MuJoCo stand-ins of ``env_id`` and write the sim2sim report.
 
     Each world draws its latency and its friction, mass and gain scales from the given ranges
@@ -754,6 +810,8 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         console: a ``rich`` console (default: a new one).
         explore: the controller samples its actions (:class:`~deploy.runtime.Controller` ``explore``;
             MAML/ProMP policies only).
+        appearance: a pixel robot's appearance per world: ``None`` (nominal) or the split each world
+            draws its own from (:class:`MujocoStandIn`).
         record: save every episode (observations, sampled actions, rewards) to this ``.npz``
             (:class:`~deploy.episodes.EpisodeRecorder`) for ``proteus adapt``; one world only (the
             episodes of one world adapt one policy).
@@ -844,7 +902,7 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
         for w in range(W):
             standin = MujocoStandIn(
                 env_id, rl2=rl2, latency_ms=float(draws["latency_ms"][w]), noise_std=noise_std, timestep=timestep,
-                task=task, seed=int(rng.integers(2**31)),
+                task=task, seed=int(rng.integers(2**31)), appearance=appearance,
                 **{k: (None if draws[k] is None else float(draws[k][w])) for k in ("friction", "mass", "gain")})
             try:
                 controller = Controller(path, standin, safety, explore=explore, seed=int(rng.integers(2**31)))

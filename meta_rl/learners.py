@@ -63,6 +63,11 @@ class ScanTrainer:
     ``update(ts)``: :meth:`run` (updates in one ``lax.scan``), :meth:`agent_params` (``ts.params``) and
     ``trainer(key)``, the whole training. Subclass it; pure and un-jitted like the rest."""
 
+    step_on_host = False
+    """Callers should loop over updates on the host (one jitted :meth:`update` per call) instead of
+    jitting :meth:`run`: set by trainers whose update holds convolutions, which XLA's CPU backend runs
+    many times slower inside a loop body (:func:`meta_rl.ppo.ppo_update`)."""
+
     def run(self, ts: Any, num_updates: int) -> tuple[Any, dict]:
         """``num_updates`` updates in one ``lax.scan``; metrics stacked [num_updates]."""
         import jax

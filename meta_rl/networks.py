@@ -10,7 +10,7 @@ Layout of one step, whatever the kind::
         ─► policy head (logits, or Gaussian mean + state-independent log std) and value head
 
 Structured observations (a :class:`sim.core.Dict` space, ``spec.obs_parts``): one torso per part, an
-MLP for a vector part, a small CNN (two stride-2 3×3 convolutions, ReLU, then a dense projection) for
+MLP for a vector part, a small CNN (:data:`CNN_LAYERS`: 8×8 stride 4 then 4×4 stride 2, ReLU, then a dense projection) for
 an H×W×C uint8 image part (scaled to [0, 1]); their features are concatenated in the parts' order
 and go on to the core and heads. Vector parts are normalized, each with its own statistics.
 
@@ -36,6 +36,10 @@ from sim.core import Box, Dict, Discrete, Env
 from sim.normalize import RunningStats, normalize
 
 PART_KINDS = ("vector", "image")
+CNN_LAYERS = ((16, 8, 4), (32, 4, 2))
+"""The image torso's convolutions, ``(filters, kernel, stride)``: Nature-DQN's first two layers at half
+width (a 64x64 image becomes 8x8x32). On this project's 2-core CPU it trains 2.7x faster per image
+than two stride-2 3x3 layers (16 and 32 filters, measured fwd+bwd at batch 32)."""
 CONTEXT_PREFIX, BOUNDARY_NAME = "cue.", "episode_start"
 """The observation names the episodic LSTM reads its context cue and episode boundaries from."""
 REINSTATE_BIAS = -4.0
@@ -231,26 +235,32 @@ class PolicySpec:
 
 
 class ActorCritic(nn.Module):
-    """One step of the network: ``(carry, x) -> (carry, head_out, value)``."""
+    """One step of the network: ``(carry, x) -> (carry, head_out, value)``.
+
+    ``stage="torso"`` returns the torso's features of ``x`` only (no carry: feed-forward, so a whole
+    ``[T, B]`` sequence of images goes through the CNN in one batch); ``stage="core"`` takes those
+    features as ``x`` and runs the rest. Together they compute exactly ``stage="all"``."""
 
     spec: PolicySpec
 
     @nn.compact
-    def __call__(self, carry, x):
+    def __call__(self, carry, x, stage: str = "all"):
         s = self.spec
         orth = nn.initializers.orthogonal
         raw = None
         if s.kind == "episodic_lstm":  # the cue and the boundary flag as observed (before any torso)
             first, end, boundary = s.context_slice
             raw = (x[..., first:end], x[..., boundary])
-        if s.structured:  # one torso per part, features concatenated
+        if stage == "core":
+            pass  # x holds the torso's features
+        elif s.structured:  # one torso per part, features concatenated
             feats = []
             for name, _, kind in s.obs_parts:
                 v = x[name]
                 if kind == "image":
                     v = v.astype(jnp.float32) / 255.0
-                    for j, f in enumerate((16, 32)):
-                        v = nn.relu(nn.Conv(f, (3, 3), strides=(2, 2), kernel_init=orth(np.sqrt(2)),
+                    for j, (f, k, st) in enumerate(CNN_LAYERS):
+                        v = nn.relu(nn.Conv(f, (k, k), strides=(st, st), kernel_init=orth(np.sqrt(2)),
                                             name=f"{name}_conv_{j}")(v))
                     v = v.reshape(v.shape[:-3] + (-1,))
                     v = nn.relu(nn.Dense(s.hidden[-1] if s.hidden else 64, kernel_init=orth(np.sqrt(2)),
@@ -263,6 +273,8 @@ class ActorCritic(nn.Module):
         else:
             for i, w in enumerate(s.hidden):
                 x = nn.tanh(nn.Dense(w, kernel_init=orth(np.sqrt(2)), name=f"torso_{i}")(x))
+        if stage == "torso":
+            return x
         if s.embed:
             x = nn.relu(nn.Dense(s.embed, kernel_init=orth(np.sqrt(2)), name="embed")(x))
         if s.kind == "gru":
@@ -441,10 +453,29 @@ class Policy:
             return obs.astype(jnp.float32)
         return normalize(params["obs_norm"], obs, self.spec.obs_clip)
 
+    @property
+    def split_torso(self) -> bool:
+        """A recurrent policy over image parts: sequences are replayed as one batched pass of the
+        torso (:meth:`features`) and a scan of the rest (:meth:`apply_features`), since a CNN called
+        once per step inside a scan (and its gradient) runs many times slower on a CPU."""
+        return self.spec.recurrent and self.spec.kind != "episodic_lstm" and any(
+            k == "image" for _, _, k in self.spec.obs_parts)
+
+    def features(self, params, obs) -> jax.Array:
+        """The torso's features of ``obs`` (any leading batch shape): the part of :meth:`apply` that
+        does not depend on the carry."""
+        return self.net.apply(params["net"], None, self.normalize(params, obs), stage="torso")
+
+    def apply_features(self, params, carry, feats) -> tuple[Any, distrax.Distribution, jax.Array]:
+        """:meth:`apply` from the torso's features (:meth:`features`)."""
+        return self._heads(params, *self.net.apply(params["net"], carry, feats, stage="core"))
+
     def apply(self, params, carry, obs) -> tuple[Any, distrax.Distribution, jax.Array]:
         """One step over a batch: ``obs`` [B, obs_dim] (or a dict of parts [B, ...]) -> (carry,
         distribution over ``u``, value [B])."""
-        carry, out, value = self.net.apply(params["net"], carry, self.normalize(params, obs))
+        return self._heads(params, *self.net.apply(params["net"], carry, self.normalize(params, obs)))
+
+    def _heads(self, params, carry, out, value):
         if self.spec.value_norm:  # the head predicts a normalized value
             value = value * params["value_norm"].sigma + params["value_norm"].mu
         if self.spec.discrete:

@@ -165,10 +165,16 @@ def ppo_update(
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
         return (keep(new_net, net), keep(new_opt, opt)), {**parts, "nonfinite": (~finite).astype(jnp.int32)}
 
-    def epoch(carry, k):
-        return jax.lax.scan(sgd_step, carry, minibatches(k))
+    # XLA's CPU convolutions run ~35x slower inside a loop body (measured: 4 minibatch gradients of a
+    # GRU over 100 steps of 64x64 images, 0.96 s unrolled, 34 s in a scan), so a policy that reads
+    # images unrolls its epochs and minibatches; the steps taken are the same
+    unroll = any(k == "image" for _, _, k in spec.obs_parts)
 
-    (net, opt_state), parts = jax.lax.scan(epoch, (params["net"], opt_state), jax.random.split(key, c.update_epochs))
+    def epoch(carry, k):
+        return jax.lax.scan(sgd_step, carry, minibatches(k), unroll=unroll)
+
+    (net, opt_state), parts = jax.lax.scan(epoch, (params["net"], opt_state), jax.random.split(key, c.update_epochs),
+                                           unroll=unroll)
     if spec.normalize_obs:
         stats = update_stats(stats, traj.obs)
     metrics = {k: v.mean() for k, v in parts.items() if k != "nonfinite"}
@@ -279,6 +285,7 @@ class Trainer(ScanTrainer):
         self.policy = Policy(self.spec)
         self.optimizer = make_optimizer(c)
         self.meta_optimizer = optax.adam(c.meta_lr) if c.meta_gradient else None
+        self.step_on_host = any(k == "image" for _, _, k in self.spec.obs_parts)
 
     def init(self, key: jax.Array) -> TrainState:
         k_net, k_env, k_next = jax.random.split(key, 3)

@@ -139,6 +139,16 @@ def evaluate_sequence(policy: Policy, params: Any, carry0: Any, obs: jax.Array, 
     """
     batch = first.shape[1]
     fresh = policy.init_carry(batch)
+    if policy.split_torso:  # the CNN over the whole sequence at once, then the core step by step
+        feats = policy.features(params, obs)
+
+        def g(carry, x):
+            f_t, fi, a = x
+            carry = reset_carry(carry, fi, fresh)
+            carry, dist, v = policy.apply_features(params, carry, f_t)
+            return carry, (dist.log_prob(a), dist.entropy(), v)
+
+        return jax.lax.scan(g, carry0, (feats, first, action))[1]
 
     def f(carry, x):
         o, fi, a = x

@@ -642,3 +642,182 @@ def bench_memory(capacities: tuple[int, ...] = (10_000, 100_000, 1_000_000), key
         write_json(rows, json_path, {"key_dim": key_dim, "batch": batch, "k": k, "capacities": list(capacities)})
         console.print(f"wrote {json_path}")
     return rows
+
+
+def _varied_poses(model, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` poses ``(n, nq)`` of ``model``: each hinge and slide joint uniform in its range (unlimited
+    hinges over a whole turn, unlimited slides ±0.5 about ``qpos0``); ball and free joints at ``qpos0``."""
+    import mujoco
+
+    qpos = np.tile(np.asarray(model.qpos0, np.float64), (n, 1))
+    for j in range(model.njnt):
+        kind, adr = int(model.jnt_type[j]), int(model.jnt_qposadr[j])
+        if kind not in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)):
+            continue
+        if model.jnt_limited[j]:
+            lo, hi = model.jnt_range[j]
+        elif kind == int(mujoco.mjtJoint.mjJNT_HINGE):
+            lo, hi = -np.pi, np.pi
+        else:
+            lo, hi = model.qpos0[adr] - 0.5, model.qpos0[adr] + 0.5
+        qpos[:, adr] = rng.uniform(lo, hi, n)
+    return qpos
+
+
+def _interleaved(fns: dict, seconds: float, rounds: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Rates of blocking calls ``fns`` (``{name: (fn, units per call)}``), timed in ``rounds`` interleaved
+    rounds of about ``seconds / rounds`` each (every fn called at least once a round, after one untimed
+    warm-up call): the rate over all rounds and each round's rate, per name. Interleaving puts every
+    figure under the same load, so ratios of per-round rates hold where the machine is shared."""
+    for fn, _ in fns.values():
+        fn()
+    units = {k: 0.0 for k in fns}
+    spent = {k: 0.0 for k in fns}
+    per_round: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, (fn, per_call) in fns.items():
+            calls, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                calls += 1
+                dt = time.perf_counter() - t0
+                if dt >= seconds / rounds:
+                    break
+            units[k] += per_call * calls
+            spent[k] += dt
+            per_round[k].append(per_call * calls / dt)
+    return {k: units[k] / spent[k] for k in fns}, per_round
+
+
+def _scan_steps(env, steps: int):
+    """jit: ``steps`` steps of the batched ``env`` under uniform random actions from ``s`` (a
+    ``lax.scan``); returns the last State, so every step's observation is computed."""
+
+    @jax.jit
+    def run(s, key):
+        def body(s, k):
+            return env.step(s, env.action_space.sample(k, env.batch_shape)), None
+
+        s, _ = jax.lax.scan(body, s, jax.random.split(key, steps))
+        return s
+
+    return run
+
+
+RENDER_ROUNDS = 3
+"""Interleaved timing rounds per image size in ``proteus bench render``."""
+
+
+def bench_render(env_id: str = "cartpole-balance-pixels", worlds: int = 64, sizes: tuple[int, ...] = (64, 84),
+                 seconds: float = 3.0, threads: int = 1, steps: int = 50,
+                 json_path: Path | None = None) -> list[BenchRow]:
+    """Frames/s of a pixel env's renderer alone, env-steps/s of the same task's physics without the
+    camera, and env-steps/s of the pixel env (physics + rendering + pixel effects in one jitted scan),
+    for a batch of ``worlds`` randomized training worlds at each square image size in ``sizes``.
+
+    Per size the three are timed in :data:`RENDER_ROUNDS` interleaved rounds (``seconds`` each in all);
+    the rates are over all rounds, the ratios medians of the rounds' ratios."""
+    import os
+
+    from proteus.render import inner_params, physics_base, pixel_base, quick_jit
+    from sim.render import check_resolution
+    from sim.wrappers import VmapEnv
+
+    if worlds < 1 or steps < 1 or threads < 1 or not seconds > 0 or not sizes:
+        raise ValueError(f"bench render needs worlds, steps, threads >= 1, seconds > 0 and a size; got worlds {worlds}, "
+                         f"steps {steps}, threads {threads}, seconds {seconds}, sizes {sizes}")
+    sizes = tuple(dict.fromkeys(sizes))
+    for size in sizes:
+        check_resolution(size, size)
+    rng = np.random.default_rng(0)
+    k_params, k_reset, k_run = jax.random.split(jax.random.key(0), 3)
+    params = None
+    results: dict[str, dict] = {}
+    compile_s: dict[str, float] = {}
+
+    # physics alone: the same task without its camera, compiled once (the image size does not change it)
+    phys_env = VmapEnv(physics_base(pixel_base(env_id)), worlds)
+    with console.status(f"{env_id} without its camera: {worlds} worlds, {steps}-step scan (compiling)"):
+        pparams = quick_jit(phys_env.sample_params, static_argnums=1)(k_params, "train")
+        phys_s0 = quick_jit(phys_env.reset)(k_reset, pparams)
+        phys_run = _scan_steps(phys_env, steps)
+        t = time.perf_counter()
+        jax.block_until_ready(phys_run(phys_s0, k_run))
+        compile_s["physics"] = time.perf_counter() - t
+
+    for size in sizes:
+        label = f"{size}x{size}"
+        base = pixel_base(env_id, size, size, threads)
+        u = base.unwrapped
+        env = VmapEnv(base, worlds)
+        with console.status(f"{env_id} {label}: drawing {worlds} training worlds"):
+            if params is None:  # the appearance's layout does not depend on the image size: drawn once
+                params = quick_jit(env.sample_params, static_argnums=1)(k_params, "train")
+            inner = inner_params(params)
+            appearance = np.asarray(u.visual.flatten(inner["visual"]), np.float32)
+            px = u.pixels
+            markers = (np.asarray(jax.vmap(px.marker_fn)(inner["task"]), np.float32).reshape(worlds, -1)
+                       if px.markers else np.zeros((worlds, 0), np.float32))
+            poses = [_varied_poses(u.visual.model, worlds, rng) for _ in range(8)]
+        renderer = u._renderer
+        with console.status(f"{env_id} {label}: pixel env, {worlds} worlds, {steps}-step scan (compiling)"):
+            s0 = quick_jit(env.reset)(k_reset, params)
+            run = _scan_steps(env, steps)
+            t = time.perf_counter()
+            jax.block_until_ready(run(s0, k_run))
+            compile_s[label] = time.perf_counter() - t
+        turn = iter(range(1 << 62))
+        fns = {
+            "render": (lambda: renderer.render(poses[next(turn) % len(poses)], appearance, markers), worlds),
+            "physics": (lambda: jax.block_until_ready(phys_run(phys_s0, k_run)), worlds * steps),
+            "pixel": (lambda: jax.block_until_ready(run(s0, k_run)), worlds * steps),
+        }
+        with console.status(f"{env_id} {label}: render only, physics only and pixel env, {RENDER_ROUNDS} interleaved "
+                            f"rounds of {seconds / RENDER_ROUNDS:.1f} s each"):
+            rate, per_round = _interleaved(fns, seconds, RENDER_ROUNDS)
+        ratio = lambda a, b: float(np.median([x / y for x, y in zip(per_round[a], per_round[b])]))  # noqa: E731
+        results[label] = {
+            "render_frames_per_s": rate["render"], "physics_steps_per_s": rate["physics"],
+            "pixel_steps_per_s": rate["pixel"], "pixel_over_render": ratio("pixel", "render"),
+            "render_over_physics": ratio("render", "physics"), "pixel_over_physics": ratio("pixel", "physics"),
+            "rounds": per_round,
+        }
+        renderer.close()  # its GL contexts and framebuffers go now, not at exit
+        del base, u, env, s0, run, renderer, fns
+
+    gl = os.environ.get("MUJOCO_GL", "egl")
+    table = Table(title=f"proteus bench render: {env_id}, {worlds} worlds (training split), renderer threads {threads}, "
+                        f"MUJOCO_GL={gl}, {jax.default_backend()}")
+    for col in ("image", "render only (frames/s)", "physics only (steps/s)", "pixel env (steps/s)",
+                "pixel env / render only", "render only / physics", "pixel env / physics"):
+        table.add_column(col, justify="right")
+    rows: list[BenchRow] = []
+    physics_name = f"physics only ({env_id} without its camera), env-steps/s"
+    for label, r in results.items():
+        render, physics, pixel = r["render_frames_per_s"], r["physics_steps_per_s"], r["pixel_steps_per_s"]
+        table.add_row(label, f"{render:,.0f}", f"{physics:,.0f}", f"{pixel:,.0f}", f"{r['pixel_over_render']:.2f}",
+                      f"{r['render_over_physics']:.3f}", f"{r['pixel_over_physics']:.3f}")
+        # baselines chosen so each row's ratio is the table's median ratio
+        rows += [
+            BenchRow(f"{env_id} {label} pixel env env-steps/s", pixel, pixel / r["pixel_over_render"],
+                     "render only, frames/s", "env-steps/s"),
+            BenchRow(f"{env_id} {label} render only frames/s", render, render / r["render_over_physics"],
+                     physics_name, "frames/s"),
+            BenchRow(f"{env_id} {label} pixel env env-steps/s (vs physics)", pixel, pixel / r["pixel_over_physics"],
+                     physics_name, "env-steps/s"),
+        ]
+    console.print(table)
+    console.print(f"steps/s: env steps of the whole batch per second. render only: BatchRenderer.render of {worlds} "
+                  f"worlds in random training appearances and varied poses, called repeatedly. physics only: "
+                  f"{env_id}'s task without its camera (the same physics, task and effects), a jitted {steps}-step "
+                  f"scan of the batched native env under random actions. pixel env: the same scan of the pixel env "
+                  f"(physics + rendering + pixel effects inside jit). Per size the three are timed in "
+                  f"{RENDER_ROUNDS} interleaved rounds, {seconds:g} s each in all, after a warm-up call; rates over "
+                  f"all rounds, ratios medians of the rounds' ratios; compilation excluded "
+                  f"({', '.join(f'{k} {v:.1f} s' for k, v in compile_s.items())}).", soft_wrap=True)
+    if json_path:
+        write_json(rows, json_path, {"results": results, "env": env_id, "worlds": worlds, "threads": threads,
+                                     "scan_steps": steps, "seconds": seconds, "rounds": RENDER_ROUNDS,
+                                     "mujoco_gl": gl, "compile_s": compile_s})
+        console.print(f"wrote {json_path}")
+    return rows

@@ -471,6 +471,45 @@ class BenchLearn:
                     seed=self.seed, stop=self.stop, json_path=self.json, plot_path=self.plot, progress=self.progress)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchRender:
+    """Rendering cost of a pixel env, side by side in one run for each image size: frames/s of its batch
+    renderer alone (random training appearances, varied poses), env-steps/s of the same task's physics
+    without the camera, and env-steps/s of the pixel env (physics + rendering + pixel effects inside one
+    jitted scan), with the ratios."""
+
+    env: str = "cartpole-balance-pixels"
+    """Registered pixel env id (proteus render refuses others the same way)."""
+    worlds: int = 64
+    """Worlds rendered and stepped at once."""
+    sizes: tuple[int, ...] = (64, 84)
+    """Square image sizes (pixels per side)."""
+    seconds: float = 3.0
+    """Seconds per measurement and image size, in 3 interleaved rounds (after a warm-up call; compilation excluded)."""
+    threads: int = 1
+    """The renderer's GL contexts drawing slices of the batch in parallel."""
+    steps: int = 50
+    """Env steps per jitted scan (physics only and pixel env)."""
+    json: Path | None = None
+    """Write the rows to this file."""
+
+    def run(self) -> None:
+        for flag, value in (("--worlds", self.worlds), ("--threads", self.threads), ("--steps", self.steps)):
+            if not _is_int(value) or value < 1:
+                raise UsageError(f"{flag} must be an integer >= 1, got {value!r}")
+        if not self.seconds > 0 or self.seconds > 600:
+            raise UsageError(f"--seconds must lie in (0, 600], got {self.seconds!r}")
+        if not self.sizes:
+            raise UsageError("--sizes needs at least one image size")
+        for size in self.sizes:
+            _check_size("--sizes", size)
+        _check_pixel_env(self.env)
+        from proteus.bench import bench_render
+
+        bench_render(self.env, self.worlds, tuple(self.sizes), self.seconds, self.threads, self.steps,
+                     json_path=self.json)
+
+
 BenchWhat = Union[
     Annotated[BenchBaselines, tyro.conf.subcommand("baselines")],
     Annotated[BenchEnv, tyro.conf.subcommand("env")],
@@ -480,6 +519,7 @@ BenchWhat = Union[
     Annotated[BenchDeploy, tyro.conf.subcommand("deploy")],
     Annotated[BenchMemory, tyro.conf.subcommand("memory")],
     Annotated[BenchLearn, tyro.conf.subcommand("learn")],
+    Annotated[BenchRender, tyro.conf.subcommand("render")],
 ]
 
 
@@ -491,6 +531,83 @@ class Bench:
 
     def run(self) -> None:
         self.what.run()
+
+
+MAX_RESOLUTION = 1024
+"""``sim.render.MAX_RESOLUTION``, the largest image side, kept here so refusing ``--height`` and the like
+imports no MuJoCo or JAX (tests/test_render_cli.py checks the two agree)."""
+
+
+def _check_size(flag: str, value: Any) -> int:
+    """An image side in pixels, ``[1, MAX_RESOLUTION]``; else :class:`UsageError` naming ``flag``."""
+    if not _is_int(value) or not 1 <= value <= MAX_RESOLUTION:
+        raise UsageError(f"{flag} must be an integer in [1, {MAX_RESOLUTION}] pixels, got {value!r}")
+    return value
+
+
+def _check_pixel_env(env: str) -> None:
+    """Refuse an unknown env (naming the closest ids) or one without a camera (naming the pixel envs)."""
+    from sim.registry import entry
+
+    if "native" not in entry(env).backends:  # not a MuJoCo robot, so no camera
+        from proteus.render import not_a_pixel_env
+
+        raise UsageError(not_a_pixel_env(env))
+    from proteus.render import pixel_base
+
+    pixel_base(env)  # a MuJoCo robot without a camera raises naming the pixel envs
+
+
+@dataclasses.dataclass(frozen=True)
+class Render:
+    """Draw a pixel env's randomized worlds: per split a grid of --worlds worlds' first observation images
+    (OUT/ENV-grid-SPLIT.png, the same draws moved into each split's ranges), and a --steps rollout under
+    random actions in a few training worlds, side by side (OUT/ENV-rollout.gif). Images are the env's own
+    observations: its appearance randomization, pixel effects and latency included."""
+
+    env: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="ENV")]]
+    """Registered pixel env id (e.g. cartpole-balance-pixels)."""
+    out: Path = Path("renders")
+    """Folder the images go to (created; files of the same names are replaced)."""
+    worlds: int = 16
+    """Worlds per split grid."""
+    seed: int = 0
+    """Seed of the worlds and the rollout's actions: same seed, same images."""
+    splits: tuple[Literal["train", "interp", "extrap"], ...] = ("train", "interp", "extrap")
+    """Splits to draw a grid of."""
+    steps: int = 100
+    """Control steps of the rollout GIF."""
+    height: int | None = None
+    """Image height in pixels (default: the env's own)."""
+    width: int | None = None
+    """Image width in pixels (default: the env's own)."""
+    gif: bool = True
+    """Write the rollout GIF."""
+    gif_worlds: int = 4
+    """Training worlds side by side in the GIF (at most --worlds)."""
+
+    def run(self) -> None:
+        for flag, value in (("--worlds", self.worlds), ("--steps", self.steps), ("--gif-worlds", self.gif_worlds)):
+            if not _is_int(value) or value < 1:
+                raise UsageError(f"{flag} must be an integer >= 1, got {value!r}")
+        if self.worlds > 4096:
+            raise UsageError(f"--worlds must be at most 4096 (one grid image), got {self.worlds}")
+        if self.steps > 10_000:
+            raise UsageError(f"--steps must be at most 10000 (every frame is kept for the GIF), got {self.steps}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if not self.splits:
+            raise UsageError("--splits needs at least one of train, interp, extrap")
+        for flag, value in (("--height", self.height), ("--width", self.width)):
+            if value is not None:
+                _check_size(flag, value)
+        _check_pixel_env(self.env)
+        from proteus.render import render_env
+
+        paths = render_env(self.env, self.out, self.worlds, self.seed, tuple(dict.fromkeys(self.splits)), self.steps,
+                           self.height, self.width, self.gif, self.gif_worlds)
+        for path in paths:
+            print(f"wrote {path}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -740,6 +857,7 @@ Command = Union[
     Annotated[Deploy, tyro.conf.subcommand("deploy")],
     Annotated[Demo, tyro.conf.subcommand("demo")],
     Annotated[Envs, tyro.conf.subcommand("envs")],
+    Annotated[Render, tyro.conf.subcommand("render")],
     Annotated[Bench, tyro.conf.subcommand("bench")],
 ]
 

@@ -12,6 +12,13 @@ import sim
 from randomization.ranges import SplitRange
 
 
+def _describe(space) -> str:
+    """``Box(n)`` for a vector; ``Dict(image: Box(64x64x3 uint8), ...)`` for a dict observation."""
+    if hasattr(space, "items"):
+        return "Dict(" + ", ".join(f"{n}: {sp.describe()}" for n, sp in space.items()) + ")"
+    return space.describe()
+
+
 def env_rows() -> list[dict]:
     """One dict per registered env (id, backend, spaces, family, trial, randomized params, splits)."""
     rows = []
@@ -24,8 +31,8 @@ def env_rows() -> list[dict]:
             "id": env_id,
             "backend": "/".join(e.backends),
             "family": base.family,
-            "obs": f"Box({len(base.observation_space.names)})",
-            "trial_obs": f"Box({env.observation_space.shape[0]})",
+            "obs": _describe(base.observation_space),
+            "trial_obs": _describe(env.observation_space),
             "action": base.action_space.describe(),
             "trial": f"{e.episodes_per_trial} × {base.episode_length} steps",
             "randomized": list(params),

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import sim
@@ -69,14 +70,27 @@ def compiled_run(trainer: Trainer):
     return jax.jit(trainer.run, static_argnums=1)
 
 
+@functools.lru_cache(maxsize=32)
+def compiled_update(trainer: Trainer):
+    """``jit(trainer.update)``, one per trainer (cached)."""
+    return jax.jit(trainer.update)
+
+
 def run_chunk(trainer: Trainer, ts: Any, num_updates: int) -> tuple[Any, dict]:
-    """``num_updates`` updates of ``trainer`` from ``ts`` in one jitted call.
+    """``num_updates`` updates of ``trainer`` from ``ts`` in one jitted call (or, for a trainer that
+    asks for it, ``trainer.step_on_host``: one jitted update per call, the same updates).
 
     The state is committed to the device first: jit's cache tells uncommitted inputs (a fresh init, a
     restored checkpoint) from the committed outputs of a previous chunk, and an MJX train step takes
     minutes to compile twice on CPU.
     """
     ts = jax.device_put(ts, jax.devices()[0])
+    if getattr(trainer, "step_on_host", False) and num_updates > 0:
+        update, metrics = compiled_update(trainer), []
+        for _ in range(int(num_updates)):
+            ts, m = update(ts)
+            metrics.append(m)
+        return ts, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
     return compiled_run(trainer)(ts, int(num_updates))
 
 

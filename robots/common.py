@@ -9,17 +9,26 @@ import jax.numpy as jnp
 import mujoco
 
 
-def suite_model(name: str) -> mujoco.MjModel:
-    """A dm_control suite model (shipped in the ``dm-control`` package) by file stem.
-
-    The file is found without importing dm_control (whose import starts a renderer)."""
+def _suite_path(name: str) -> str:
     spec = importlib.util.find_spec("dm_control")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("dm-control is not installed; run bash scripts/setup.sh")
     path = os.path.join(list(spec.submodule_search_locations)[0], "suite", f"{name}.xml")
     if not os.path.exists(path):
         raise FileNotFoundError(f"dm_control suite has no model {name!r} (looked for {path})")
-    return mujoco.MjModel.from_xml_path(path)
+    return path
+
+
+def suite_model(name: str) -> mujoco.MjModel:
+    """A dm_control suite model (shipped in the ``dm-control`` package) by file stem.
+
+    The file is found without importing dm_control (whose import starts a renderer)."""
+    return mujoco.MjModel.from_xml_path(_suite_path(name))
+
+
+def suite_spec(name: str) -> mujoco.MjSpec:
+    """The same model as an editable ``mujoco.MjSpec`` (pixel tasks build their render model from it)."""
+    return mujoco.MjSpec.from_file(_suite_path(name))
 
 
 def upright(cos_angle):

@@ -12,6 +12,7 @@ from flax import struct
 
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec
+from randomization.visual import VisualSpec
 
 
 @struct.dataclass
@@ -21,6 +22,37 @@ class PhysicsView:
     qpos: jax.Array
     qvel: jax.Array
     time: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity (holds functions)
+class PixelSpec:
+    """A task observed through a camera (:mod:`sim.render`): the observation becomes a dict with an
+    ``image`` part (``height x width x 3`` uint8) and, when ``proprio``, a ``state`` part (the task's
+    vector observation).
+
+    Attributes:
+        load_spec: builds the robot's model as an editable ``mujoco.MjSpec`` (the render model is
+            built from it: :meth:`randomization.visual.VisualSpec.resolve`).
+        camera: the camera's name in the model.
+        height, width: image size (pixels).
+        visual: the appearance randomization (an empty spec: the nominal appearance in every world).
+        proprio: also observe the task's vector observation.
+        markers: world-body geoms placed per world from the task parameters (a goal made visible).
+        marker_fn: ``task_params -> [len(markers), 3]`` positions of the markers.
+        threads, tiles: the renderer's GL contexts and worlds per framebuffer read
+            (:class:`sim.render.BatchRenderer`).
+    """
+
+    load_spec: Callable[[], mujoco.MjSpec]
+    camera: str
+    height: int = 64
+    width: int = 64
+    visual: VisualSpec = VisualSpec()
+    proprio: bool = False
+    markers: tuple[str, ...] = ()
+    marker_fn: Callable[[dict], jax.Array] | None = None
+    threads: int = 1
+    tiles: int = 64
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity (holds functions)
@@ -43,6 +75,7 @@ class MujocoTask:
         action_fn: ``(action, task_params) -> action``: what the motors receive of the agent's
             normalized action (a hidden actuator fault); by default all of it. Rewards and costs
             read the agent's own action.
+        pixels: observe through a camera (:class:`PixelSpec`); ``None``: the vector observation.
     """
 
     name: str
@@ -58,5 +91,6 @@ class MujocoTask:
     task_ranges: dict[str, SplitRange] = dataclasses.field(default_factory=dict)
     terminated_fn: Callable[[PhysicsView, dict], jax.Array] = lambda view, task: jnp.zeros((), bool)
     action_fn: Callable[[jax.Array, dict], jax.Array] = lambda action, task: action
+    pixels: PixelSpec | None = None
 
 

@@ -11,6 +11,10 @@ The names below load on first use (PEP 562): ``import sim`` and the registry's l
 
 from __future__ import annotations
 
+import os as _os
+
+_os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (sim.render); set before MuJoCo loads a GL backend
+
 import importlib
 from typing import TYPE_CHECKING
 

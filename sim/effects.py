@@ -74,16 +74,22 @@ class SensorActuator(Wrapper):
         return state.replace(params=state.params["env"], env_state=state.env_state["inner"])
 
     def _observe(self, obs_buf, params, key):
+        """The observation the agent gets: from ``obs_latency.steps`` ago, with noise on its floating
+        parts (a camera image, uint8, has its own sensor effects: :mod:`randomization.visual`)."""
         eff = params["effects"]
-        obs = obs_buf[eff["obs_latency.steps"]] if self.effects.obs_latency else obs_buf[0]
+        obs = jax.tree.map(lambda b: b[eff["obs_latency.steps"]] if self.effects.obs_latency else b[0], obs_buf)
         if self.effects.obs_noise:
-            obs = obs + eff["obs_noise.std"] * jax.random.normal(key, obs.shape, obs.dtype)
+            def noisy(x):
+                if not jnp.issubdtype(x.dtype, jnp.floating):
+                    return x
+                return x + eff["obs_noise.std"] * jax.random.normal(key, x.shape, x.dtype)
+            obs = jax.tree.map(noisy, obs)
         return obs
 
     def reset(self, key, params):
         k_env, k_noise = jax.random.split(key)
         s = self.env.reset(k_env, params["env"])
-        obs_buf = jnp.broadcast_to(s.obs, (self._lat + 1,) + s.obs.shape)
+        obs_buf = jax.tree.map(lambda o: jnp.broadcast_to(o, (self._lat + 1,) + o.shape), s.obs)
         act_buf = jnp.zeros((self._delay + 1,) + self.action_space.shape, jnp.float32)
         env_state = {"inner": s.env_state, "obs_buf": obs_buf, "act_buf": act_buf}
         return s.replace(obs=self._observe(obs_buf, params, k_noise), params=params, env_state=env_state)
@@ -103,6 +109,6 @@ class SensorActuator(Wrapper):
             dv = jnp.where(kick, params["effects"]["push.magnitude"] * direction, 0.0)
             inner = inner.replace(env_state=self.unwrapped.kick(inner.env_state, self._push_dofs, dv))
         s = self.env.step(inner, applied.astype(self.action_space.dtype))
-        obs_buf = jnp.concatenate([s.obs[None], state.env_state["obs_buf"][:-1]])
+        obs_buf = jax.tree.map(lambda o, b: jnp.concatenate([o[None], b[:-1]]), s.obs, state.env_state["obs_buf"])
         env_state = {"inner": s.env_state, "obs_buf": obs_buf, "act_buf": act_buf}
         return s.replace(obs=self._observe(obs_buf, params, k_noise), params=params, env_state=env_state)

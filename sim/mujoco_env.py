@@ -43,10 +43,11 @@ from mujoco import batch as mujoco_batch
 
 from randomization.ranges import check_split
 from robots.task import MujocoTask, PhysicsView
-from sim.core import Box, Env, State, guard_action, new_state
+from sim.core import Box, Dict, Env, State, guard_action, new_state
 from sim.host_call import host_call
 
 UNSTABLE_QVEL = 1e4
+VISUAL_KEY = 0x5649  # folded into a world's key for its appearance: the same key draws the same dynamics
 
 
 def prepare_model(model: mujoco.MjModel) -> mujoco.MjModel:
@@ -231,6 +232,22 @@ class MujocoEnv(Env):
         m = self.model
         self.resolved = task.randomization.resolve(m)
         self.observation_space = Box(names=task.obs_names, low=-float("inf"), high=float("inf"))
+        self.pixels = task.pixels
+        self.visual = self._renderer = None
+        if task.pixels is not None:
+            from sim.render import BatchRenderer
+
+            px = task.pixels
+            self.visual = px.visual.resolve(px.load_spec(), px.camera)
+            # checks the resolution, camera and markers now; GL contexts start at the first image
+            self._renderer = BatchRenderer(self.visual.model, px.height, px.width, px.camera, self.visual,
+                                           markers=px.markers, threads=px.threads, tiles=px.tiles)
+            if self.visual.model.nq != m.nq:
+                raise ValueError(f"{task.name}: the render model has nq={self.visual.model.nq}, the robot {m.nq}")
+            parts = {"image": Box.image(px.height, px.width)}
+            if px.proprio:
+                parts["state"] = self.observation_space
+            self.observation_space = Dict(parts)
         names = tuple(mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator_{i}" for i in range(m.nu))
         self.action_space = Box(names=names, low=-1.0, high=1.0)
         lo, hi = m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1]
@@ -262,11 +279,17 @@ class MujocoEnv(Env):
             for k, (name, r) in zip(keys, self.task.task_ranges.items())
         }
         dyn = self.resolved.sample(k_dyn, split, None if ranges is None else ranges["dynamics"])
+        if self.visual is not None:  # drawn from a key of its own: the same key, the same dynamics
+            visual = self.visual.sample(jax.random.fold_in(key, VISUAL_KEY), split)
+            return {"dynamics": dyn, "task": task, "visual": visual}
         return {"dynamics": dyn, "task": task}
 
     def nominal_params(self):
-        """The unrandomized world (task parameters at the middle of their training range)."""
+        """The unrandomized world (task parameters at the middle of their training range; the nominal
+        appearance)."""
         task = {n: jnp.asarray(sum(r.train) / 2, jnp.float32) for n, r in self.task.task_ranges.items()}
+        if self.visual is not None:
+            return {"dynamics": self.resolved.nominal_values(), "task": task, "visual": self.visual.nominal()}
         return {"dynamics": self.resolved.nominal_values(), "task": task}
 
     def param_ranges(self):
@@ -280,10 +303,55 @@ class MujocoEnv(Env):
         return out
 
     def split_description(self):
+        ranges = dict(self.param_ranges())
+        if self.visual is not None:
+            ranges.update(self.visual.spec.ranges())
         return {
-            split: " · ".join(f"{n} {r.describe()[split]}" for n, r in self.param_ranges().items())
+            split: " · ".join(f"{n} {r.describe()[split]}" for n, r in ranges.items())
             for split in ("train", "interp", "extrap")
         }
+
+    # -- pixels ---------------------------------------------------------------------------------
+    def render_images(self, qpos: np.ndarray, appearance: np.ndarray, markers: np.ndarray) -> np.ndarray:
+        """Host side: the camera images of worlds in poses ``qpos`` ``(B, nq)``, appearances
+        ``appearance`` ``(B, visual.size)`` and marker positions ``(B, 3 * markers)`` (uint8)."""
+        return self._renderer.render(qpos, appearance, markers)
+
+    def _image(self, qpos, params, key):
+        """The camera image of one world (any leading batch shape: the host call is batched), with
+        the world's pixel effects."""
+        px = self.pixels
+        appearance = self.visual.flatten(params["visual"]) if self.visual.size else jnp.zeros((0,), jnp.float32)
+        markers = (px.marker_fn(params["task"]).reshape(-1).astype(jnp.float32) if px.markers
+                   else jnp.zeros((0,), jnp.float32))
+        packed = jnp.concatenate([qpos.astype(jnp.float32), appearance, markers], -1)
+        nq, na = self.model.nq, self.visual.size
+        renderer = self._renderer
+
+        def host(packed):
+            lead = packed.shape[:-1]
+            flat = packed.reshape(-1, packed.shape[-1])
+            out = renderer.render(flat[:, :nq], flat[:, nq:nq + na], flat[:, nq + na:])
+            return out.reshape(lead + out.shape[1:])
+
+        image = host_call(host, jax.ShapeDtypeStruct((px.height, px.width, 3), jnp.uint8), packed)
+        if "pixel.noise" in params["visual"]:
+            from randomization.visual import apply_pixel_effects
+
+            image = apply_pixel_effects(image, params["visual"], key)
+        return image
+
+    def _observe(self, view: PhysicsView, params, key, unstable=None):
+        """The observation: the task's vector, or for a pixel task ``{"image", ["state"]}``."""
+        obs = self.task.obs_fn(view, params["task"]).astype(jnp.float32)
+        if unstable is not None:
+            obs = jnp.where(unstable, 0.0, obs)
+        if self.pixels is None:
+            return obs
+        image = self._image(view.qpos, params, key)
+        if unstable is not None:
+            image = jnp.where(unstable, jnp.zeros_like(image), image)
+        return {"image": image, "state": obs} if self.pixels.proprio else {"image": image}
 
     # -- physics --------------------------------------------------------------------------------
     def _view(self, physics) -> PhysicsView:
@@ -361,6 +429,9 @@ class MujocoEnv(Env):
     def _finish(self, state: State, physics, action, fault, extra=None) -> State:
         """The State after a physics step; ``fault``: the action was invalid (and not applied)."""
         view = self._view(physics)
+        key = state.key
+        if self.pixels is not None:
+            key, k_pixels = jax.random.split(key)
         task_params = state.params["task"]
         finite = jnp.all(jnp.isfinite(view.qpos)) & jnp.all(jnp.isfinite(view.qvel))
         unstable = fault | ~finite | jnp.any(jnp.abs(view.qvel) > UNSTABLE_QVEL)
@@ -369,7 +440,7 @@ class MujocoEnv(Env):
             qvel=jnp.where(unstable, 0.0, view.qvel),
             time=view.time,
         )
-        obs = jnp.where(unstable, 0.0, self.task.obs_fn(safe, task_params).astype(jnp.float32))
+        obs = self._observe(safe, state.params, k_pixels if self.pixels is not None else None, unstable)
         reward = jnp.where(unstable, 0.0, self.task.reward_fn(safe, action, task_params)).astype(jnp.float32)
         terminated = unstable | self.task.terminated_fn(safe, task_params)
         t = state.env_state["t"] + 1
@@ -380,6 +451,7 @@ class MujocoEnv(Env):
             truncated=(t >= self.episode_length) & ~terminated,
             env_state={"physics": physics, **(extra or {}), "t": t},
             metrics={"unstable": unstable.astype(jnp.float32)},
+            key=key,
         )
 
     def kick(self, env_state, dofs, dqvel):
@@ -397,7 +469,7 @@ class MujocoEnv(Env):
         qpos, qvel = self.task.init_fn(key, self._qpos0, jnp.zeros((self.model.nv,), jnp.float32))
         physics = self._initial_physics(qpos, qvel)
         view = self._view(physics)
-        obs = self.task.obs_fn(view, params["task"]).astype(jnp.float32)
+        obs = self._observe(view, params, jax.random.fold_in(key, VISUAL_KEY) if self.pixels is not None else None)
         env_state = self._initial_env_state(physics)
         return new_state(obs, params, env_state, key, metrics={"unstable": jnp.zeros((), jnp.float32)})
 

@@ -224,6 +224,13 @@ def _register_builtin() -> None:
         ("reacher-goal-sparse", "reacher:GOAL_SPARSE", "reacher-goal's hidden goals, sparse reward (1 within 5 cm)"),
         ("reacher-payload", "reacher:PAYLOAD", "reacher to an observed goal carrying a hidden payload (felt only when the arm accelerates)"),
         ("cheetah-fault", "cheetah:FAULT", "half-cheetah running forward with a hidden disabled or sign-flipped motor"),
+        ("cartpole-balance-pixels", "cartpole:BALANCE_PIXELS",
+         "cart-pole balance from 64x64 camera images, randomized appearance (colours, textures, lights, camera, sky, "
+         "distractors, pixel noise) and dynamics"),
+        ("cartpole-balance-pixels-nominal", "cartpole:BALANCE_PIXELS_NOMINAL",
+         "cartpole-balance-pixels in the nominal appearance in every world (randomized dynamics only)"),
+        ("reacher-pixels", "reacher:PIXELS",
+         "reacher to a goal seen in a 64x64 top-down image, plus joint angles and velocities; randomized appearance and dynamics"),
     )
     for backends, rows in ((both, robots), (native, variants)):
         for env_id, task, text in rows:

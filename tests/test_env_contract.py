@@ -9,6 +9,7 @@ import pytest
 
 import sim
 from randomization.ranges import SplitRange
+from sim.core import Dict
 from tests.helpers import compiled_rollout, fixed_actions, made, tree_allclose
 
 ENV_IDS = sim.registered()
@@ -34,17 +35,25 @@ def test_registry_lists_all_families():
     assert len([i for i in ENV_IDS if i.startswith("mdp-")]) == 5
 
 
+def _parts(env):
+    """``(name, Box)`` per observation part: ``[(None, box)]`` for a flat observation."""
+    space = env.observation_space
+    return list(space.items()) if isinstance(space, Dict) else [(None, space)]
+
+
 def test_shapes_dtypes_and_finite(case):
     env_id, backend = case
     env = made(env_id, backend=backend)
     s0, traj = _rollout(env)
-    obs_dim = env.observation_space.shape
-    assert s0.obs.shape == obs_dim and s0.obs.dtype == jnp.float32
-    assert traj.obs.shape == (STEPS,) + obs_dim and traj.obs.dtype == jnp.float32
+    for name, space in _parts(env):  # a vector (float32), or each part of a dict (uint8 images)
+        part = (lambda o: o) if name is None else (lambda o: o[name])  # noqa: E731
+        assert part(s0.obs).shape == space.shape and part(s0.obs).dtype == space.dtype, name
+        assert part(traj.obs).shape == (STEPS,) + space.shape and part(traj.obs).dtype == space.dtype, name
+        assert part(traj.info["final_obs"]).shape == (STEPS,) + space.shape
+        assert len(space.names) == space.shape[-1]
+        assert name is not None or space.dtype == jnp.float32
     assert traj.reward.shape == (STEPS,) and traj.reward.dtype == jnp.float32
     assert traj.terminated.dtype == jnp.bool_ and traj.truncated.dtype == jnp.bool_
-    assert traj.info["final_obs"].shape == (STEPS,) + obs_dim
-    assert len(env.observation_space.names) == obs_dim[0]
     for leaf in jax.tree.leaves((s0, traj)):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert bool(jnp.all(jnp.isfinite(leaf))), env_id
@@ -78,7 +87,7 @@ def test_different_params_change_transitions(case):
         return
     _, a = _rollout(env, seed_params=0)
     _, b = _rollout(env, seed_params=5)
-    differs = (not np.allclose(a.reward, b.reward)) or (not np.allclose(a.obs, b.obs))
+    differs = (not np.allclose(a.reward, b.reward)) or (not tree_allclose(a.obs, b.obs))
     assert differs, f"{env_id}: two worlds gave identical transitions"
 
 
@@ -91,7 +100,8 @@ def test_batched_matches_per_env_and_worlds_differ(case):
     keys = jax.random.split(jax.random.key(4), B)
     actions = fixed_actions(env, jax.random.key(5), STEPS)
     _, traj = compiled_rollout(env, STEPS)(keys, params, actions)
-    assert traj.obs.shape == (STEPS, B) + single.observation_space.shape
+    for name, space in _parts(single):
+        assert (traj.obs if name is None else traj.obs[name]).shape == (STEPS, B) + space.shape
     assert traj.reward.shape == (STEPS, B)
     # env 2 of the batch runs exactly like the unbatched env given its params, key and actions
     p2 = jax.tree.map(lambda x: x[2], params)
@@ -101,7 +111,13 @@ def test_batched_matches_per_env_and_worlds_differ(case):
     # so on MJX the comparison covers the first 6 steps
     n, tol = (6, dict(rtol=1e-3, atol=1e-3)) if backend == "mjx" else (STEPS, dict(rtol=1e-5, atol=1e-6))
     np.testing.assert_allclose(traj.reward[:n, 2], t2.reward[:n], **tol)
-    np.testing.assert_allclose(traj.obs[:n, 2], t2.obs[:n], **tol)
+    for x, y in zip(jax.tree.leaves(traj.obs), jax.tree.leaves(t2.obs)):
+        if x.dtype == jnp.uint8:  # a camera image: the batch draws world 2 in another tile of the sheet, where
+            # the rasterizer's sub-pixel snapping may move an edge pixel by a level (sim.render)
+            diff = np.abs(np.asarray(x[:n, 2], np.int32) - np.asarray(y[:n], np.int32))
+            assert diff.max() <= 8 and diff.mean() < 0.01, (diff.max(), diff.mean())
+        else:
+            np.testing.assert_allclose(x[:n, 2], y[:n], **tol)
     # and the batch holds different worlds
     leaves = jax.tree.leaves(params)
     assert any(not np.allclose(x[0], x[1]) for x in leaves)

@@ -19,8 +19,11 @@ import jax.numpy as jnp
 from randomization.effects import Effects, ObsLatency, ObsNoise
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
-from robots.common import centered, suite_model, upright
-from robots.task import MujocoTask, PhysicsView
+import dataclasses
+
+from randomization.visual import Backdrop, CameraPose, Colors, Distractors, Lights, PixelEffects, Textures, VisualSpec
+from robots.common import centered, suite_model, suite_spec, upright
+from robots.task import MujocoTask, PhysicsView, PixelSpec
 
 RANDOMIZATION = RandomizationSpec((
     Term("body_mass", ("cart",), SplitRange("cart mass ×", (0.5, 1.5), (0.9, 1.1), ((1.5, 2.5),))),
@@ -72,3 +75,41 @@ def _task(name: str, angle: float) -> MujocoTask:
 
 BALANCE = _task("cartpole-balance", 0.0)
 SWINGUP = _task("cartpole-swingup", float(jnp.pi))
+
+
+# -- pixels: the same task seen through a camera (64 x 64 RGB), no vector observation
+VISUAL = VisualSpec(
+    colors=Colors(("self", "decoration")),
+    textures=Textures(("grid",)),
+    lights=Lights(),
+    camera=CameraPose(),
+    backdrop=Backdrop(pos=(0.0, 4.0, 1.0), size=(8.0, 0.1, 6.0)),
+    distractors=Distractors(low=(-1.5, 0.5, 0.2), high=(1.5, 2.5, 2.0)),
+    pixels=PixelEffects(),
+)
+
+
+PIXEL_CAMERA = "pixels"
+"""The pixel tasks' camera, added to the render model: 3 m in front of the rails, 0.3 m above them,
+looking along +y (the suite's ``fixed`` camera stands 4 m away, where the pole is a few pixels wide at
+64x64); it sees the rails' middle 2.5 m and the pole whole."""
+
+
+def pixel_spec():
+    """The suite model with :data:`PIXEL_CAMERA`."""
+    spec = suite_spec("cartpole")
+    spec.worldbody.add_camera(name=PIXEL_CAMERA, pos=[0.0, -3.0, 1.3], quat=[0.7071068, 0.7071068, 0.0, 0.0], fovy=45.0)
+    return spec
+
+
+def pixel_task(name: str = "cartpole-balance-pixels", visual: VisualSpec = VISUAL, height: int = 64, width: int = 64,
+               camera: str = PIXEL_CAMERA) -> MujocoTask:
+    """Cart-pole balance from pixels: the dynamics (and its latency) as ``cartpole-balance``, the
+    observation one ``height x width`` RGB image from ``camera`` in the world's appearance
+    (``visual``; an empty :class:`VisualSpec`: the nominal appearance in every world)."""
+    return dataclasses.replace(BALANCE, name=name, pixels=PixelSpec(
+        load_spec=pixel_spec, camera=camera, height=height, width=width, visual=visual))
+
+
+BALANCE_PIXELS = pixel_task()
+BALANCE_PIXELS_NOMINAL = pixel_task("cartpole-balance-pixels-nominal", VisualSpec())

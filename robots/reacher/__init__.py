@@ -47,8 +47,9 @@ import numpy as np
 
 from randomization.ranges import SplitRange
 from randomization.spec import RandomizationSpec, Term
-from robots.common import check_sparse_radius, sparse_reward, suite_model
-from robots.task import MujocoTask, PhysicsView
+from randomization.visual import CameraPose, Colors, Distractors, Lights, PixelEffects, Textures, VisualSpec
+from robots.common import check_sparse_radius, sparse_reward, suite_model, suite_spec
+from robots.task import MujocoTask, PhysicsView, PixelSpec
 
 JOINTS = ("shoulder", "wrist")
 ARM_BODIES = ("arm", "hand", "finger")
@@ -171,3 +172,37 @@ GOAL_SPARSE = sparse_task()
 PAYLOAD = _task("reacher-payload", _reward, obs_names=OBS_NAMES + ("goal_x", "goal_y"), obs_fn=_payload_obs,
                 randomization=RandomizationSpec((dataclasses.replace(RANDOMIZATION.terms[0], elements=ARM_BODIES[:2]),)
                                                 + RANDOMIZATION.terms[1:] + (PAYLOAD_TERM,)))
+
+
+# -- pixels: reach a goal shown in the image (the suite's ``target`` sphere placed at the goal), seen
+# from above by the ``fixed`` camera, with the arm's proprioception (joint angles and velocities)
+PIXEL_OBS = OBS_NAMES[:6]
+PIXEL_GOAL_RANGES = {
+    "goal_radius": SplitRange("goal_radius", (0.05, 0.20), unit="m"),
+    "goal_angle_deg": SplitRange("goal_angle_deg", (0.0, 360.0), unit="deg"),
+}
+VISUAL = VisualSpec(
+    colors=Colors(("self", "effector", "target", "decoration")),
+    textures=Textures(("grid",)),
+    lights=Lights(offset=SplitRange("light offset", (-0.3, 0.3), extrap=((-0.5, -0.3), (0.3, 0.5)), unit="m")),
+    camera=CameraPose(offset=SplitRange("camera offset", (-0.03, 0.03), extrap=((-0.05, -0.03), (0.03, 0.05)), unit="m")),
+    distractors=Distractors(low=(-0.25, -0.25, 0.0), high=(0.25, 0.25, 0.01),
+                            size=SplitRange("distractor size", (0.005, 0.015), unit="m")),
+    pixels=PixelEffects(),
+)
+
+
+def _target_xyz(task) -> jax.Array:
+    return jnp.concatenate([goal_xy(task), jnp.full((1,), 0.01, jnp.float32)])[None]
+
+
+def pixel_task(name: str = "reacher-pixels", visual: VisualSpec = VISUAL, height: int = 64, width: int = 64) -> MujocoTask:
+    """The reacher to a goal it sees: a ``height x width`` image from above with the target sphere at
+    the goal, plus the arm's joint angles and velocities; reward as ``reacher-goal``."""
+    return _task(name, _reward, obs_names=PIXEL_OBS, obs_fn=lambda view, task: _obs(view, task)[:6],
+                 task_ranges=PIXEL_GOAL_RANGES,
+                 pixels=PixelSpec(load_spec=lambda: suite_spec("reacher"), camera="fixed", height=height, width=width,
+                                  visual=visual, proprio=True, markers=("target",), marker_fn=_target_xyz))
+
+
+PIXELS = pixel_task()
