@@ -32,8 +32,9 @@ def rl2_input_names(action_names: Sequence[str], discrete: bool = False, time_in
 
 
 def is_rl2(obs_names: Sequence[str]) -> bool:
-    """Whether observation names end with the RL² inputs (previous action, reward, done flag[, trial_time])."""
-    names = list(obs_names)
+    """Whether observation names end with the RL² inputs (previous action, reward, done flag[, trial_time]);
+    a dict observation's names carry their part, ``rl2.prev_reward`` (:data:`sim.wrappers.RL2_PART`)."""
+    names = [n[4:] if str(n).startswith("rl2.") else n for n in obs_names]
     if names and names[-1] == TRIAL_TIME:
         names = names[:-1]
     return len(names) >= 3 and tuple(names[-2:]) == RL2_TAIL and str(names[-3]).startswith("prev_action")

@@ -981,6 +981,7 @@ def run_standin(onnx_path, env_id: str, *, worlds: int = 8, episodes: int | None
             "substeps": results[0]["substeps"],
             "training_timestep": float(robot.model.opt.timestep),
             "task": results[0]["task"],
+            "appearance": appearance,
         },
         "summary": summary,
         "results": results,

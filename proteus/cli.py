@@ -801,13 +801,19 @@ class Deploy:
     record: Path | None = None
     """Save the episodes (observations, sampled actions, rewards) to this .npz for `proteus adapt`
     (needs --worlds 1)."""
+    appearance: str | None = None
+    """A pixel env's appearance per world: a split (train, interp, extrap) each world draws its own
+    from (colours, textures, lights, camera pose, sky, distractors, pixel noise); None: the nominal one."""
 
     def run(self) -> None:
         from proteus.demo import deploy_standin
 
+        if self.appearance is not None and self.appearance not in ("train", "interp", "extrap"):
+            raise UsageError(f"--appearance must be train, interp or extrap, got {self.appearance!r}")
         deploy_standin(self.onnx, self.standin, self.latency_ms, self.friction, self.mass, self.gain, self.noise_std,
                        self.timestep, self.worlds, self.training_return, self.seed, self.out, self.overwrite, self.json,
-                       episodes=self.episodes, task=self.task, explore=self.explore, record=self.record)
+                       episodes=self.episodes, task=self.task, explore=self.explore, record=self.record,
+                       appearance=self.appearance)
 
 
 @dataclasses.dataclass(frozen=True)

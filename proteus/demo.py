@@ -72,7 +72,8 @@ def deploy_standin(onnx_path: Path, env_id: str, latency_ms: str = "0:20", frict
                    timestep: float | None = None, worlds: int = 8, training_return: float | None = None,
                    seed: int = 0, out_dir: Path | None = None, overwrite: bool = False,
                    json_path: Path | None = None, console=None, episodes: int | None = None,
-                   task: tuple[str, ...] = (), explore: bool = False, record: Path | None = None) -> dict:
+                   task: tuple[str, ...] = (), explore: bool = False, record: Path | None = None,
+                   appearance: str | None = None) -> dict:
     """The stand-in run behind ``proteus deploy POLICY.onnx --standin ENV``.
 
     Every option is checked before anything is built or compiled (the training return's JAX
@@ -105,7 +106,7 @@ def deploy_standin(onnx_path: Path, env_id: str, latency_ms: str = "0:20", frict
         onnx_path, env_id, worlds=opts.worlds, latency_ms=opts.latency_ms, friction=opts.friction, mass=opts.mass,
         gain=opts.gain, noise_std=opts.noise_std, timestep=opts.timestep, seed=seed, out_dir=out_dir,
         training_return=training_return, overwrite=overwrite, console=console, episodes=episodes,
-        task=task_values or None, explore=explore, record=record,
+        task=task_values or None, explore=explore, record=record, appearance=appearance,
     )
     if json_path is not None:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str))

@@ -211,3 +211,41 @@ def test_nominal_variant_never_randomizes_appearance():
     env = sim.make("cartpole-balance-pixels-nominal", batch_size=2, mode="fresh")
     assert env.unwrapped.visual.size == 0
     assert dataclasses.asdict(env.unwrapped.pixels.visual) == dataclasses.asdict(VisualSpec())
+
+
+def test_pixel_policy_exports_its_image_input_and_drives_the_camera_standin(tmp_path):
+    """An RL² pixel policy: ONNX with a uint8 ``obs.image`` input (parity with JAX on recorded
+    images), then the stand-in renders its hidden world, in an appearance drawn from the held-out
+    split, through the camera to the controller, with sensor latency."""
+    from deploy.export import export_onnx
+    from deploy.runtime import OnnxPolicy
+    from deploy.standin import MujocoStandIn, run_standin
+    from meta_rl.networks import Policy, PolicySpec
+
+    env = sim.make("cartpole-balance-pixels", batch_size=2, mode="trial")
+    policy = Policy(PolicySpec.for_env(env, "gru", hidden=(16,), core_size=8))
+    params = policy.init(jax.random.key(0))
+    s = jax.jit(env.reset)(jax.random.split(jax.random.key(1), 2), env.sample_params(jax.random.key(2), "extrap"))
+    recorded = jax.tree.map(lambda x: np.asarray(x)[None], s.obs)
+    path = tmp_path / "p.onnx"
+    base = env.unwrapped
+    report = export_onnx(policy, params, path, {"control_dt": base.control_dt, "episodes_per_trial": 2,
+                                                "episode_length": base.episode_length,
+                                                "env_id": "cartpole-balance-pixels"}, parity_obs=recorded, steps=4)
+    assert report.max_action_error <= 1e-5 and report.max_carry_error <= 1e-5
+    onnx = OnnxPolicy(path)
+    assert onnx.obs_parts["image"] == ((64, 64, 3), np.dtype(np.uint8))
+
+    standin = MujocoStandIn("cartpole-balance-pixels", rl2=True, appearance="extrap", latency_ms=20.0, seed=3)
+    obs, _ = standin.read_observation()
+    assert set(obs) == {"image", "rl2"} and obs["image"].dtype == np.uint8 and obs["image"].shape == (64, 64, 3)
+    nominal = MujocoStandIn("cartpole-balance-pixels", rl2=True, seed=3).read_observation()[0]["image"]
+    assert np.abs(obs["image"].astype(np.int32) - nominal.astype(np.int32)).mean() > 5  # another appearance
+    with pytest.raises(ValueError, match="appearance='extrap': cartpole-balance has no camera"):
+        MujocoStandIn("cartpole-balance", appearance="extrap")
+
+    out = run_standin(path, "cartpole-balance-pixels", worlds=1, latency_ms=(0.0, 20.0), appearance="extrap",
+                      out_dir=tmp_path / "s2s")
+    world = out["results"][0]
+    assert world["appearance"] == "extrap" and not world["stopped"] and len(world["episodes"]) == 2
+    assert all(e["length"] == base.episode_length for e in world["episodes"])
