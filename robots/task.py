@@ -41,6 +41,8 @@ class PixelSpec:
         marker_fn: ``task_params -> [len(markers), 3]`` positions of the markers.
         threads, tiles: the renderer's GL contexts and worlds per framebuffer read
             (:class:`sim.render.BatchRenderer`).
+        appearance_split: draw every world's appearance from this split whatever split its dynamics
+            come from (``extrap``: held-out appearances on training dynamics); ``None``: the same split.
     """
 
     load_spec: Callable[[], mujoco.MjSpec]
@@ -53,6 +55,7 @@ class PixelSpec:
     marker_fn: Callable[[dict], jax.Array] | None = None
     threads: int = 1
     tiles: int = 64
+    appearance_split: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity (holds functions)

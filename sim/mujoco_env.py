@@ -238,6 +238,8 @@ class MujocoEnv(Env):
             from sim.render import BatchRenderer
 
             px = task.pixels
+            if px.appearance_split is not None:
+                check_split(px.appearance_split)
             self.visual = px.visual.resolve(px.load_spec(), px.camera)
             # checks the resolution, camera and markers now; GL contexts start at the first image
             self._renderer = BatchRenderer(self.visual.model, px.height, px.width, px.camera, self.visual,
@@ -280,7 +282,7 @@ class MujocoEnv(Env):
         }
         dyn = self.resolved.sample(k_dyn, split, None if ranges is None else ranges["dynamics"])
         if self.visual is not None:  # drawn from a key of its own: the same key, the same dynamics
-            visual = self.visual.sample(jax.random.fold_in(key, VISUAL_KEY), split)
+            visual = self.visual.sample(jax.random.fold_in(key, VISUAL_KEY), self.pixels.appearance_split or split)
             return {"dynamics": dyn, "task": task, "visual": visual}
         return {"dynamics": dyn, "task": task}
 

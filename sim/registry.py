@@ -229,6 +229,9 @@ def _register_builtin() -> None:
          "distractors, pixel noise) and dynamics"),
         ("cartpole-balance-pixels-nominal", "cartpole:BALANCE_PIXELS_NOMINAL",
          "cartpole-balance-pixels in the nominal appearance in every world (randomized dynamics only)"),
+        ("cartpole-balance-pixels-unseen", "cartpole:BALANCE_PIXELS_UNSEEN",
+         "cartpole-balance-pixels with every world's appearance drawn from the extrap split (held out of training), "
+         "its dynamics from the split asked for: scores transfer to unseen appearance on training dynamics"),
         ("reacher-pixels", "reacher:PIXELS",
          "reacher to a goal seen in a 64x64 top-down image, plus joint angles and velocities; randomized appearance and dynamics"),
     )

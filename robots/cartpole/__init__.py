@@ -103,13 +103,16 @@ def pixel_spec():
 
 
 def pixel_task(name: str = "cartpole-balance-pixels", visual: VisualSpec = VISUAL, height: int = 64, width: int = 64,
-               camera: str = PIXEL_CAMERA) -> MujocoTask:
+               camera: str = PIXEL_CAMERA, appearance_split: str | None = None) -> MujocoTask:
     """Cart-pole balance from pixels: the dynamics (and its latency) as ``cartpole-balance``, the
     observation one ``height x width`` RGB image from ``camera`` in the world's appearance
-    (``visual``; an empty :class:`VisualSpec`: the nominal appearance in every world)."""
+    (``visual``; an empty :class:`VisualSpec`: the nominal appearance in every world), drawn from
+    ``appearance_split`` when given (else from the world's own split)."""
     return dataclasses.replace(BALANCE, name=name, pixels=PixelSpec(
-        load_spec=pixel_spec, camera=camera, height=height, width=width, visual=visual))
+        load_spec=pixel_spec, camera=camera, height=height, width=width, visual=visual,
+        appearance_split=appearance_split))
 
 
 BALANCE_PIXELS = pixel_task()
 BALANCE_PIXELS_NOMINAL = pixel_task("cartpole-balance-pixels-nominal", VisualSpec())
+BALANCE_PIXELS_UNSEEN = pixel_task("cartpole-balance-pixels-unseen", appearance_split="extrap")
