@@ -290,16 +290,11 @@ def _element(model: mujoco.MjModel, kind: mujoco.mjtObj, count: int, name: str, 
 
 
 def _quat_from_euler_deg(angles: np.ndarray) -> np.ndarray:
-    """The quaternion of intrinsic x-y-z rotations by ``angles`` degrees."""
-    q = np.array([1.0, 0.0, 0.0, 0.0])
-    for axis, deg in enumerate(angles):
-        half = math.radians(float(deg)) / 2
-        r = np.zeros(4)
-        r[0], r[1 + axis] = math.cos(half), math.sin(half)
-        out = np.empty(4)
-        mujoco.mju_mulQuat(out, q, r)
-        q = out
-    return q
+    """The quaternion of intrinsic x-y-z rotations by ``angles`` degrees (``qx * qy * qz``)."""
+    hx, hy, hz = (math.radians(float(a)) / 2 for a in angles)
+    cx, sx, cy, sy, cz, sz = math.cos(hx), math.sin(hx), math.cos(hy), math.sin(hy), math.cos(hz), math.sin(hz)
+    return np.array([cx * cy * cz - sx * sy * sz, sx * cy * cz + cx * sy * sz,
+                     cx * sy * cz - sx * cy * sz, cx * cy * sz + sx * sy * cz])
 
 
 class ResolvedVisual:
@@ -367,6 +362,10 @@ class ResolvedVisual:
         nominal = self.nominal()
         self.layout = tuple((n, tuple(v.shape)) for n, v in nominal.items())
         self.size = int(sum(int(np.prod(s)) for _, s in self.layout))
+        bounds = np.cumsum([0] + [int(np.prod(s)) for _, s in self.layout])
+        self._slices = tuple((n, int(a), int(b), s) for (n, s), a, b in zip(self.layout, bounds[:-1], bounds[1:]))
+        self._light_ids = np.arange(m.nlight)
+        self._distractor_ids = np.arange(len(self.distractors))
 
     # -- drawing -------------------------------------------------------------------------------
     def nominal(self) -> dict[str, jax.Array]:
@@ -448,12 +447,8 @@ class ResolvedVisual:
 
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """The inverse of :meth:`flatten` for one world (NumPy, on the host)."""
-        out, at = {}, 0
-        for name, shape in self.layout:
-            n = int(np.prod(shape))
-            out[name] = np.asarray(flat[at: at + n], np.float64).reshape(shape)
-            at += n
-        return out
+        row = np.asarray(flat, np.float64)
+        return {name: row[a:b].reshape(shape) for name, a, b, shape in self._slices}
 
     # -- writing into the render model ---------------------------------------------------------
     def write(self, model: mujoco.MjModel, values: dict[str, np.ndarray], context=None) -> None:
@@ -475,7 +470,7 @@ class ResolvedVisual:
                 for mat in self.texture_mats:
                     context.mat_texid[mat * roles + TEX_RGB] = texid[mat]
         if v.lights:
-            active = np.arange(model.nlight) < self.nlight0 + int(values["light.count"])
+            active = self._light_ids < self.nlight0 + int(values["light.count"])
             model.light_active[:] = active
             model.light_pos[:] = self.light_pos0 + values["light.offset"]
             d = self.light_dir0 + values["light.direction"]
@@ -491,7 +486,7 @@ class ResolvedVisual:
         if v.backdrop:
             model.geom_rgba[self.sky] = values["sky.rgba"]
         if v.distractors:
-            shown = np.arange(len(self.distractors)) < int(values["distractor.count"])
+            shown = self._distractor_ids < int(values["distractor.count"])
             model.geom_group[self.distractors] = np.where(shown, 0, HIDDEN_GROUP)
             model.geom_pos[self.distractors] = values["distractor.pos"]
             model.geom_size[self.distractors] = values["distractor.size"][:, None]

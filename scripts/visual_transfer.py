@@ -1,7 +1,7 @@
 """Transfer to unseen appearance: a run's trial return on the same worlds seen two ways, paired.
 
     python scripts/visual_transfer.py RUN/eval-cartpole-balance-pixels RUN/eval-cartpole-balance-pixels-unseen \
-        [--split train] [--player learner] [--label-a trained --label-b unseen]
+        [--split train] [--player policy] [--label-a trained --label-b unseen]
 
 Both folders are ``proteus eval`` outputs of one run on the same worlds (the same ``--tasks``, split
 and seed): ``proteus eval RUN --env cartpole-balance-pixels`` and ``--env cartpole-balance-pixels-unseen``
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("a", type=Path, help="eval folder: the appearance trained on")
     ap.add_argument("b", type=Path, help="eval folder: the same worlds in unseen appearances")
     ap.add_argument("--split", default="train")
-    ap.add_argument("--player", default="learner")
+    ap.add_argument("--player", default="policy")
     ap.add_argument("--label-a", default="A")
     ap.add_argument("--label-b", default="B")
     args = ap.parse_args(argv)
