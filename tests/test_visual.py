@@ -252,3 +252,22 @@ def test_pixel_policy_exports_its_image_input_and_drives_the_camera_standin(tmp_
     world = out["results"][0]
     assert world["appearance"] == "extrap" and not world["stopped"] and len(world["episodes"]) == 2
     assert all(e["length"] == base.episode_length for e in world["episodes"])
+
+
+def test_visual_transfer_script_pairs_the_same_worlds(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visual_transfer", "scripts/visual_transfer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    ra = np.asarray([[100.0, 100.0], [200.0, 200.0], [300.0, 300.0]], np.float32)  # trial returns 200, 400, 600
+    np.savez(a / "returns.npz", **{"train/policy": ra})
+    np.savez(b / "returns.npz", **{"train/policy": ra * 0.9})
+    assert mod.main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "ratio B/A: 0.900" in out and "paired B - A: -40.00 ± " in out
+    np.savez(b / "returns.npz", **{"train/policy": ra[:2]})
+    with pytest.raises(SystemExit, match="3 and 2 worlds"):
+        mod.main([str(a), str(b)])
