@@ -116,8 +116,7 @@ class _Robot:
         # vector parts' elements as "part.element", as the policy's and the exported metadata's
         self.pixels = base.pixels is not None
         self.parts = tuple((n, tuple(sp.shape), np.dtype(sp.dtype)) for n, sp in space.items()) if self.pixels else ()
-        self.obs_names = (tuple(f"{n}.{e}" for n, sp in space.items() if sp.is_vector for e in sp.names)
-                          if self.pixels else tuple(space.names))
+        self.obs_names = space.vector_names if self.pixels else tuple(space.names)
         self.action_names = tuple(env.action_space.names)
         self.nominal_task = {n: float(v) for n, v in base.nominal_params()["task"].items()}
         self.tracking = _tracking_fn(env_id)
@@ -723,8 +722,7 @@ def jax_episode_returns(policy, params, env_id: str, episodes: int, seed: int = 
     B = -(-int(episodes) // K)
     env = _jax_env(env_id, B, rl2)
     space = env.observation_space
-    names = (tuple(f"{n}.{e}" for n, sp in space.items() if sp.is_vector for e in sp.names) if hasattr(space, "items")
-             else tuple(space.names))
+    names = space.vector_names if hasattr(space, "vector_names") else tuple(space.names)
     if tuple(policy.spec.obs_names) != names:
         raise ValueError(f"policy observation names {list(policy.spec.obs_names)} do not match "
                          f"{env_id}{' (trial)' if rl2 else ''}: {list(names)}")

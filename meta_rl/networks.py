@@ -219,7 +219,7 @@ class PolicySpec:
                 else:
                     raise ValueError(f"{env.id}: obs part {n!r} is {sp.describe()}; policies read 1-D float vectors "
                                      "and H x W x C images")
-            names = tuple(f"{n}.{e}" for n, sp in obs.items() if sp.is_vector for e in sp.names)
+            names = obs.vector_names
             kw = {**kw, "obs_parts": tuple(parts)}
         elif isinstance(obs, Box) and obs.is_vector:
             names = obs.names

@@ -436,8 +436,7 @@ class ResolvedVisual:
     def flatten(self, values: dict[str, jax.Array]) -> jax.Array:
         """One world's appearance as one float32 vector (any leading batch shape), in :attr:`layout` order."""
         if not self.layout:
-            lead = () if not values else next(iter(values.values())).shape[:0]
-            return jnp.zeros(lead + (0,), jnp.float32)
+            return jnp.zeros((0,), jnp.float32)
         parts = []
         for name, shape in self.layout:
             x = jnp.asarray(values[name], jnp.float32)

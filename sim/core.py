@@ -217,6 +217,12 @@ class Dict:
     def keys(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.spaces)
 
+    @property
+    def vector_names(self) -> tuple[str, ...]:
+        """The vector parts' elements as ``part.element``, in order: how policies, exported metadata and
+        robot drivers name a dict observation's values (image parts have no per-element names)."""
+        return tuple(f"{n}.{e}" for n, sp in self.spaces if sp.is_vector for e in sp.names)
+
     def items(self) -> tuple[tuple[str, Box], ...]:
         return self.spaces
 

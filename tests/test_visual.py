@@ -247,6 +247,20 @@ def test_pixel_policy_exports_its_image_input_and_drives_the_camera_standin(tmp_
     with pytest.raises(ValueError, match="appearance='extrap': cartpole-balance has no camera"):
         MujocoStandIn("cartpole-balance", appearance="extrap")
 
+    # a camera that sends the wrong image size: the controller stops with the safe action, naming the part
+    from deploy.runtime import Controller, ControllerStopped
+
+    robot = MujocoStandIn("cartpole-balance-pixels", rl2=True, seed=4)
+    read = robot.read_observation
+
+    def cropped():
+        obs, ts = read()
+        return {**obs, "image": obs["image"][:32]}, ts
+
+    robot.read_observation = cropped
+    with pytest.raises(ControllerStopped, match=r"part 'image' of shape \[32, 64, 3\], the policy expects \[64, 64, 3\]"):
+        Controller(path, robot).step()
+
     out = run_standin(path, "cartpole-balance-pixels", worlds=1, latency_ms=(0.0, 20.0), appearance="extrap",
                       out_dir=tmp_path / "s2s")
     world = out["results"][0]
