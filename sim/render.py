@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import copy
 import dataclasses
 import math
 import os
@@ -173,7 +174,7 @@ class _Worker:
 
     def _init(self):
         r = self.r
-        self.model = m = _copy_model(r.model)
+        self.model = m = copy.copy(r.model)  # this context's own model: appearances are written into it
         m.vis.global_.offwidth = r.cols * r.width
         m.vis.global_.offheight = r.rows * r.height
         m.vis.quality.offsamples = r.scene.multisamples
@@ -231,12 +232,6 @@ class _Worker:
             self.pool.submit(free).result()
         finally:
             self.pool.shutdown()
-
-
-def _copy_model(model: mujoco.MjModel) -> mujoco.MjModel:
-    import copy
-
-    return copy.copy(model)
 
 
 class BatchRenderer:
